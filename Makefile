@@ -1,0 +1,58 @@
+# kinfer developer entry points. `make demo` and `make test` are the README's
+# first two commands; .ci/run calls `make test` on a clean checkout.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help install test unit e2e lint fmt crds demo cluster-up cluster-down bench bench-runtime bench-autoscale
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(BIN)/kinfer: pyproject.toml runtime_images/onnxruntime/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]' -e runtime_images/onnxruntime
+	@touch $@
+
+install: $(BIN)/kinfer  ## create .venv with kinfer, its server and the dev tools
+
+lint: install  ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install  ## ruff format + fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+crds: install  ## regenerate crds/ from the API model
+	$(BIN)/kinfer crd > crds/kinfer.dev_inferenceservices.yaml
+
+unit: install  ## unit + data-plane tests (no cluster)
+	$(BIN)/pytest tests
+
+e2e: install  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
+	$(BIN)/pytest e2e
+
+test: install  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
+	$(MAKE) lint
+	$(BIN)/pytest tests e2e
+
+demo: install  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
+	$(BIN)/kinfer cluster demo
+
+cluster-up: install  ## start the local cluster (builds it the first time)
+	$(BIN)/kinfer cluster up
+
+cluster-down: install  ## stop the local cluster and remove its state
+	$(BIN)/kinfer cluster down
+
+bench: bench-runtime bench-autoscale  ## all benchmarks
+
+bench-runtime: install  ## onnxruntime vs kinfer-ort-server vs local Triton latency/throughput
+	$(BIN)/kinfer bench runtime
+
+bench-autoscale: install  ## kinfer vs HPA vs KPA vs oracle on the project's traces
+	$(BIN)/kinfer bench autoscale --all --out docs/bench

@@ -1,0 +1,1 @@
+"""The InferenceService API: constants, model (parse + defaults), validation, CRD schema."""

@@ -1,0 +1,89 @@
+"""Names and defaults of the InferenceService API: defined once, used by the
+schema generator, the parser, the renderer and the docs tests."""
+
+from __future__ import annotations
+
+GROUP = "kinfer.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAMES = ["kisvc"]
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Every child object carries this label (value: the InferenceService's name).
+LABEL_ISVC = "kinfer.dev/inferenceservice"
+LABEL_RUNTIME = "kinfer.dev/runtime"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kinfer"
+# Pod-template annotation: a digest of the rendered model config, so a config
+# change rolls the pods (a subPath-mounted ConfigMap is never refreshed).
+ANNOTATION_CONFIG_DIGEST = "kinfer.dev/model-config-digest"
+FIELD_MANAGER = "kinfer"
+
+RUNTIMES = ("triton", "onnxruntime")
+MODEL_FORMATS = ("onnx", "tensorrt", "torchscript", "python")
+# The file a format's model is stored as inside a Triton version directory.
+MODEL_FILENAMES = {
+    "onnx": "model.onnx",
+    "tensorrt": "model.plan",
+    "torchscript": "model.pt",
+    "python": "model.py",
+}
+# Triton backend (platform) per format.
+TRITON_BACKENDS = {
+    "onnx": "onnxruntime",
+    "tensorrt": "tensorrt",
+    "torchscript": "pytorch",
+    "python": "python",
+}
+STORAGE_SCHEMES = ("s3", "gs", "http", "https", "pvc")
+# A storageUri: s3://bucket/key, gs://bucket/key, http(s)://host/path, pvc://claim/path.
+STORAGE_URI_PATTERN = (
+    r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,62}(/.*)?"
+    r"|https?://[^/\s]+(/\S*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?)$"
+)
+TIER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+# A Kubernetes resource quantity (cpu: "500m", "2"; memory: "4Gi").
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+# Data-plane ports: the same on Triton and kinfer's ONNX Runtime server.
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+# Where the pod lays out its Triton model repository.
+MODEL_REPOSITORY_PATH = "/mnt/models"
+
+# Defaults (the CRD schema's `default:` values come from here).
+DEFAULT_MODEL_FORMAT = "onnx"
+DEFAULT_REPLICAS = 1
+DEFAULT_GPUS = 0
+DEFAULT_CPU = "1"
+DEFAULT_MEMORY = "2Gi"
+DEFAULT_MIN_REPLICAS = 1
+DEFAULT_MAX_REPLICAS = 10
+DEFAULT_TOLERANCE = 0.1
+DEFAULT_SCALE_UP_STABILIZATION_S = 0
+DEFAULT_SCALE_DOWN_STABILIZATION_S = 300
+DEFAULT_SCALE_UP_MAX_STEP = 4
+DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT = 50
+DEFAULT_SCALING_PERIOD_S = 15
+DEFAULT_METRICS_WINDOW_S = 60
+DEFAULT_TIER_DWELL_S = 30
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_MAX_QUEUE_DELAY_US = 500
+
+# Condition types on status.conditions.
+CONDITION_READY = "Ready"
+CONDITION_SPEC_VALID = "SpecValid"
+CONDITION_GPU_CAPACITY = "GPUCapacityAvailable"
+CONDITION_METRICS_AVAILABLE = "MetricsAvailable"
+CONDITION_AUTOSCALING = "AutoscalingActive"
+CONDITION_TIER_CONVERGED = "TierConverged"

@@ -1,0 +1,507 @@
+"""The InferenceService CRD, generated from one Python definition.
+
+`crds/kinfer.dev_inferenceservices.yaml` is this module's output (`kinfer crd`),
+and a test keeps the two equal. Each CEL rule sits next to its Python twin
+(`CrossFieldRule.check`), which `kinfer render` and the operator use, so the
+API server and the code reject the same specs with the same field paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kinfer.api import constants as c
+
+Schema = dict[str, Any]
+
+
+def _int(minimum: int | None = None, maximum: int | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "integer", **extra}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema
+
+
+def _str(description: str, **extra: Any) -> Schema:
+    return {"type": "string", "description": description, **extra}
+
+
+def _quantity(description: str, default: str) -> Schema:
+    return {
+        "description": description,
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": c.QUANTITY_PATTERN,
+        "default": default,
+    }
+
+
+STORAGE_URI = _str(
+    "Where the model is fetched from: s3://bucket/key, gs://bucket/key, http(s)://host/path "
+    "or pvc://<claim>/<path>. A URI ending in the format's file name (model.onnx, ...) or "
+    "extension is one file; anything else is a directory copied into the model version.",
+    pattern=c.STORAGE_URI_PATTERN,
+    maxLength=2048,
+)
+
+
+@dataclass(frozen=True)
+class CrossFieldRule:
+    """A rule across fields: CEL for the API server, `check` for kinfer's own code.
+
+    `where` is the path from the object's root to the object the rule is
+    attached to (CEL's `self`), `field` the path (relative to it) of the field
+    the error names.
+    """
+
+    where: tuple[str, ...]
+    cel: str
+    message: str
+    field: str
+    check: Callable[[dict[str, Any]], bool]
+
+    @property
+    def field_path(self) -> str:
+        return ".".join(self.where) + self.field
+
+
+def _tiers(precision: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(precision.get("tiers") or [])
+
+
+def _tier_named(precision: dict[str, Any], key: str) -> bool:
+    return key not in precision or any(
+        tier.get("name") == precision[key] for tier in _tiers(precision)
+    )
+
+
+CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        where=(),
+        cel="size(self.metadata.name) <= 63 "
+        "&& self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        message="the name must be a DNS-1035 label (lowercase letters, digits and '-', starting "
+        "with a letter, at most 63 characters): it names the Service and the Deployment",
+        field="metadata.name",
+        check=lambda obj: (
+            bool(
+                re.fullmatch(
+                    r"[a-z]([-a-z0-9]*[a-z0-9])?", (obj.get("metadata") or {}).get("name", "")
+                )
+            )
+            and len(obj["metadata"]["name"]) <= 63
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="self.runtime != 'onnxruntime' || !has(self.model.format) "
+        "|| self.model.format == 'onnx'",
+        message="runtime onnxruntime serves only model.format onnx",
+        field=".model.format",
+        check=lambda spec: (
+            spec.get("runtime") != "onnxruntime"
+            or (spec.get("model") or {}).get("format", c.DEFAULT_MODEL_FORMAT) == "onnx"
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="has(self.model.storageUri) || (has(self.precision) && has(self.precision.tiers) "
+        "&& size(self.precision.tiers) > 0)",
+        message="model.storageUri is required unless precision.tiers lists the model's tiers",
+        field=".model.storageUri",
+        check=lambda spec: (
+            "storageUri" in (spec.get("model") or {}) or bool(_tiers(spec.get("precision") or {}))
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="!has(self.model.storageUri) || !has(self.precision) || !has(self.precision.tiers) "
+        "|| size(self.precision.tiers) == 0",
+        message="model.storageUri and precision.tiers are exclusive: "
+        "with tiers, each tier names its own storageUri",
+        field=".model.storageUri",
+        check=lambda spec: (
+            "storageUri" not in (spec.get("model") or {}) or not _tiers(spec.get("precision") or {})
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec", "resources"),
+        cel="!has(self.migProfile) || self.gpus <= 1",
+        message="a replica gets one MIG slice: with migProfile, gpus must be 0 or 1",
+        field=".migProfile",
+        check=lambda res: "migProfile" not in res or int(res.get("gpus", c.DEFAULT_GPUS)) <= 1,
+    ),
+    CrossFieldRule(
+        where=("spec", "resources"),
+        cel="!has(self.gpuProduct) || self.gpus > 0 || has(self.migProfile)",
+        message="gpuProduct needs gpus > 0 or a migProfile (gpus 0 means CPU only)",
+        field=".gpuProduct",
+        check=lambda res: (
+            "gpuProduct" not in res
+            or int(res.get("gpus", c.DEFAULT_GPUS)) > 0
+            or "migProfile" in res
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec", "scaling"),
+        cel="self.minReplicas <= self.maxReplicas",
+        message="scaling.minReplicas must be <= scaling.maxReplicas",
+        field=".minReplicas",
+        check=lambda s: (
+            int(s.get("minReplicas", c.DEFAULT_MIN_REPLICAS))
+            <= int(s.get("maxReplicas", c.DEFAULT_MAX_REPLICAS))
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec", "precision"),
+        cel="!has(self.pinned) || self.tiers.exists(t, t.name == self.pinned)",
+        message="precision.pinned must name one of precision.tiers",
+        field=".pinned",
+        check=lambda p: _tier_named(p, "pinned"),
+    ),
+    CrossFieldRule(
+        where=("spec", "precision"),
+        cel="!has(self.minTier) || self.tiers.exists(t, t.name == self.minTier)",
+        message="precision.minTier must name one of precision.tiers",
+        field=".minTier",
+        check=lambda p: _tier_named(p, "minTier"),
+    ),
+)
+
+
+def _rules_at(where: tuple[str, ...]) -> list[Schema]:
+    rules = []
+    for rule in CROSS_FIELD_RULES:
+        if rule.where == where:
+            entry = {"rule": rule.cel, "message": rule.message, "reason": "FieldValueInvalid"}
+            # fieldPath must name a field the schema declares; metadata's are not.
+            if rule.field.startswith("."):
+                entry["fieldPath"] = rule.field
+            rules.append(entry)
+    return rules
+
+
+def spec_schema() -> Schema:
+    """The openAPIV3Schema of `.spec`."""
+    return {
+        "type": "object",
+        "required": ["runtime"],
+        "x-kubernetes-validations": _rules_at(("spec",)),
+        "properties": {
+            "runtime": _str(
+                "The model server: triton (NVIDIA Triton Inference Server) or onnxruntime "
+                "(kinfer's ONNX Runtime server). Both speak the Open Inference Protocol v2.",
+                enum=list(c.RUNTIMES),
+            ),
+            "model": {
+                "type": "object",
+                "description": "The served model.",
+                "default": {},
+                "properties": {
+                    "name": _str(
+                        "Name clients call the model by (default: metadata.name).",
+                        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                        maxLength=128,
+                    ),
+                    "format": _str(
+                        "Model format; onnxruntime accepts only onnx.",
+                        enum=list(c.MODEL_FORMATS),
+                        default=c.DEFAULT_MODEL_FORMAT,
+                    ),
+                    "storageUri": STORAGE_URI,
+                },
+            },
+            "precision": {
+                "type": "object",
+                "description": "Precision tiers: variants of one model, highest quality first.",
+                "required": ["tiers"],
+                "x-kubernetes-validations": _rules_at(("spec", "precision")),
+                "properties": {
+                    "tiers": {
+                        "type": "array",
+                        "description": "Ordered tiers, highest quality first (e.g. fp32, "
+                        "fp16, int8); tier k is served as model version k+1.",
+                        "minItems": 1,
+                        "maxItems": 8,
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "storageUri"],
+                            "properties": {
+                                "name": _str(
+                                    "Tier name, e.g. fp32.",
+                                    pattern=c.TIER_NAME_PATTERN,
+                                    maxLength=63,
+                                ),
+                                "storageUri": STORAGE_URI,
+                            },
+                        },
+                    },
+                    "pinned": _str(
+                        "Serve this tier and never switch (turns tier switching off).",
+                        maxLength=63,
+                    ),
+                    "minTier": _str(
+                        "Accuracy floor: the lowest-quality tier the autoscaler may use "
+                        "(default: the last tier).",
+                        maxLength=63,
+                    ),
+                    "dwellSeconds": _int(
+                        0,
+                        3600,
+                        default=c.DEFAULT_TIER_DWELL_S,
+                        description="Minimum time between two tier switches.",
+                    ),
+                },
+            },
+            "resources": {
+                "type": "object",
+                "description": "Per-replica resources and GPU scheduling.",
+                "default": {},
+                "x-kubernetes-validations": _rules_at(("spec", "resources")),
+                "properties": {
+                    "gpus": _int(
+                        0,
+                        16,
+                        default=c.DEFAULT_GPUS,
+                        description="GPUs per replica (nvidia.com/gpu); 0 = CPU only.",
+                    ),
+                    "gpuProduct": _str(
+                        "GPU product (GPU Feature Discovery label nvidia.com/gpu.product), "
+                        "e.g. NVIDIA-A100-SXM4-80GB.",
+                        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                        maxLength=63,
+                    ),
+                    "migProfile": _str(
+                        "MIG profile; each replica requests one nvidia.com/mig-<profile>.",
+                        pattern=c.MIG_PROFILE_PATTERN,
+                    ),
+                    "cpu": _quantity("CPU request and limit per replica.", c.DEFAULT_CPU),
+                    "memory": _quantity("Memory request and limit per replica.", c.DEFAULT_MEMORY),
+                },
+            },
+            "replicas": _int(
+                0,
+                None,
+                default=c.DEFAULT_REPLICAS,
+                description="Desired replicas: written by users, kubectl scale and the "
+                "autoscaler (kept within scaling.minReplicas..maxReplicas when autoscaling).",
+            ),
+            "scaling": {
+                "type": "object",
+                "description": "Autoscaling on p95 latency and QPS per replica, read from "
+                "Prometheus. Active when a target is set.",
+                "default": {},
+                "x-kubernetes-validations": _rules_at(("spec", "scaling")),
+                "properties": {
+                    "minReplicas": _int(0, None, default=c.DEFAULT_MIN_REPLICAS),
+                    "maxReplicas": _int(1, None, default=c.DEFAULT_MAX_REPLICAS),
+                    "targetLatencyP95Ms": {
+                        "type": "number",
+                        "exclusiveMinimum": True,
+                        "minimum": 0,
+                        "description": "p95 latency SLO in milliseconds.",
+                    },
+                    "targetQPSPerReplica": {
+                        "type": "number",
+                        "exclusiveMinimum": True,
+                        "minimum": 0,
+                        "description": "Requests per second one replica should serve.",
+                    },
+                    "tolerance": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 1,
+                        "default": c.DEFAULT_TOLERANCE,
+                        "description": "Ignore metric/target ratios within 1 +- tolerance.",
+                    },
+                    "scaleUpStabilizationSeconds": _int(
+                        0, 3600, default=c.DEFAULT_SCALE_UP_STABILIZATION_S
+                    ),
+                    "scaleDownStabilizationSeconds": _int(
+                        0, 3600, default=c.DEFAULT_SCALE_DOWN_STABILIZATION_S
+                    ),
+                    "scaleUpMaxStep": _int(
+                        1,
+                        None,
+                        default=c.DEFAULT_SCALE_UP_MAX_STEP,
+                        description="Most replicas added per period.",
+                    ),
+                    "scaleDownMaxStepPercent": _int(
+                        1,
+                        100,
+                        default=c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT,
+                        description="Most replicas removed per period, percent of current.",
+                    ),
+                    "periodSeconds": _int(
+                        1,
+                        600,
+                        default=c.DEFAULT_SCALING_PERIOD_S,
+                        description="Control loop period.",
+                    ),
+                    "metricsWindowSeconds": _int(
+                        10,
+                        3600,
+                        default=c.DEFAULT_METRICS_WINDOW_S,
+                        description="PromQL rate/quantile window.",
+                    ),
+                },
+            },
+            "batching": {
+                "type": "object",
+                "description": "Server-side dynamic batching.",
+                "default": {},
+                "properties": {
+                    "maxBatchSize": _int(0, 1024, default=c.DEFAULT_MAX_BATCH_SIZE),
+                    "maxQueueDelayMicroseconds": _int(
+                        0, 1_000_000, default=c.DEFAULT_MAX_QUEUE_DELAY_US
+                    ),
+                },
+            },
+            "image": _str("Override the runtime's container image.", maxLength=512),
+            "env": {
+                "type": "array",
+                "description": "Extra environment variables for the model server container.",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {"name": {"type": "string", "minLength": 1}},
+                },
+            },
+            "nodeSelector": {
+                "type": "object",
+                "description": "Extra node selector labels.",
+                "additionalProperties": {"type": "string"},
+            },
+            "tolerations": {
+                "type": "array",
+                "description": "Extra tolerations.",
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            },
+            "serviceAccountName": _str(
+                "ServiceAccount of the model server pods (e.g. for storage credentials).",
+                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                maxLength=253,
+            ),
+        },
+    }
+
+
+def status_schema() -> Schema:
+    condition = {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "observedGeneration": {"type": "integer"},
+        },
+    }
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": {"type": "integer"},
+            "replicas": {"type": "integer"},
+            "readyReplicas": {"type": "integer"},
+            "updatedReplicas": {"type": "integer"},
+            "selector": {"type": "string"},
+            "activeTier": {"type": "string"},
+            "url": {"type": "string"},
+            "grpcAddress": {"type": "string"},
+            "modelName": {"type": "string"},
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": condition,
+            },
+        },
+    }
+
+
+PRINTER_COLUMNS: list[Schema] = [
+    {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtime"},
+    {"name": "Tier", "type": "string", "jsonPath": ".status.activeTier"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+    {
+        "name": "Status",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+    },
+    {"name": "URL", "type": "string", "jsonPath": ".status.url", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def crd() -> Schema:
+    """The CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": c.CRD_NAME},
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": c.KIND,
+                "listKind": f"{c.KIND}List",
+                "plural": c.PLURAL,
+                "singular": c.SINGULAR,
+                "shortNames": list(c.SHORT_NAMES),
+                "categories": ["kinfer", "all"],
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "InferenceService serves one model (optionally in "
+                            "several precision tiers) on Triton or kinfer's ONNX Runtime "
+                            "server, with GPU scheduling and autoscaling.",
+                            "required": ["spec"],
+                            "x-kubernetes-validations": _rules_at(()),
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }

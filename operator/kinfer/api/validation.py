@@ -1,0 +1,155 @@
+"""Validate an InferenceService the way the API server does, with field paths.
+
+The structural part runs the CRD's own openAPIV3Schema through jsonschema; the
+cross-field part runs the Python twins of the CRD's CEL rules. So `kinfer
+render`, the operator (for objects admitted before a CRD upgrade) and the API
+server agree on what is invalid and say it with the same paths.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from kinfer.api import constants as c
+from kinfer.api import schema as crd_schema
+from kinfer.api.constants import API_VERSION, KIND
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: Invalid value: {_show(self.value)}: {self.message}"
+
+
+class InvalidSpecError(ValueError):
+    """An InferenceService that is not valid; `errors` lists every invalid field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(error) for error in errors))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return type(value).__name__
+    return repr(value)
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    root = crd_schema.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    # Kubernetes schemas are OpenAPI v3.0: boolean exclusiveMinimum, as in draft 4.
+    return jsonschema.Draft4Validator(root)
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _lookup(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _structural_errors(obj: dict[str, Any]) -> list[FieldError]:
+    errors = []
+    for error in _validator().iter_errors(obj):
+        path = _path(error.absolute_path) or "<root>"
+        if error.validator == "required":
+            missing = error.message.split("'")[1]
+            errors.append(
+                FieldError(
+                    f"{path}.{missing}" if error.absolute_path else missing, None, "Required"
+                )
+            )
+            continue
+        errors.append(FieldError(path, error.instance, _describe(error)))
+    return errors
+
+
+_PATTERN_HINTS = {
+    c.STORAGE_URI_PATTERN: "must be s3://<bucket>/<key>, gs://<bucket>/<key>, "
+    "http(s)://<host>/<path> or pvc://<claim>/<path>",
+    c.QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2, 4Gi",
+    c.MIG_PROFILE_PATTERN: "must be a MIG profile such as 1g.10gb or 3g.40gb",
+    c.TIER_NAME_PATTERN: "must be lowercase letters, digits and '-', e.g. fp16",
+}
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    schema = error.schema
+    match error.validator:
+        case "enum":
+            return "supported values: " + ", ".join(f'"{v}"' for v in schema["enum"])
+        case "pattern":
+            return _PATTERN_HINTS.get(schema["pattern"], f"must match {schema['pattern']!r}")
+        case "minimum" | "maximum":
+            return error.message.split(" is ", 1)[-1]
+        case "type":
+            return f"must be of type {schema['type']}"
+    return error.message
+
+
+def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
+    """List-map keys must be unique (x-kubernetes-list-type: map)."""
+    errors = []
+    for path in (("spec", "precision", "tiers"), ("spec", "env")):
+        items = _lookup(obj, path)
+        if not isinstance(items, list):
+            continue
+        seen: set[Any] = set()
+        for index, item in enumerate(items):
+            name = item.get("name") if isinstance(item, dict) else None
+            if name in seen:
+                errors.append(
+                    FieldError(f"{'.'.join(path)}[{index}].name", name, "Duplicate value")
+                )
+            seen.add(name)
+    return errors
+
+
+# Objects the API server defaults to {} before CEL runs; precision has no default,
+# so its rules only apply when it is there.
+_DEFAULTED_TO_EMPTY = {("spec", "model"), ("spec", "resources"), ("spec", "scaling")}
+
+
+def _cross_field_errors(obj: dict[str, Any]) -> list[FieldError]:
+    errors = []
+    for rule in crd_schema.CROSS_FIELD_RULES:
+        target = _lookup(obj, rule.where)
+        if target is None and rule.where in _DEFAULTED_TO_EMPTY:
+            target = {}
+        if target is None or rule.check(target):
+            continue
+        value = _lookup(obj, tuple(rule.field_path.split(".")))
+        errors.append(FieldError(rule.field_path, value, rule.message))
+    return errors
+
+
+def validate_object(obj: dict[str, Any]) -> list[FieldError]:
+    """Every reason this InferenceService object is invalid (empty list: valid)."""
+    if not isinstance(obj, dict):
+        return [FieldError("<root>", obj, "an InferenceService must be a mapping")]
+    errors = []
+    if obj.get("apiVersion", API_VERSION) != API_VERSION or obj.get("kind", KIND) != KIND:
+        found = f"{obj.get('apiVersion')}/{obj.get('kind')}"
+        errors.append(FieldError("kind", found, f"expected apiVersion {API_VERSION}, kind {KIND}"))
+    errors += _structural_errors(obj)
+    if errors:
+        # Cross-field rules assume well-typed fields, as CEL does after the schema.
+        return errors
+    return _duplicate_keys(obj) + _cross_field_errors(obj)

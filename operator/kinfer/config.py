@@ -1,0 +1,35 @@
+"""Operator configuration, read from the environment once (flags override it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+@dataclass(frozen=True)
+class Images:
+    """Container images the renderer uses; a platform team mirrors them by env."""
+
+    triton: str = field(
+        default_factory=lambda: _env("KINFER_TRITON_IMAGE", "nvcr.io/nvidia/tritonserver:24.10-py3")
+    )
+    onnxruntime: str = field(
+        default_factory=lambda: _env(
+            "KINFER_ORT_SERVER_IMAGE", "ghcr.io/kinfer-dev/kinfer-ort-server:0.1.0"
+        )
+    )
+    storage_initializer: str = field(
+        default_factory=lambda: _env("KINFER_STORAGE_INITIALIZER_IMAGE", "rclone/rclone:1.68.2")
+    )
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    images: Images = field(default_factory=Images)
+    cluster_domain: str = field(
+        default_factory=lambda: _env("KINFER_CLUSTER_DOMAIN", "cluster.local")
+    )

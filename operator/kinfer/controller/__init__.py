@@ -1,0 +1,1 @@
+"""kopf handlers and timers: thin wiring of the pure parts to the API server."""

@@ -1,0 +1,59 @@
+"""`kinfer run`: start the operator (kopf) against the current kubeconfig."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from kinfer.config import RenderOptions
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the operator against the current kubeconfig (or in-cluster credentials)",
+        description="Start kinfer's operator: reconcile InferenceServices cluster-wide "
+        "(or in the given namespaces).",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=None,
+        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(handler=run_operator)
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from kinfer.controller import handlers
+    from kinfer.controller.kube import Kube, load_api_client
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    if args.kubeconfig:
+        # kopf's default login reads the same kubeconfig as our own client.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    handlers.STATE["kube"] = Kube(load_api_client(args.kubeconfig))
+    handlers.STATE["render_options"] = RenderOptions()
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0

@@ -1,0 +1,79 @@
+"""kopf registrations: each handler is a few lines around `reconcile`.
+
+Handlers are sync (kopf runs them in its thread pool), so the blocking
+Kubernetes client never stalls kopf's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kinfer.api import constants as c
+from kinfer.config import RenderOptions
+from kinfer.controller.kube import Kube
+from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
+
+log = logging.getLogger(__name__)
+
+# Set once by `kinfer run` before kopf starts (see controller/cli.py).
+STATE: dict[str, Any] = {}
+RESYNC_INTERVAL_S = 30.0
+
+
+def _kube() -> Kube:
+    return STATE["kube"]
+
+
+def _options() -> RenderOptions:
+    return STATE["render_options"]
+
+
+def _write(body: dict[str, Any], outcome: Outcome) -> None:
+    meta = body["metadata"]
+    if outcome.status_patch:
+        _kube().patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf's own bookkeeping under kinfer's prefix; no "handler succeeded" Events
+    # (they would be an API write per handling), our Events are posted explicitly.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.resume(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
+@kopf.on.update(c.GROUP, c.VERSION, c.PLURAL)
+def reconcile_inference_service(body: kopf.Body, **_: Any) -> None:
+    obj = dict(body)
+    _write(obj, reconcile(obj, _kube(), _options()))
+
+
+@kopf.timer(
+    c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S
+)
+def resync_inference_service(body: kopf.Body, **_: Any) -> None:
+    """Heal drift (a child edited or deleted by hand) and follow GPU capacity."""
+    obj = dict(body)
+    _write(obj, reconcile(obj, _kube(), _options()))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_ISVC: kopf.PRESENT})
+def deployment_changed(meta: kopf.Meta, **_: Any) -> None:
+    """Keep the parent's status true as its Deployment's pods come and go."""
+    name = meta.get("labels", {}).get(c.LABEL_ISVC)
+    parent = _kube().get(c.API_VERSION, c.KIND, meta.get("namespace"), name)
+    if parent is None or parent["metadata"].get("deletionTimestamp"):
+        return
+    _write(parent, refresh_status(parent, _kube(), _options()))

@@ -1,0 +1,116 @@
+"""The operator's only door to the API server: get, list, compare-then-apply, status.
+
+Children are written with server-side apply under the `kinfer` field manager,
+and only when the live object differs from the desired one, so a resync of an
+unchanged InferenceService sends no write at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from kinfer.api import constants as c
+from kinfer.capacity import parse_quantity
+
+log = logging.getLogger(__name__)
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """The kubeconfig when given, else in-cluster credentials, else the default kubeconfig."""
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+        return client.ApiClient()
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def matches(desired: Any, live: Any) -> bool:
+    """True when every field kinfer sets already has that value on the live object.
+
+    Fields the API server adds (defaults, status, managedFields) are ignored;
+    quantities compare by value ("1" == "1000m"), scalars by their string form
+    (a limit of 1 comes back as "1").
+    """
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and matches(value, live[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(matches(d, v) for d, v in zip(desired, live, strict=True))
+        )
+    if str(desired) == str(live):
+        return True
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return False
+    quantity = parse_quantity(desired)
+    return quantity != 0 and quantity == parse_quantity(live)
+
+
+class Kube:
+    """A thin, synchronous wrapper of the dynamic client (kopf runs sync handlers in threads)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.dynamic = DynamicClient(api_client)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        try:
+            return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        result = self._resource(api_version, kind).get(
+            namespace=namespace, label_selector=label_selector
+        )
+        return [item.to_dict() for item in result.items]
+
+    def apply(self, desired: dict[str, Any]) -> str:
+        """Create or update one child; returns "created", "updated" or "unchanged"."""
+        meta = desired["metadata"]
+        live = self.get(desired["apiVersion"], desired["kind"], meta.get("namespace"), meta["name"])
+        if live is not None and matches(desired, live):
+            return "unchanged"
+        self._resource(desired["apiVersion"], desired["kind"]).server_side_apply(
+            body=desired,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=c.FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return "created" if live is None else "updated"
+
+    def patch_isvc_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._resource(c.API_VERSION, c.KIND).status.patch(
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
+    def patch_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self._resource(c.API_VERSION, c.KIND).patch(
+            body={"spec": spec},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )

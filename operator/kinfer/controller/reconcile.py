@@ -1,0 +1,159 @@
+"""One reconcile of an InferenceService: validate, render, apply, observe, report.
+
+Data flows one way (spec -> plan -> apply -> status); every decision is made
+by the pure modules, this one only moves their results to and from the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kinfer.api import constants as c
+from kinfer.api.model import InferenceService, parse
+from kinfer.api.validation import validate_object
+from kinfer.capacity import CapacityReport, gpu_capacity
+from kinfer.config import RenderOptions
+from kinfer.controller.kube import Kube
+from kinfer.controller.status import (
+    Condition,
+    invalid_spec_conditions,
+    merge_conditions,
+    now_rfc3339,
+    service_status,
+)
+from kinfer.render import render, scheduling
+from kinfer.render.deployment import effective_replicas
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What a reconcile wants written back: a status patch (empty: none) and Events."""
+
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    isvc: InferenceService | None = None
+    capacity: CapacityReport | None = None
+
+
+def observe_capacity(kube: Kube, isvc: InferenceService) -> CapacityReport:
+    resources = isvc.spec.resources
+    desired, _ = effective_replicas(isvc)
+    if resources.gpu_resource_name is None:
+        return gpu_capacity(
+            resource=None,
+            per_replica=0,
+            node_selector={},
+            tolerations=[],
+            nodes=[],
+            pods=[],
+            own_pod_labels=isvc.selector,
+            wanted_replicas=desired,
+        )
+    return gpu_capacity(
+        resource=resources.gpu_resource_name,
+        per_replica=resources.gpu_count,
+        node_selector=scheduling.node_selector(isvc),
+        tolerations=scheduling.tolerations(isvc),
+        nodes=kube.list("v1", "Node"),
+        # All pods: GPUs on a node are taken by pods of every namespace.
+        pods=kube.list("v1", "Pod"),
+        own_pod_labels=isvc.selector,
+        wanted_replicas=desired,
+    )
+
+
+def _status_patch(
+    current: dict[str, Any], fields: dict[str, Any], conditions: list[Condition], generation: Any
+) -> dict[str, Any]:
+    """Only the status keys whose value changes (empty: nothing to write)."""
+    patch = {key: value for key, value in fields.items() if current.get(key) != value}
+    merged = merge_conditions(current.get("conditions"), conditions, generation, now_rfc3339())
+    if merged != current.get("conditions"):
+        patch["conditions"] = merged
+    return patch
+
+
+def _transition_events(current: dict[str, Any], conditions: list[Condition]) -> list[Event]:
+    """An Event when a condition turns bad or recovers (not on every resync)."""
+    before = {item.get("type"): item for item in current.get("conditions") or []}
+    events = []
+    for cond in conditions:
+        old = before.get(cond.type)
+        if (
+            old is not None
+            and old.get("status") == cond.status
+            and old.get("reason") == cond.reason
+        ):
+            continue
+        if cond.status == "False" and cond.type != c.CONDITION_READY:
+            events.append(Event("Warning", cond.reason, cond.message))
+        elif cond.type == c.CONDITION_READY and cond.status == "True":
+            events.append(Event("Normal", "Ready", cond.message))
+    return events
+
+
+def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
+    """Bring the children in line with the spec and compute the status to report."""
+    current = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    errors = validate_object(body)
+    if errors:
+        conditions = invalid_spec_conditions(errors)
+        return Outcome(
+            status_patch=_status_patch(
+                current, {"observedGeneration": generation}, conditions, generation
+            ),
+            events=_transition_events(current, conditions),
+        )
+    isvc = parse(body)
+    events = []
+    for obj in render(isvc, options):
+        action = kube.apply(obj)
+        if action != "unchanged":
+            name = obj["metadata"]["name"]
+            log.info("%s %s %s/%s", action, obj["kind"], isvc.namespace, name)
+            events.append(Event("Normal", action.capitalize(), f"{action} {obj['kind']} {name}"))
+    return _observe(body, isvc, kube, options, events)
+
+
+def refresh_status(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
+    """Status only (children changed): no apply, so a Deployment event never loops."""
+    if validate_object(body):
+        return Outcome()
+    return _observe(body, parse(body), kube, options, [])
+
+
+def _observe(
+    body: dict[str, Any],
+    isvc: InferenceService,
+    kube: Kube,
+    options: RenderOptions,
+    events: list[Event],
+) -> Outcome:
+    current = body.get("status") or {}
+    deployment = kube.get("apps/v1", "Deployment", isvc.namespace, isvc.name)
+    capacity = observe_capacity(kube, isvc)
+    fields, conditions = service_status(
+        isvc,
+        deployment,
+        capacity,
+        cluster_domain=options.cluster_domain,
+        node_selector=scheduling.node_selector(isvc),
+    )
+    return Outcome(
+        status_patch=_status_patch(current, fields, conditions, isvc.generation),
+        events=events + _transition_events(current, conditions),
+        isvc=isvc,
+        capacity=capacity,
+    )

@@ -1,0 +1,168 @@
+"""InferenceService status from what the cluster shows (pure).
+
+Conditions follow the Kubernetes API conventions: a condition's
+lastTransitionTime moves only when its status does, so a resync of an
+unchanged object produces an identical status and no API write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kinfer.api import constants as c
+from kinfer.api.model import InferenceService
+from kinfer.api.validation import FieldError
+from kinfer.capacity import CapacityReport
+from kinfer.render.deployment import effective_replicas
+from kinfer.render.service import grpc_address, service_url
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    previous: list[dict[str, Any]] | None,
+    conditions: list[Condition],
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """New condition list; keeps lastTransitionTime where a status did not change, and
+    keeps conditions owned by other loops (autoscaler, tiers) that are not in `conditions`."""
+    by_type = {item.get("type"): item for item in previous or []}
+    updated = {cond.type for cond in conditions}
+    result = [item for item in previous or [] if item.get("type") not in updated]
+    for cond in conditions:
+        old = by_type.get(cond.type)
+        changed = old is None or old.get("status") != cond.status
+        entry: dict[str, Any] = {
+            "type": cond.type,
+            "status": cond.status,
+            "reason": cond.reason,
+            "message": cond.message,
+            "lastTransitionTime": now if changed else old.get("lastTransitionTime", now),
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        result.append(entry)
+    order = {name: i for i, name in enumerate(_CONDITION_ORDER)}
+    return sorted(result, key=lambda item: order.get(item.get("type"), len(order)))
+
+
+_CONDITION_ORDER = (
+    c.CONDITION_READY,
+    c.CONDITION_SPEC_VALID,
+    c.CONDITION_GPU_CAPACITY,
+    c.CONDITION_METRICS_AVAILABLE,
+    c.CONDITION_AUTOSCALING,
+    c.CONDITION_TIER_CONVERGED,
+)
+
+
+def invalid_spec_conditions(errors: list[FieldError]) -> list[Condition]:
+    message = "; ".join(str(error) for error in errors)
+    return [
+        Condition(c.CONDITION_SPEC_VALID, "False", "InvalidSpec", message),
+        Condition(c.CONDITION_READY, "False", "InvalidSpec", message),
+    ]
+
+
+def _deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, bool]:
+    """(replicas, ready, updated, rolled out) of a Deployment's status."""
+    if deployment is None:
+        return 0, 0, 0, False
+    status = deployment.get("status") or {}
+    meta = deployment.get("metadata") or {}
+    spec_replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    replicas = status.get("replicas", 0)
+    ready = status.get("readyReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    rolled_out = (
+        status.get("observedGeneration", 0) >= meta.get("generation", 0)
+        and updated >= spec_replicas
+        and replicas <= spec_replicas
+    )
+    return replicas, ready, updated, rolled_out
+
+
+def service_status(
+    isvc: InferenceService,
+    deployment: dict[str, Any] | None,
+    capacity: CapacityReport,
+    *,
+    cluster_domain: str,
+    node_selector: dict[str, str],
+) -> tuple[dict[str, Any], list[Condition]]:
+    """Status fields (besides conditions) and the conditions this loop owns."""
+    desired, clamp_note = effective_replicas(isvc)
+    replicas, ready, updated, rolled_out = _deployment_counts(deployment)
+    tier = isvc.spec.served_tier
+    fields: dict[str, Any] = {
+        "observedGeneration": isvc.generation,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": updated,
+        "selector": isvc.selector_string,
+        "url": service_url(isvc, cluster_domain),
+        "grpcAddress": grpc_address(isvc, cluster_domain),
+        "modelName": isvc.spec.model.name,
+    }
+    if tier is not None:
+        fields["activeTier"] = tier.name
+
+    conditions = [Condition(c.CONDITION_SPEC_VALID, "True", "Valid", "spec is valid")]
+    if capacity.resource is None:
+        conditions.append(
+            Condition(c.CONDITION_GPU_CAPACITY, "True", "NoGPURequested", "no GPU requested")
+        )
+    elif capacity.sufficient:
+        conditions.append(
+            Condition(
+                c.CONDITION_GPU_CAPACITY, "True", "Sufficient", capacity.message(node_selector)
+            )
+        )
+    else:
+        conditions.append(
+            Condition(
+                c.CONDITION_GPU_CAPACITY,
+                "False",
+                "InsufficientGPUs",
+                capacity.message(node_selector),
+            )
+        )
+
+    if desired == 0:
+        ready_cond = Condition(c.CONDITION_READY, "False", "ScaledToZero", "spec.replicas is 0")
+    elif ready >= desired and rolled_out:
+        note = f" ({clamp_note})" if clamp_note else ""
+        ready_cond = Condition(
+            c.CONDITION_READY, "True", "Available", f"{ready}/{desired} replicas ready{note}"
+        )
+    elif not capacity.sufficient and ready < desired:
+        ready_cond = Condition(
+            c.CONDITION_READY,
+            "False",
+            "InsufficientGPUs",
+            f"{ready}/{desired} replicas ready; {capacity.message(node_selector)}",
+        )
+    elif deployment is None:
+        ready_cond = Condition(c.CONDITION_READY, "False", "Creating", "creating the Deployment")
+    else:
+        ready_cond = Condition(
+            c.CONDITION_READY,
+            "False",
+            "Progressing",
+            f"{ready}/{desired} replicas ready, {updated} updated",
+        )
+    conditions.insert(0, ready_cond)
+    return fields, conditions

@@ -1,0 +1,54 @@
+"""The Triton model configuration (config.pbtxt) of an InferenceService.
+
+The config is built once in Triton's JSON form (what a repository load's
+`config` override takes) and printed as protobuf text through tritonclient's
+own ModelConfig message, so it is valid for Triton by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from kinfer.api import constants as c
+from kinfer.api.model import InferenceService
+
+# The config parameter that lists tier names in version order (version k = tiers[k-1]).
+TIERS_PARAMETER = "kinfer.tiers"
+
+
+def served_version(isvc: InferenceService) -> int:
+    """The model version a fresh pod serves: the pinned tier's, else the first."""
+    tier = isvc.spec.served_tier
+    return 1 if tier is None else isvc.spec.precision.index_of(tier.name) + 1
+
+
+def model_config(isvc: InferenceService, version: int | None = None) -> dict[str, Any]:
+    """The model config (JSON form) serving `version` (default: `served_version`)."""
+    spec = isvc.spec
+    config: dict[str, Any] = {
+        "name": spec.model.name,
+        "backend": c.TRITON_BACKENDS[spec.model.format],
+        "max_batch_size": spec.batching.max_batch_size,
+        "version_policy": {"specific": {"versions": [version or served_version(isvc)]}},
+        "instance_group": [
+            {"kind": "KIND_GPU" if spec.resources.gpu_resource_name else "KIND_CPU", "count": 1}
+        ],
+    }
+    if spec.batching.max_batch_size > 0:
+        config["dynamic_batching"] = {
+            "max_queue_delay_microseconds": spec.batching.max_queue_delay_us
+        }
+    if spec.precision.tiers:
+        config["parameters"] = {
+            TIERS_PARAMETER: {"string_value": ",".join(spec.precision.tier_names())}
+        }
+    return config
+
+
+def to_pbtxt(config: dict[str, Any]) -> str:
+    """Protobuf text format of a model config in JSON form (raises on unknown fields)."""
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(message)
