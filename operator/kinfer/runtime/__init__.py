@@ -1,0 +1,1 @@
+"""The data plane: model repository layout, model config, local Triton, tier switching."""

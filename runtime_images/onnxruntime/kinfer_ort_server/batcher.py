@@ -1,0 +1,158 @@
+"""Dynamic batching: concurrent requests of one model version run as one session.run.
+
+Greedy with a bound: an instance that is free takes what is queued at once (up to
+max_batch_size rows), so a lone request never waits. Only while the model is under
+concurrent load (its last batch held more than one request) does a free instance
+wait for a fuller batch, and never longer than max_queue_delay after the oldest
+request arrived. Execution happens in a thread pool: onnxruntime releases the GIL,
+so the event loop keeps parsing the next requests while a batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from kinfer_ort_server.errors import BadRequest, ServerError
+
+
+@dataclass(slots=True)
+class _Item:
+    feeds: dict[str, np.ndarray]
+    rows: int
+    key: tuple
+    future: asyncio.Future
+    enqueued_s: float
+
+
+class Batcher:
+    """Queues requests of one model version and runs them in batches on `executor`."""
+
+    def __init__(
+        self,
+        run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+        executor: Executor,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        instances: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        # max_batch_size 0: the model has no batch dimension, so each request runs alone.
+        self._max_rows = max(1, max_batch_size)
+        self._batching = max_batch_size > 0
+        self._max_queue_delay_s = max_queue_delay_s
+        self._instances = max(1, instances)
+        self._on_batch = on_batch
+        self._pending: deque[_Item] = deque()
+        self._pending_rows = 0
+        self._busy = 0
+        self._last_batch_requests = 1
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def submit(
+        self, feeds: dict[str, np.ndarray], rows: int
+    ) -> tuple[list[np.ndarray], float]:
+        """Run `feeds` (rows along the batch dim) in some batch; returns (outputs, queue seconds)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        key = (
+            tuple((name, array.shape[1:], array.dtype) for name, array in feeds.items())
+            if self._batching
+            else None
+        )
+        self._pending.append(_Item(feeds, rows, key, future, time.perf_counter()))
+        self._pending_rows += rows
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._pending and self._busy < self._instances:
+            if (
+                self._max_queue_delay_s > 0
+                and self._last_batch_requests > 1
+                and self._pending_rows < self._max_rows
+            ):
+                wait_s = self._pending[0].enqueued_s + self._max_queue_delay_s - time.perf_counter()
+                if wait_s > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(wait_s, self._on_timer)
+                    return
+            self._start(self._take_batch())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # Waiting found no company: treat the load as gone until a batch says otherwise.
+        self._last_batch_requests = 1
+        self._dispatch()
+
+    def _take_batch(self) -> list[_Item]:
+        first = self._pending.popleft()
+        batch = [first]
+        rows = first.rows
+        if self._batching:
+            # Only contiguous requests of the same shapes join: FIFO order is kept.
+            while self._pending:
+                item = self._pending[0]
+                if item.key != first.key or rows + item.rows > self._max_rows:
+                    break
+                batch.append(self._pending.popleft())
+                rows += item.rows
+        self._pending_rows -= rows
+        return batch
+
+    def _start(self, batch: list[_Item]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._busy += 1
+        self._last_batch_requests = len(batch)
+        started_s = time.perf_counter()
+        rows = sum(item.rows for item in batch)
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        feeds = batch[0].feeds if len(batch) == 1 else _concatenate([item.feeds for item in batch])
+        future = asyncio.wrap_future(self._executor.submit(self._run, feeds))
+        future.add_done_callback(lambda done: self._finished(batch, started_s, done))
+
+    def _finished(self, batch: list[_Item], started_s: float, done: asyncio.Future) -> None:
+        self._busy -= 1
+        error = done.exception()
+        if error is not None:
+            wrapped = error if isinstance(error, ServerError) else _classify(error)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(wrapped)
+        else:
+            outputs = done.result()
+            offset = 0
+            for item in batch:
+                if not item.future.done():  # a cancelled request (client gone) is skipped
+                    sliced = (
+                        outputs
+                        if len(batch) == 1
+                        else [out[offset : offset + item.rows] for out in outputs]
+                    )
+                    item.future.set_result((sliced, started_s - item.enqueued_s))
+                offset += item.rows
+        self._dispatch()
+
+
+def _concatenate(feeds_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([feeds[name] for feeds in feeds_list]) for name in feeds_list[0]}
+
+
+def _classify(error: BaseException) -> ServerError:
+    # onnxruntime raises InvalidArgument / Fail for inputs the config check let through
+    # (e.g. values out of an embedding's range): the client's mistake, not the server's.
+    name = type(error).__name__
+    if name in ("InvalidArgument", "Fail", "InvalidGraph"):
+        return BadRequest(f"onnxruntime rejected the input: {error}")
+    return ServerError(f"inference failed: {name}: {error}")

@@ -1,0 +1,160 @@
+"""`kinfer-ort-server`: flags mirror tritonserver's where they apply, so both runtimes start alike."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kinfer_ort_server import __version__
+from kinfer_ort_server.repository import PROVIDERS, RuntimeOptions
+from kinfer_ort_server.server import ServerOptions, serve
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; valid: true, false")
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kinfer-ort-server",
+        description="kinfer's ONNX Runtime server: Open Inference Protocol v2 over HTTP and gRPC, like tritonserver.",
+    )
+    parser.add_argument("--version", action="version", version=f"kinfer-ort-server {__version__}")
+    parser.add_argument(
+        "--model-repository",
+        "--model-store",
+        required=True,
+        type=Path,
+        help="Triton-layout model repository",
+    )
+    parser.add_argument("--model-control-mode", choices=("none", "explicit"), default="none",
+                        help="none: load every model at start, no repository API; explicit: --load-model and the repository API")  # fmt: skip
+    parser.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                        help="model to load at start in explicit mode (repeatable; '*' loads all)")  # fmt: skip
+    parser.add_argument("--http-address", default="0.0.0.0")
+    parser.add_argument("--http-port", type=_port, default=8000)
+    parser.add_argument("--grpc-address", default="0.0.0.0")
+    parser.add_argument("--grpc-port", type=_port, default=8001)
+    parser.add_argument("--metrics-address", default=None, help="default: the --http-address")
+    parser.add_argument("--metrics-port", type=_port, default=8002)
+    parser.add_argument("--allow-http", type=_bool, default=True)
+    parser.add_argument("--allow-grpc", type=_bool, default=True)
+    parser.add_argument("--allow-metrics", type=_bool, default=True)
+    parser.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=30.0,
+        help="wait this long for in-flight requests on SIGTERM",
+    )
+    parser.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+                        help="largest request body / tensor payload; larger ones get 413 / RESOURCE_EXHAUSTED")  # fmt: skip
+    batching = parser.add_argument_group(
+        "batching (config.pbtxt's dynamic_batching and max_batch_size win)"
+    )
+    batching.add_argument("--default-max-batch-size", type=int, default=4,
+                          help="max_batch_size given to a model whose config has none (Triton's default-max-batch-size)")  # fmt: skip
+    batching.add_argument("--default-max-queue-delay-us", type=int, default=0,
+                          help="dynamic_batching max_queue_delay_microseconds given with --default-max-batch-size")  # fmt: skip
+    session = parser.add_argument_group("onnxruntime")
+    session.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="threads inside one operator (0: onnxruntime's default)",
+    )
+    session.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=1,
+        help="threads across operators (0: onnxruntime's default)",
+    )
+    session.add_argument("--execution-threads", type=int, default=0,
+                         help="threads running batches across all models (0: 2); a model runs at most its instance_group count at once")  # fmt: skip
+    session.add_argument("--execution-provider", action="append", choices=sorted(PROVIDERS), default=None,
+                         help="preference order, repeatable (default cpu); unavailable ones are skipped with a warning")  # fmt: skip
+    session.add_argument(
+        "--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all"
+    )
+    parser.add_argument("--log-verbose", type=int, default=0, help="1: debug logs")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    for flag, value in (
+        ("--default-max-batch-size", args.default_max_batch_size),
+        ("--default-max-queue-delay-us", args.default_max_queue_delay_us),
+        ("--intra-op-threads", args.intra_op_threads),
+        ("--inter-op-threads", args.inter_op_threads),
+        ("--execution-threads", args.execution_threads),
+    ):
+        if value < 0:
+            raise ValueError(f"{flag}={value} must be >= 0")
+    if args.max_request_bytes < 1:
+        raise ValueError(f"--max-request-bytes={args.max_request_bytes} must be >= 1")
+    if args.load_model and args.model_control_mode != "explicit":
+        raise ValueError(
+            "--load-model needs --model-control-mode=explicit (mode none loads every model)"
+        )
+    if not args.model_repository.is_dir():
+        raise ValueError(f"--model-repository={args.model_repository} is not a directory")
+    runtime = RuntimeOptions(
+        intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads,
+        providers=tuple(args.execution_provider or ("cpu",)),
+        default_max_batch_size=args.default_max_batch_size,
+        default_max_queue_delay_us=args.default_max_queue_delay_us,
+        graph_optimization=args.graph_optimization,
+        execution_threads=args.execution_threads,
+    )
+    return ServerOptions(
+        model_repository=args.model_repository.resolve(),
+        model_control_mode=args.model_control_mode,
+        load_models=tuple(args.load_model),
+        http_address=args.http_address,
+        http_port=args.http_port,
+        grpc_address=args.grpc_address,
+        grpc_port=args.grpc_port,
+        metrics_address=args.metrics_address or args.http_address,
+        metrics_port=args.metrics_port,
+        allow_http=args.allow_http,
+        allow_grpc=args.allow_grpc,
+        allow_metrics=args.allow_metrics,
+        max_request_bytes=args.max_request_bytes,
+        exit_timeout_s=args.exit_timeout_secs,
+        runtime=runtime,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.log_verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        options = options_from_args(args)
+    except ValueError as error:
+        print(f"kinfer-ort-server: {error}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(options))
+    return uvloop.run(serve(options))

@@ -1,0 +1,207 @@
+"""The GRPCInferenceService that tritonclient's stubs define (port 8001), on grpc.aio."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from kinfer_ort_server.core import Core
+from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
+from kinfer_ort_server.errors import BadRequest, PayloadTooLarge, ServerError
+
+log = logging.getLogger("kinfer_ort_server.grpc")
+
+# InferTensorContents field per datatype, for requests that send typed contents
+# instead of raw_input_contents.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _fail(context: grpc.aio.ServicerContext, error: ServerError) -> None:
+    context.set_code(error.grpc_code)
+    context.set_details(error.message)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """ServerLive/Ready, metadata, ModelInfer, ModelConfig and the repository calls."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.repository = core.repository
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.core.ready)
+
+    async def ModelReady(self, request, context):
+        try:
+            self.repository.get(request.name, request.version)
+        except ServerError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(**self.core.server_metadata())
+
+    async def ModelMetadata(self, request, context):
+        try:
+            version = self.repository.get(request.name, request.version)
+        except ServerError as error:
+            _fail(context, error)
+            return pb.ModelMetadataResponse()
+        metadata = self.core.model_metadata(version)
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["outputs"]],
+        )
+
+    async def ModelConfig(self, request, context):
+        try:
+            version = self.repository.get(request.name, request.version)
+        except ServerError as error:
+            _fail(context, error)
+            return pb.ModelConfigResponse()
+        return pb.ModelConfigResponse(config=version.model.config)
+
+    async def RepositoryIndex(self, request, context):
+        models = [
+            pb.RepositoryIndexResponse.ModelIndex(**entry)
+            for entry in self.repository.index(request.ready)
+        ]
+        return pb.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(self, request, context):
+        try:
+            self._require_repository_api()
+            if any(key.startswith("file:") for key in request.parameters):
+                raise BadRequest(
+                    f"load of '{request.model_name}': file: overrides are not supported; send config only"
+                )
+            override = (
+                request.parameters["config"].string_param
+                if "config" in request.parameters
+                else None
+            )
+            await self.repository.load(request.model_name, override)
+        except ServerError as error:
+            _fail(context, error)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        try:
+            self._require_repository_api()
+            await self.repository.unload(request.model_name)
+        except ServerError as error:
+            _fail(context, error)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _require_repository_api(self) -> None:
+        if not self.core.repository_api:
+            raise BadRequest("the repository API needs --model-control-mode=explicit")
+
+    async def ModelInfer(self, request, context):
+        started_s = time.perf_counter()
+        version = None
+        try:
+            version = self.repository.get(request.model_name, request.model_version)
+            version.metrics.inflight.inc()
+            try:
+                response = await self._infer(request, version)
+            finally:
+                version.metrics.inflight.dec()
+        except ServerError as error:
+            self.core.record_failure(request.model_name, version, error)
+            _fail(context, error)
+            return pb.ModelInferResponse()
+        except Exception as error:  # the server must answer and stay up whatever happens
+            log.exception("inference on %s failed", request.model_name)
+            failure = ServerError(f"internal error: {type(error).__name__}: {error}")
+            self.core.record_failure(request.model_name, version, failure)
+            _fail(context, failure)
+            return pb.ModelInferResponse()
+        version.metrics.success(time.perf_counter() - started_s)
+        return response
+
+    async def _infer(self, request, version) -> pb.ModelInferResponse:
+        raw_contents = request.raw_input_contents
+        size = sum(len(raw) for raw in raw_contents)
+        if size > self.core.max_request_bytes:
+            raise PayloadTooLarge(
+                f"request tensors of {size} bytes exceed --max-request-bytes={self.core.max_request_bytes}"
+            )
+        if raw_contents and len(raw_contents) != len(request.inputs):
+            raise BadRequest(
+                f"{len(raw_contents)} raw_input_contents for {len(request.inputs)} inputs"
+            )
+        if not request.inputs:
+            raise BadRequest("the request has no inputs")
+        inputs: dict[str, np.ndarray] = {}
+        for index, tensor in enumerate(request.inputs):
+            name = tensor.name
+            if name in inputs:
+                raise BadRequest(f"input '{name}' appears twice")
+            dtype = PROTOCOL_TO_NUMPY.get(tensor.datatype)
+            if dtype is None:
+                raise BadRequest(
+                    f"input '{name}': datatype {tensor.datatype!r} is not supported; valid: {sorted(PROTOCOL_TO_NUMPY)}"
+                )
+            shape = tuple(tensor.shape)
+            if any(d < 0 for d in shape):
+                raise BadRequest(f"input '{name}': shape {list(shape)} has a negative dimension")
+            count = 1
+            for dim in shape:
+                count *= dim
+            if raw_contents:
+                raw = raw_contents[index]
+                if len(raw) != count * dtype.itemsize:
+                    raise BadRequest(
+                        f"input '{name}': {len(raw)} raw bytes but shape {list(shape)} of {tensor.datatype} "
+                        f"needs {count * dtype.itemsize}"
+                    )
+                array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            else:
+                field = _CONTENTS_FIELD.get(tensor.datatype)
+                values = getattr(tensor.contents, field) if field else ()
+                if len(values) != count:
+                    raise BadRequest(
+                        f"input '{name}': {len(values)} contents elements for shape {list(shape)}"
+                    )
+                array = np.array(values, dtype=dtype).reshape(shape)
+            inputs[name] = array
+        model = version.model
+        requested = [output.name for output in request.outputs] or model.output_names
+        for name in requested:
+            model.output_info(name)
+        outputs = await version.infer(inputs)
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=version.version_str, id=request.id
+        )
+        for name in requested:
+            array = outputs[name]
+            out = response.outputs.add()
+            out.name = name
+            out.datatype = NUMPY_TO_PROTOCOL[array.dtype]
+            out.shape.extend(array.shape)
+            response.raw_output_contents.append(array.tobytes())
+        return response
