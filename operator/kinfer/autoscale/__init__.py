@@ -1,0 +1,1 @@
+"""Autoscaling: metrics -> decision (pure policy), the Prometheus reader, the simulator."""

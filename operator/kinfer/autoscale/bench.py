@@ -1,0 +1,213 @@
+"""`kinfer bench autoscale`: kinfer (with and without tiers), HPA, KPA and an oracle on load traces,
+in the simulator; prints one JSON object, or writes a markdown table and a PNG per trace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+
+from kinfer.autoscale import baselines
+from kinfer.autoscale.policy import PolicyConfig
+from kinfer.autoscale.simulator import (
+    Result,
+    ServiceModel,
+    Trace,
+    arrivals_for,
+    load_trace,
+    simulate,
+)
+from kinfer.tiers.policy import TierConfig
+
+PROJECT_TRACES = ("step", "spike", "diurnal", "bursty")
+POLICIES = ("kinfer", "kinfer-tiers", "hpa", "kpa", "oracle")
+# Cold starts the tier comparison runs the spike trace with (issue 6).
+TIER_COLD_STARTS_S = (60, 120)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One bench setting: the service, the targets every policy gets, kinfer's config."""
+
+    model: ServiceModel
+    target_qps_per_replica: float
+    min_replicas: int
+    max_replicas: int
+    tiers: tuple[str, ...]
+
+    def kinfer_config(self) -> PolicyConfig:
+        return PolicyConfig(
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            target_latency_p95_ms=self.model.slo_ms,
+            target_qps_per_replica=self.target_qps_per_replica,
+            period_s=15,
+            metrics_window_s=self.model.rate_window_s,
+            expected_pod_start_s=self.model.cold_start_s,
+            tiers=TierConfig(names=self.tiers),
+        )
+
+
+def default_scenario(cold_start_s: float = 30.0, seed: int = 0) -> Scenario:
+    """A GPU model server: 100 QPS per replica at full precision (p95 30 ms idle, 100 ms SLO at
+    70 QPS), fp16 1.8x and int8 2.6x faster, Prometheus scraping every 15 s, rate over 1 m."""
+    return Scenario(
+        model=ServiceModel(
+            capacity_qps_per_replica=100.0,
+            slo_ms=100.0,
+            cold_start_s=cold_start_s,
+            scrape_interval_s=15.0,
+            rate_window_s=60.0,
+            tier_speedups=(1.0, 1.8, 2.6),
+            seed=seed,
+        ),
+        target_qps_per_replica=65.0,
+        min_replicas=1,
+        max_replicas=40,
+        tiers=("fp32", "fp16", "int8"),
+    )
+
+
+def run_trace(trace: Trace, scenario: Scenario) -> dict[str, Result]:
+    """Every policy on the same arrivals; returns the results by policy name."""
+    arrivals = arrivals_for(trace, scenario.model.seed)
+    config = scenario.kinfer_config()
+    controllers = {
+        "kinfer": baselines.kinfer(baselines.without_tiers(config), "kinfer"),
+        "kinfer-tiers": baselines.kinfer(config, "kinfer-tiers"),
+        "hpa": baselines.hpa(
+            scenario.min_replicas, scenario.max_replicas, scenario.target_qps_per_replica
+        ),
+        "kpa": baselines.kpa(
+            scenario.min_replicas, scenario.max_replicas, scenario.target_qps_per_replica
+        ),
+        "oracle": baselines.oracle(scenario.model, scenario.min_replicas, scenario.max_replicas),
+    }
+    return {
+        name: simulate(scenario.model, trace, controller, arrivals)
+        for name, controller in controllers.items()
+    }
+
+
+def report(trace: Trace, scenario: Scenario, results: dict[str, Result]) -> dict[str, object]:
+    """The `--json` object: the trace, the setting, and per policy the three figures (and more)."""
+    return {
+        "trace": trace.name,
+        "trace_length_s": trace.duration_s,
+        "cold_start_s": scenario.model.cold_start_s,
+        "slo_ms": scenario.model.slo_ms,
+        "seed": scenario.model.seed,
+        "policies": {name: result.summary() for name, result in results.items()},
+    }
+
+
+def project_trace(name: str) -> Trace:
+    source = resources.files("kinfer.autoscale") / "traces" / f"{name}.csv"
+    with resources.as_file(source) as path:
+        return load_trace(path)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "autoscale",
+        help="compare kinfer's autoscaling with HPA, KPA and an oracle on load traces",
+        description=(
+            "Replays a load trace (CSV 't_s,qps') through the autoscaling simulator for kinfer"
+            " (with and without precision tiers), HPA on QPS, Knative's KPA and an oracle."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trace", type=Path, help="a CSV trace with the header t_s,qps")
+    source.add_argument(
+        "--all",
+        action="store_true",
+        help=f"the project's traces ({', '.join(PROJECT_TRACES)}) and the tier comparison",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--out", type=Path, help="with --all: write table.md and PNGs here")
+    parser.add_argument(
+        "--cold-start-s", type=float, default=30.0, help="seconds from scale-up to Ready"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the arrivals (default 0)")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    if args.cold_start_s < 0:
+        print(f"kinfer: --cold-start-s {args.cold_start_s} must be >= 0", file=sys.stderr)
+        return 2
+    scenario = default_scenario(args.cold_start_s, args.seed)
+    if args.trace is not None:
+        try:
+            trace = load_trace(args.trace)
+        except (OSError, ValueError) as error:
+            print(f"kinfer: --trace: {error}", file=sys.stderr)
+            return 2
+        results = run_trace(trace, scenario)
+        summary = report(trace, scenario, results)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(_markdown([summary]))
+        return 0
+    from kinfer.autoscale import plots
+
+    summaries = []
+    for name in PROJECT_TRACES:
+        trace = project_trace(name)
+        results = run_trace(trace, scenario)
+        summaries.append(report(trace, scenario, results))
+        if args.out is not None:
+            plots.plot(trace, scenario.model.slo_ms, results, args.out / f"{name}.png")
+    spike = project_trace("spike")
+    for cold_start_s in TIER_COLD_STARTS_S:
+        tier_scenario = replace(
+            scenario, model=replace(scenario.model, cold_start_s=float(cold_start_s))
+        )
+        results = run_trace(spike, tier_scenario)
+        summaries.append(report(spike, tier_scenario, results))
+        if args.out is not None:
+            plots.plot(
+                spike,
+                scenario.model.slo_ms,
+                results,
+                args.out / f"spike-cold-start-{cold_start_s}s.png",
+            )
+    table = _markdown(summaries)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "autoscale.md").write_text(table)
+        (args.out / "autoscale.json").write_text(json.dumps(summaries, indent=1) + "\n")
+    if args.json:
+        print(json.dumps({"runs": summaries}))
+    else:
+        print(table)
+    return 0
+
+
+def _markdown(summaries: list[dict[str, object]]) -> str:
+    lines = [
+        "| trace | cold start s | policy | SLO violation | replica-s | vs oracle | scale events"
+        " | tier switches | violation vs HPA |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for summary in summaries:
+        policies: dict[str, dict[str, float]] = summary["policies"]  # type: ignore[assignment]
+        oracle_rs = policies["oracle"]["replica_seconds"] or 1
+        hpa_violation = policies["hpa"]["slo_violation_fraction"]
+        for name, figures in policies.items():
+            versus_hpa = (
+                f"{figures['slo_violation_fraction'] / hpa_violation:.2f}x"
+                if hpa_violation
+                else "-"
+            )
+            lines.append(
+                f"| {summary['trace']} | {summary['cold_start_s']:g} | {name}"
+                f" | {figures['slo_violation_fraction']:.2%} | {figures['replica_seconds']}"
+                f" | {figures['replica_seconds'] / oracle_rs:.2f}x | {figures['scale_events']}"
+                f" | {figures['tier_switches']} | {versus_hpa} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,511 @@
+"""The autoscaling decision (pure): metrics, replicas and history in; desired replicas, tier and a
+one-line reason out.
+
+The controller calls `decide` once a period with the last Observation and the PolicyState it kept
+in the object's status (`PolicyState.to_dict()` / `from_dict`), and the simulator calls the very
+same function, so the benchmark measures what runs. Rules, in order:
+
+1. fail-static: no usable metrics -> keep the current replicas (clamped to min/max), say why;
+2. QPS recommendation: ceil(QPS / targetQPSPerReplica), inside the tolerance band -> no change;
+3. latency recommendation: replicas needed for p95 <= target, from a capacity estimate of one
+   replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target),
+   at least doubling the Ready replicas (capped) while p95 is over target;
+4. trend: while QPS rises, both recommendations use the QPS projected trend_lookahead_s ahead
+   (it covers the rate window's lag and the pods' start time);
+5. the larger recommendation wins; stale or partial metrics never scale down;
+6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
+   window, down to the highest of the down window), step limits per period, min/max;
+7. free GPU capacity caps a scale-up;
+8. the tier decision (tiers.policy.decide_tier) with the outcome of the above.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kinfer.api import constants as c
+from kinfer.autoscale.observation import Observation
+from kinfer.tiers.policy import (
+    TierConfig,
+    TierProfile,
+    capacity_at_target,
+    decide_tier,
+    update_profile,
+)
+
+# While p95 is over target the latency rule asks for at least this many times the Ready replicas;
+# a saturated server's QPS is its capacity, not the offered load, so QPS alone under-asks.
+OVERLOAD_MAX_FACTOR = 2.0
+# The projected QPS is capped at this multiple of the measured QPS: a trend is a hint, not a fact.
+TREND_MAX_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy's knobs: spec.scaling and spec.precision, plus operator-level tuning."""
+
+    min_replicas: int = c.DEFAULT_MIN_REPLICAS
+    max_replicas: int = c.DEFAULT_MAX_REPLICAS
+    target_latency_p95_ms: float | None = None
+    target_qps_per_replica: float | None = None
+    tolerance: float = c.DEFAULT_TOLERANCE
+    scale_up_stabilization_s: float = c.DEFAULT_SCALE_UP_STABILIZATION_S
+    scale_down_stabilization_s: float = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
+    # Up: at most max(scale_up_max_step pods, scale_up_max_step_percent %) per period (HPA's
+    # default behavior: 4 pods or 100 %). Down: at most scale_down_max_step_percent % per period.
+    scale_up_max_step: int = c.DEFAULT_SCALE_UP_MAX_STEP
+    scale_up_max_step_percent: float = 100.0
+    scale_down_max_step_percent: float = c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT
+    period_s: float = c.DEFAULT_SCALING_PERIOD_S
+    metrics_window_s: float = c.DEFAULT_METRICS_WINDOW_S
+    # Metrics whose newest sample is older than this are stale (no scale-down on them).
+    max_metrics_age_s: float = 60.0
+    # How far ahead a rising QPS is projected; 0 switches the trend term off.
+    trend_lookahead_s: float = 45.0
+    # Expected time from a scale-up to a Ready pod; a tier step-down only pays when it is longer
+    # than a period.
+    expected_pod_start_s: float = 60.0
+    tiers: TierConfig = field(default_factory=TierConfig)
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0:
+            raise ValueError(f"scaling.minReplicas: {self.min_replicas} must be >= 0")
+        if self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError(
+                f"scaling.maxReplicas: {self.max_replicas} must be >= minReplicas"
+                f" ({self.min_replicas}) and >= 1"
+            )
+        for name, value in (
+            ("scaling.targetLatencyP95Ms", self.target_latency_p95_ms),
+            ("scaling.targetQPSPerReplica", self.target_qps_per_replica),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: {value} must be > 0")
+
+
+def policy_config_from_spec(scaling: Any, precision: Any = None, **tuning: Any) -> PolicyConfig:
+    """Build the policy's config from the API model's ScalingSpec and PrecisionSpec.
+
+    tuning: operator-level knobs that are not in the spec (e.g. expected_pod_start_s,
+    trend_lookahead_s, max_metrics_age_s).
+    """
+    tiers = TierConfig()
+    if precision is not None and precision.tiers:
+        tiers = TierConfig(
+            names=tuple(tier.name for tier in precision.tiers),
+            pinned=precision.pinned,
+            min_tier=precision.min_tier,
+            dwell_s=float(precision.dwell_s),
+        )
+    return PolicyConfig(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        target_latency_p95_ms=scaling.target_latency_p95_ms,
+        target_qps_per_replica=scaling.target_qps_per_replica,
+        tolerance=scaling.tolerance,
+        scale_up_stabilization_s=scaling.scale_up_stabilization_s,
+        scale_down_stabilization_s=scaling.scale_down_stabilization_s,
+        scale_up_max_step=scaling.scale_up_max_step,
+        scale_down_max_step_percent=scaling.scale_down_max_step_percent,
+        period_s=scaling.period_s,
+        metrics_window_s=scaling.metrics_window_s,
+        tiers=tiers,
+        **tuning,
+    )
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """The replica facts the controller reads from the cluster each period."""
+
+    current: int  # spec.replicas (what was last asked for)
+    ready: int  # Ready pods
+    # How many more pods the cluster can place (free GPUs / GPUs per pod); None: no limit known.
+    max_additional: int | None = None
+
+
+@dataclass
+class PolicyState:
+    """History the policy keeps between periods; lives in status, so it round-trips JSON."""
+
+    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    qps_history: list[tuple[float, float]] = field(default_factory=list)
+    active_tier: int = 0
+    last_tier_switch_s: float | None = None
+    tier_profiles: dict[str, TierProfile] = field(default_factory=dict)
+    ready_seen: int = 0
+    ready_changed_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "readySeen": self.ready_seen,
+            "readyChangedS": self.ready_changed_s,
+            "recommendations": [[t, n] for t, n in self.recommendations],
+            "qpsHistory": [[t, q] for t, q in self.qps_history],
+            "activeTier": self.active_tier,
+            "lastTierSwitchS": self.last_tier_switch_s,
+            "tierProfiles": {name: p.to_dict() for name, p in self.tier_profiles.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PolicyState:
+        data = data or {}
+        return cls(
+            recommendations=[(float(t), int(n)) for t, n in data.get("recommendations", [])],
+            qps_history=[(float(t), float(q)) for t, q in data.get("qpsHistory", [])],
+            active_tier=int(data.get("activeTier", 0)),
+            last_tier_switch_s=data.get("lastTierSwitchS"),
+            tier_profiles={
+                name: TierProfile.from_dict(p) for name, p in data.get("tierProfiles", {}).items()
+            },
+            ready_seen=int(data.get("readySeen", 0)),
+            ready_changed_s=data.get("readyChangedS"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired_replicas: int
+    # One status line: "scaled 2 -> 4: p95 180 ms > 100 ms target".
+    reason: str
+    scaled: bool
+    metrics_available: bool
+    # The tier that should serve (index into config.tiers.names); None when there are no tiers.
+    tier_index: int | None = None
+    tier_changed: bool = False
+    tier_reason: str = ""
+
+    def tier_name(self, config: PolicyConfig) -> str | None:
+        if self.tier_index is None:
+            return None
+        return config.tiers.names[self.tier_index]
+
+
+def decide(
+    config: PolicyConfig,
+    observation: Observation,
+    replicas: Replicas,
+    state: PolicyState,
+    now_s: float,
+) -> tuple[Decision, PolicyState]:
+    """One period's decision; returns it and the state to keep for the next period."""
+    current = replicas.current
+    tiers_enabled = len(config.tiers.names) > 1
+    state = PolicyState(
+        recommendations=list(state.recommendations),
+        qps_history=list(state.qps_history),
+        active_tier=state.active_tier,
+        last_tier_switch_s=state.last_tier_switch_s,
+        tier_profiles=dict(state.tier_profiles),
+        ready_seen=state.ready_seen,
+        ready_changed_s=state.ready_changed_s,
+    )
+
+    if not observation.ok:
+        bounded = _clamp(current, config)
+        why = observation.error or "no samples"
+        verb = f"scaled {current} -> {bounded}" if bounded != current else f"holding {current}"
+        return (
+            Decision(
+                desired_replicas=bounded,
+                reason=f"{verb}: metrics unavailable ({why})",
+                scaled=bounded != current,
+                metrics_available=False,
+                tier_index=state.active_tier if tiers_enabled else None,
+                tier_reason="tier held: metrics unavailable" if tiers_enabled else "",
+            ),
+            state,
+        )
+
+    qps = observation.qps
+    p95 = observation.latency_p95_ms
+    target_ms = config.target_latency_p95_ms
+    stale = (
+        observation.newest_sample_age_s is not None
+        and observation.newest_sample_age_s > config.max_metrics_age_s
+    )
+    partial = observation.pods_reporting < replicas.ready
+
+    if tiers_enabled and not stale:
+        _update_tier_profiles(config, observation, replicas, state, now_s)
+
+    # 4. trend: the QPS the recommendations plan for.
+    planned_qps, trend_note = qps, ""
+    recent = observation.qps_recent
+    if qps is not None and recent is not None and recent > qps * (1 + config.tolerance):
+        # The short window sees a step a whole window earlier; only a rise is trusted from it.
+        planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
+    if planned_qps is not None and not stale:
+        window_start = now_s - config.metrics_window_s
+        state.qps_history = [(t, q) for t, q in state.qps_history if t > window_start]
+        state.qps_history.append((now_s, planned_qps))
+        projected, projected_note = _project(config, state.qps_history, planned_qps)
+        if projected_note:
+            planned_qps, trend_note = projected, projected_note
+
+    # 2. QPS recommendation.
+    recs: list[tuple[int, str]] = []
+    target_qps = config.target_qps_per_replica
+    if planned_qps is not None and target_qps is not None:
+        ratio = planned_qps / (max(current, 1) * target_qps)
+        if abs(ratio - 1) <= config.tolerance and current > 0:
+            recs.append((current, f"QPS {qps:.0f}{trend_note} ~ {current} x {target_qps:g} target"))
+        else:
+            wanted = math.ceil(planned_qps / target_qps - 1e-9)
+            op = ">" if wanted > current else "<"
+            recs.append(
+                (wanted, f"QPS {qps:.0f}{trend_note} {op} {current} x {target_qps:g} target")
+            )
+
+    # 3. latency recommendation.
+    if p95 is not None and target_ms is not None:
+        recs.append(_latency_recommendation(config, state, replicas, planned_qps, p95, trend_note))
+
+    if not recs:
+        bounded = _clamp(current, config)
+        return (
+            Decision(
+                desired_replicas=bounded,
+                reason=f"holding {current}: metrics carry no signal for the configured targets",
+                scaled=bounded != current,
+                metrics_available=False,
+                tier_index=state.active_tier if tiers_enabled else None,
+            ),
+            state,
+        )
+
+    # 5. the larger recommendation wins; its text is the reason.
+    recommended, why = max(recs, key=lambda rec: rec[0])
+    if recommended < current and (stale or partial):
+        recommended = current
+        why += (
+            f"; no scale-down on stale metrics ({observation.newest_sample_age_s:.0f} s old)"
+            if stale
+            else f"; no scale-down on partial metrics ({observation.pods_reporting}"
+            f"/{replicas.ready} pods)"
+        )
+
+    # 3b. overload: while p95 is over target, a saturated server's QPS is its capacity, not the
+    # offered load, so ask for up to twice the pods the metrics came from. This urgent term is not
+    # kept in the stabilization history: it would hold the peak for the whole down window.
+    urgent = recommended
+    if replicas.ready != state.ready_seen:
+        state.ready_seen, state.ready_changed_s = replicas.ready, now_s
+    # Only on a settled set of pods: the window's p95 must describe the pods that are Ready now,
+    # and pods still starting are capacity already on its way.
+    settled = replicas.current <= replicas.ready and (
+        state.ready_changed_s is None or now_s - state.ready_changed_s >= config.metrics_window_s
+    )
+    if (
+        settled
+        and p95 is not None
+        and target_ms is not None
+        and p95 > target_ms * (1 + config.tolerance)
+    ):
+        reporting = max(observation.pods_reporting, 1)
+        overload = math.ceil(reporting * min(p95 / target_ms, OVERLOAD_MAX_FACTOR))
+        if overload > recommended:
+            urgent = overload
+            why = f"p95 {p95:.0f} ms > {target_ms:g} ms target on {reporting} pods{trend_note}"
+
+    # 6. stabilization windows, step limits, min/max.
+    window = max(config.scale_up_stabilization_s, config.scale_down_stabilization_s)
+    state.recommendations = [(t, n) for t, n in state.recommendations if t > now_s - window]
+    state.recommendations.append((now_s, recommended))
+    desired, notes = apply_behavior(config, state.recommendations, current, urgent, now_s)
+
+    # 7. free GPU capacity.
+    uncapped = desired
+    if replicas.max_additional is not None and desired > current + replicas.max_additional:
+        desired = max(current + replicas.max_additional, current)
+        notes.append(f"capped at {desired} by free GPU capacity ({replicas.max_additional})")
+
+    if desired != current:
+        reason = f"scaled {current} -> {desired}: {why}"
+    else:
+        reason = f"holding {current}: {why}"
+    if notes:
+        reason += " (" + "; ".join(notes) + ")"
+
+    decision = Decision(
+        desired_replicas=desired,
+        reason=reason,
+        scaled=desired != current,
+        metrics_available=True,
+    )
+    if not tiers_enabled:
+        return decision, state
+
+    # 8. tiers: capacity is pending when more is wanted than is Ready and it will not be Ready
+    # within a period (starting pods, or capped at maxReplicas / by GPUs).
+    wanted = max(urgent, uncapped)
+    capped = wanted > desired or recommended > config.max_replicas
+    starting = max(desired, current) > replicas.ready
+    capacity_pending = capped or (starting and config.expected_pod_start_s > config.period_s)
+    tier = decide_tier(
+        config.tiers,
+        active_index=state.active_tier,
+        profiles=state.tier_profiles,
+        latency_p95_ms=_active_tier_p95(observation, state.active_tier) or p95,
+        qps=qps,
+        target_latency_p95_ms=target_ms,
+        tolerance=config.tolerance,
+        ready_replicas=replicas.ready,
+        capacity_pending=capacity_pending,
+        top_tier_capacity_hint=target_qps,
+        last_switch_s=state.last_tier_switch_s,
+        now_s=now_s,
+    )
+    if tier.changed:
+        state.active_tier = tier.index
+        state.last_tier_switch_s = now_s
+    return (
+        Decision(
+            desired_replicas=desired,
+            reason=reason,
+            scaled=desired != current,
+            metrics_available=True,
+            tier_index=tier.index,
+            tier_changed=tier.changed,
+            tier_reason=tier.reason,
+        ),
+        state,
+    )
+
+
+def _clamp(replicas: int, config: PolicyConfig) -> int:
+    return min(max(replicas, config.min_replicas), config.max_replicas)
+
+
+def _project(
+    config: PolicyConfig, history: list[tuple[float, float]], qps: float
+) -> tuple[float, str]:
+    """QPS projected trend_lookahead_s ahead by a least-squares slope; rises only."""
+    if config.trend_lookahead_s <= 0 or len(history) < 3:
+        return qps, ""
+    n = len(history)
+    mean_t = sum(t for t, _ in history) / n
+    mean_q = sum(q for _, q in history) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in history)
+    if var_t <= 0:
+        return qps, ""
+    slope = sum((t - mean_t) * (q - mean_q) for t, q in history) / var_t
+    rise = slope * config.trend_lookahead_s
+    # Noise makes small slopes; only a rise beyond the tolerance band is a trend, and only one
+    # that the newest samples agree with (the last one above the one before).
+    if rise <= config.tolerance * qps or history[-1][1] <= history[-2][1]:
+        return qps, ""
+    projected = min(qps + rise, qps * TREND_MAX_FACTOR)
+    return projected, f" rising {slope:.1f}/s, {projected:.0f} in {config.trend_lookahead_s:.0f} s"
+
+
+def _latency_recommendation(
+    config: PolicyConfig,
+    state: PolicyState,
+    replicas: Replicas,
+    planned_qps: float | None,
+    p95: float,
+    trend_note: str,
+) -> tuple[int, str]:
+    target_ms = config.target_latency_p95_ms
+    assert target_ms is not None
+    current, ready = replicas.current, max(replicas.ready, 1)
+    over = p95 > target_ms * (1 + config.tolerance)
+    wanted = current
+    # Replicas for p95 <= target at the first tier's capacity (the one we scale for: lower tiers
+    # only bridge the wait for pods).
+    capacity = None
+    top = config.tiers.names[0] if config.tiers.names else None
+    if state.active_tier == 0 and planned_qps is not None and planned_qps > 0:
+        capacity = capacity_at_target(planned_qps / ready, p95, target_ms)
+        if not over and top is not None:
+            profile = state.tier_profiles.get(top)
+            if profile is not None and profile.capacity_qps_per_replica is not None:
+                capacity = min(capacity, profile.capacity_qps_per_replica)
+    elif top is not None:
+        capacity = state.tier_profiles.get(top, TierProfile()).capacity_qps_per_replica
+    if capacity is not None and capacity > 0 and planned_qps is not None:
+        wanted = math.ceil(planned_qps / capacity - 1e-9)
+    if over:
+        return wanted, f"p95 {p95:.0f} ms > {target_ms:g} ms target{trend_note}"
+    if capacity is None and config.target_qps_per_replica is None:
+        # Latency only and nothing to size with: step down gently while p95 is far below target.
+        wanted = current - 1 if p95 < target_ms * (1 - config.tolerance) / 2 else current
+    if wanted >= current:
+        return wanted, f"p95 {p95:.0f} ms <= {target_ms:g} ms target{trend_note}"
+    return wanted, f"p95 {p95:.0f} ms, {wanted} replicas hold {target_ms:g} ms target"
+
+
+def apply_behavior(
+    config: PolicyConfig,
+    history: list[tuple[float, int]],
+    current: int,
+    recommended: int,
+    now_s: float,
+) -> tuple[int, list[str]]:
+    """HPA v2 behavior: stabilization windows, then per-period step limits, then min/max."""
+    notes: list[str] = []
+    # Both windows include this period's recommendation (HPA keeps it in its history first).
+    up_window = [n for t, n in history if t > now_s - config.scale_up_stabilization_s]
+    down_window = [n for t, n in history if t > now_s - config.scale_down_stabilization_s]
+    up_window.append(recommended)
+    down_window.append(recommended)
+    up_rec, down_rec = min(up_window), max(down_window)
+    desired = current
+    if desired < up_rec:
+        desired = up_rec
+    if desired > down_rec:
+        desired = down_rec
+    if recommended < current and desired > recommended:
+        notes.append(f"stabilized over {config.scale_down_stabilization_s:.0f} s")
+    up_limit = max(
+        current + config.scale_up_max_step,
+        math.ceil(current * (1 + config.scale_up_max_step_percent / 100)),
+    )
+    down_limit = current - max(1, math.floor(current * config.scale_down_max_step_percent / 100))
+    if desired > up_limit:
+        desired = up_limit
+        notes.append(f"step limit +{up_limit - current}")
+    if desired < down_limit:
+        desired = down_limit
+        notes.append(f"step limit -{current - down_limit}")
+    bounded = _clamp(desired, config)
+    if bounded != desired:
+        which = "maxReplicas" if bounded < desired else "minReplicas"
+        notes.append(f"{which} {bounded}")
+    return bounded, notes
+
+
+def _active_tier_p95(observation: Observation, active_tier: int) -> float | None:
+    version = observation.versions.get(active_tier + 1)
+    return None if version is None else version.latency_p95_ms
+
+
+def _update_tier_profiles(
+    config: PolicyConfig,
+    observation: Observation,
+    replicas: Replicas,
+    state: PolicyState,
+    now_s: float,
+) -> None:
+    """Measure the active tier when it served the whole window on every Ready pod."""
+    target_ms = config.target_latency_p95_ms
+    if target_ms is None or replicas.ready <= 0:
+        return
+    if (
+        state.last_tier_switch_s is not None
+        and now_s - state.last_tier_switch_s < config.metrics_window_s
+    ):
+        return
+    version = observation.versions.get(state.active_tier + 1)
+    if version is None or version.qps is None or version.latency_p95_ms is None:
+        return
+    name = config.tiers.names[state.active_tier]
+    state.tier_profiles[name] = update_profile(
+        state.tier_profiles.get(name, TierProfile()),
+        version.qps / replicas.ready,
+        version.latency_p95_ms,
+        target_ms,
+    )
