@@ -27,8 +27,9 @@ fmt: install  ## ruff format + fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-crds: install  ## regenerate crds/ from the API model
+crds: install  ## regenerate crds/ (and its copy in manifests/crd/) from the API model
 	$(BIN)/kinfer crd > crds/kinfer.dev_inferenceservices.yaml
+	cp crds/kinfer.dev_inferenceservices.yaml manifests/crd/
 
 unit: install  ## unit + data-plane tests (no cluster)
 	$(BIN)/pytest tests

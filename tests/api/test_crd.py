@@ -61,3 +61,8 @@ def test_every_cross_field_rule_is_in_the_crd_with_its_field_path():
         "name"
     ]
     assert spec["properties"]["runtime"]["enum"] == list(c.RUNTIMES)
+
+
+def test_kustomize_copy_of_the_crd_is_identical():
+    copy = REPO / "manifests" / "crd" / "kinfer.dev_inferenceservices.yaml"
+    assert copy.read_text() == CRD_FILE.read_text(), "run `make crds`"
