@@ -30,6 +30,7 @@ fmt: install  ## ruff format + fix
 crds: install  ## regenerate crds/ (and its copy in manifests/crd/) from the API model
 	$(BIN)/kinfer crd > crds/kinfer.dev_inferenceservices.yaml
 	cp crds/kinfer.dev_inferenceservices.yaml manifests/crd/
+	$(BIN)/python -m kinfer.api.reference docs/api.md
 
 unit: install  ## unit + data-plane tests (no cluster)
 	$(BIN)/pytest tests

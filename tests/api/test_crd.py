@@ -66,3 +66,9 @@ def test_every_cross_field_rule_is_in_the_crd_with_its_field_path():
 def test_kustomize_copy_of_the_crd_is_identical():
     copy = REPO / "manifests" / "crd" / "kinfer.dev_inferenceservices.yaml"
     assert copy.read_text() == CRD_FILE.read_text(), "run `make crds`"
+
+
+def test_api_reference_in_docs_is_generated_from_the_schema():
+    from kinfer.api.reference import markdown
+
+    assert markdown() in (REPO / "docs" / "api.md").read_text(), "run `make crds`"

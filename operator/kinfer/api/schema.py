@@ -225,7 +225,8 @@ def spec_schema() -> Schema:
                     "tiers": {
                         "type": "array",
                         "description": "Ordered tiers, highest quality first (e.g. fp32, "
-                        "fp16, int8); tier k is served as model version k+1.",
+                        "fp16, int8); the first tier is served as model version 1, the next "
+                        "as 2, and so on.",
                         "minItems": 1,
                         "maxItems": 8,
                         "x-kubernetes-list-type": "map",
