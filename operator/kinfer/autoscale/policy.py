@@ -134,6 +134,7 @@ class PolicyState:
     qps_history: list[tuple[float, float]] = field(default_factory=list)
     active_tier: int = 0
     last_tier_switch_s: float | None = None
+    last_tier_switch_down: bool = False
     tier_profiles: dict[str, TierProfile] = field(default_factory=dict)
     ready_seen: int = 0
     ready_changed_s: float | None = None
@@ -146,6 +147,7 @@ class PolicyState:
             "qpsHistory": [[t, q] for t, q in self.qps_history],
             "activeTier": self.active_tier,
             "lastTierSwitchS": self.last_tier_switch_s,
+            "lastTierSwitchDown": self.last_tier_switch_down,
             "tierProfiles": {name: p.to_dict() for name, p in self.tier_profiles.items()},
         }
 
@@ -157,6 +159,7 @@ class PolicyState:
             qps_history=[(float(t), float(q)) for t, q in data.get("qpsHistory", [])],
             active_tier=int(data.get("activeTier", 0)),
             last_tier_switch_s=data.get("lastTierSwitchS"),
+            last_tier_switch_down=bool(data.get("lastTierSwitchDown", False)),
             tier_profiles={
                 name: TierProfile.from_dict(p) for name, p in data.get("tierProfiles", {}).items()
             },
@@ -198,6 +201,7 @@ def decide(
         qps_history=list(state.qps_history),
         active_tier=state.active_tier,
         last_tier_switch_s=state.last_tier_switch_s,
+        last_tier_switch_down=state.last_tier_switch_down,
         tier_profiles=dict(state.tier_profiles),
         ready_seen=state.ready_seen,
         ready_changed_s=state.ready_changed_s,
@@ -261,7 +265,9 @@ def decide(
 
     # 3. latency recommendation.
     if p95 is not None and target_ms is not None:
-        recs.append(_latency_recommendation(config, state, replicas, planned_qps, p95, trend_note))
+        recs.append(
+            _latency_recommendation(config, state, replicas, observation, planned_qps, trend_note)
+        )
 
     if not recs:
         bounded = _clamp(current, config)
@@ -357,8 +363,10 @@ def decide(
         top_tier_capacity_hint=target_qps,
         last_switch_s=state.last_tier_switch_s,
         now_s=now_s,
+        last_switch_down=state.last_tier_switch_down,
     )
     if tier.changed:
+        state.last_tier_switch_down = tier.index > state.active_tier
         state.active_tier = tier.index
         state.last_tier_switch_s = now_s
     return (
@@ -405,27 +413,27 @@ def _latency_recommendation(
     config: PolicyConfig,
     state: PolicyState,
     replicas: Replicas,
+    observation: Observation,
     planned_qps: float | None,
-    p95: float,
     trend_note: str,
 ) -> tuple[int, str]:
+    """Replicas that hold p95 <= target for the planned QPS at the first tier's capacity (the tier
+    we scale for: lower tiers only bridge the wait for pods)."""
     target_ms = config.target_latency_p95_ms
-    assert target_ms is not None
-    current, ready = replicas.current, max(replicas.ready, 1)
+    p95 = observation.latency_p95_ms
+    assert target_ms is not None and p95 is not None
+    current = replicas.current
     over = p95 > target_ms * (1 + config.tolerance)
-    wanted = current
-    # Replicas for p95 <= target at the first tier's capacity (the one we scale for: lower tiers
-    # only bridge the wait for pods).
-    capacity = None
     top = config.tiers.names[0] if config.tiers.names else None
-    if state.active_tier == 0 and planned_qps is not None and planned_qps > 0:
-        capacity = capacity_at_target(planned_qps / ready, p95, target_ms)
-        if not over and top is not None:
-            profile = state.tier_profiles.get(top)
-            if profile is not None and profile.capacity_qps_per_replica is not None:
-                capacity = min(capacity, profile.capacity_qps_per_replica)
-    elif top is not None:
-        capacity = state.tier_profiles.get(top, TierProfile()).capacity_qps_per_replica
+    profile = state.tier_profiles.get(top) if top is not None else None
+    capacity = None if profile is None else profile.capacity_qps_per_replica
+    # Measure now only inside the operating range at the first tier: over target the pods queue
+    # or drain a queue, and the M/M/1 inversion says nothing there.
+    if not over and state.active_tier == 0 and observation.qps and observation.qps > 0:
+        reporting = max(observation.pods_reporting, 1)
+        measured = capacity_at_target(observation.qps / reporting, p95, target_ms)
+        capacity = measured if capacity is None else min(capacity, measured)
+    wanted = current
     if capacity is not None and capacity > 0 and planned_qps is not None:
         wanted = math.ceil(planned_qps / capacity - 1e-9)
     if over:
@@ -501,6 +509,9 @@ def _update_tier_profiles(
         return
     version = observation.versions.get(state.active_tier + 1)
     if version is None or version.qps is None or version.latency_p95_ms is None:
+        return
+    # Over target the pods queue (or drain a queue): the M/M/1 inversion does not hold there.
+    if version.latency_p95_ms > target_ms:
         return
     name = config.tiers.names[state.active_tier]
     state.tier_profiles[name] = update_profile(

@@ -115,6 +115,7 @@ def decide_tier(
     top_tier_capacity_hint: float | None,
     last_switch_s: float | None,
     now_s: float,
+    last_switch_down: bool = False,
 ) -> TierDecision:
     """Which tier should serve now.
 
@@ -122,6 +123,9 @@ def decide_tier(
     arrive within a period (new pods still starting, at maxReplicas, or no free GPUs).
     top_tier_capacity_hint: per-replica QPS the first tier holds when it has no profile yet
     (the QPS target, which users set below the SLO capacity).
+    last_switch_down: the last switch stepped down. The dwell time holds any switch after it,
+    except a further step down while the SLO is still missed: that is no flap, and waiting
+    would only lengthen the breach.
     """
     names = config.names
     if len(names) <= 1:
@@ -140,7 +144,10 @@ def decide_tier(
         )
     if target_latency_p95_ms is None or latency_p95_ms is None or qps is None:
         return TierDecision(active, f"tier {names[active]}: no latency target or data", False)
-    if last_switch_s is not None and now_s - last_switch_s < config.dwell_s:
+    over_slo = latency_p95_ms > target_latency_p95_ms * (1 + tolerance)
+    dwelling = last_switch_s is not None and now_s - last_switch_s < config.dwell_s
+    if dwelling and not (over_slo and last_switch_down):
+        assert last_switch_s is not None
         return TierDecision(
             active,
             f"tier {names[active]}: dwelling ({now_s - last_switch_s:.0f}/{config.dwell_s:.0f} s)",
@@ -153,28 +160,33 @@ def decide_tier(
             return top_tier_capacity_hint * (1 + tolerance)
         return measured
 
-    over_slo = latency_p95_ms > target_latency_p95_ms * (1 + tolerance)
     if over_slo:
         if not capacity_pending:
             return TierDecision(
                 active, f"tier {names[active]}: p95 over target, but capacity is Ready", False
             )
-        current_capacity = capacity(active)
+        # Walk down from the active tier. An unmeasured tier is tried (that is how it gets
+        # measured); a measured one counts only when faster than the best above it by more than
+        # the hysteresis (fp16 on a CPU is not), and the walk stops at the first one that holds
+        # the load on the Ready replicas.
+        best = capacity(active)
+        chosen: int | None = None
         for candidate in range(active + 1, floor + 1):
             candidate_capacity = capacity(candidate)
-            # An unmeasured tier is tried (that is how it gets measured); a measured one must be
-            # faster than the active tier by more than the hysteresis (fp16 on a CPU is not).
-            if (
-                candidate_capacity is None
-                or current_capacity is None
-                or candidate_capacity > current_capacity * (1 + config.hysteresis)
-            ):
-                return TierDecision(
-                    candidate,
-                    f"tier {names[active]} -> {names[candidate]}: p95 {latency_p95_ms:.0f} ms"
-                    f" > {target_latency_p95_ms:.0f} ms target and new capacity is not Ready",
-                    True,
-                )
+            if candidate_capacity is None or best is None:
+                chosen = candidate
+                break
+            if candidate_capacity > best * (1 + config.hysteresis):
+                chosen, best = candidate, candidate_capacity
+                if ready_replicas * candidate_capacity >= qps:
+                    break
+        if chosen is not None:
+            return TierDecision(
+                chosen,
+                f"tier {names[active]} -> {names[chosen]}: p95 {latency_p95_ms:.0f} ms"
+                f" > {target_latency_p95_ms:.0f} ms target and new capacity is not Ready",
+                True,
+            )
         return TierDecision(
             active,
             f"tier {names[active]}: p95 over target, no faster tier above the floor {names[floor]}",
