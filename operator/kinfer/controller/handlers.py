@@ -6,6 +6,7 @@ Kubernetes client never stalls kopf's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ import kopf
 
 from kinfer.api import constants as c
 from kinfer.config import RenderOptions
+from kinfer.controller import control_loop
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
 
@@ -77,3 +79,35 @@ def deployment_changed(meta: kopf.Meta, **_: Any) -> None:
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
     _write(parent, refresh_status(parent, _kube(), _options()))
+
+
+def _write_period(body: dict[str, Any], result: control_loop.PeriodResult) -> None:
+    meta = body["metadata"]
+    if result.replicas is not None:
+        # Through spec.replicas, like `kubectl scale`: the update handler rolls it out.
+        _kube().patch_isvc_spec(meta["namespace"], meta["name"], {"replicas": result.replicas})
+    _write(body, Outcome(status_patch=result.status_patch, events=result.events))
+
+
+@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=15.0)
+async def inference_service_control_loop(
+    stopped: kopf.DaemonStopped, name: str, namespace: str, **_: Any
+) -> None:
+    """Autoscaling and tier convergence of one InferenceService (see control_loop)."""
+    last_decision_s = 0.0
+    while not stopped:
+        body = await asyncio.to_thread(_kube().get, c.API_VERSION, c.KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            result, last_decision_s = await asyncio.to_thread(
+                control_loop.run_period,
+                body,
+                _kube(),
+                STATE.get("metrics_reader"),
+                last_decision_s,
+            )
+            await asyncio.to_thread(_write_period, body, result)
+        except Exception:
+            log.exception("control loop of %s/%s: period failed", namespace, name)
+        await stopped.wait(control_loop.TICK_S)

@@ -1,0 +1,213 @@
+"""The per-InferenceService control loop: metrics -> decision -> replicas and tier.
+
+One kopf daemon per InferenceService runs `run_period` every few seconds:
+each `scaling.periodSeconds` it reads Prometheus and asks the pure policy
+(`kinfer.autoscale.policy.decide`) for replicas and tier; every tick it
+brings Ready pods to the active tier, so a restarted pod converges within
+seconds. Everything here blocks (Prometheus, tritonclient, the API client)
+and runs in a thread, never on kopf's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kinfer.api import constants as c
+from kinfer.api.model import InferenceService, parse
+from kinfer.api.validation import validate_object
+from kinfer.autoscale.observation import Observation
+from kinfer.autoscale.policy import (
+    Decision,
+    PolicyState,
+    Replicas,
+    decide,
+    policy_config_from_spec,
+)
+from kinfer.controller.kube import Kube
+from kinfer.controller.reconcile import Event, observe_capacity
+from kinfer.controller.status import Condition, merge_conditions, now_rfc3339
+from kinfer.tiers import actuator
+
+log = logging.getLogger(__name__)
+
+# How often the loop wakes: tier convergence of new or restarted pods.
+TICK_S = 3.0
+
+
+class MetricsReader(Protocol):
+    def observe(self, isvc: InferenceService) -> Observation: ...
+
+
+@dataclass
+class PeriodResult:
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    replicas: int | None = None  # new spec.replicas to write, if any
+
+
+def tiers_switchable(isvc: InferenceService) -> bool:
+    return len(isvc.spec.precision.tiers) > 1
+
+
+def loop_needed(isvc: InferenceService) -> bool:
+    return isvc.spec.scaling.enabled or tiers_switchable(isvc)
+
+
+def _conditions_patch(
+    body: dict[str, Any], conditions: list[Condition], generation: Any
+) -> dict[str, Any]:
+    current = (body.get("status") or {}).get("conditions")
+    merged = merge_conditions(current, conditions, generation, now_rfc3339())
+    return {} if merged == current else {"conditions": merged}
+
+
+def _scaling_conditions(decision: Decision, observation: Observation) -> list[Condition]:
+    if decision.metrics_available:
+        metrics = Condition(
+            c.CONDITION_METRICS_AVAILABLE, "True", "MetricsRead", "p95 and QPS read from Prometheus"
+        )
+    else:
+        reason = "PrometheusUnavailable" if observation.error else "NoSamples"
+        metrics = Condition(
+            c.CONDITION_METRICS_AVAILABLE,
+            "False",
+            reason,
+            f"{decision.reason} (replicas held: fail-static)",
+        )
+    active = Condition(
+        c.CONDITION_AUTOSCALING,
+        "True" if decision.metrics_available else "False",
+        "Scaled"
+        if decision.scaled
+        else ("Holding" if decision.metrics_available else "FailStatic"),
+        decision.reason,
+    )
+    return [metrics, active]
+
+
+def scaling_period(
+    body: dict[str, Any],
+    isvc: InferenceService,
+    kube: Kube,
+    reader: MetricsReader | None,
+    now_s: float,
+) -> tuple[PeriodResult, int | None]:
+    """One autoscaling decision; returns what to write and the tier index to serve."""
+    status = body.get("status") or {}
+    autoscaling = status.get("autoscaling") or {}
+    state = PolicyState.from_dict(autoscaling.get("state"))
+    config = policy_config_from_spec(isvc.spec.scaling, isvc.spec.precision)
+    if reader is None:
+        observation = Observation(error="no Prometheus configured (--prometheus-url)")
+    else:
+        observation = reader.observe(isvc)
+    capacity = observe_capacity(kube, isvc)
+    replicas = Replicas(
+        current=isvc.spec.replicas,
+        ready=int(status.get("readyReplicas") or 0),
+        max_additional=None if capacity.resource is None else capacity.placeable_replicas,
+    )
+    decision, state = decide(config, observation, replicas, state, now_s)
+    result = PeriodResult()
+    record: dict[str, Any] = {
+        "lastMetrics": observation.to_dict(),
+        "desiredReplicas": decision.desired_replicas,
+        "reason": decision.reason,
+        "lastDecisionTime": now_rfc3339(),
+        "state": state.to_dict(),
+    }
+    if decision.desired_replicas != isvc.spec.replicas:
+        result.replicas = decision.desired_replicas
+        record["lastScaleTime"] = record["lastDecisionTime"]
+        result.events.append(Event("Normal", "Scaled", decision.reason))
+    else:
+        record["lastScaleTime"] = autoscaling.get("lastScaleTime")
+    result.status_patch["autoscaling"] = record
+    result.status_patch.update(
+        _conditions_patch(body, _scaling_conditions(decision, observation), isvc.generation)
+    )
+    tier_index = decision.tier_index if tiers_switchable(isvc) else None
+    if decision.tier_changed:
+        names = isvc.spec.precision.tier_names()
+        before = names[(PolicyState.from_dict(autoscaling.get("state"))).active_tier]
+        result.events.append(
+            Event(
+                "Normal",
+                "TierSwitched",
+                f"tier {before} -> {names[tier_index]}: {decision.tier_reason}",
+            )
+        )
+    return result, tier_index
+
+
+def desired_tier_index(body: dict[str, Any], isvc: InferenceService) -> int:
+    """The tier to serve when no decision was made this tick: pinned, else the policy's."""
+    precision = isvc.spec.precision
+    if precision.pinned:
+        return precision.index_of(precision.pinned)
+    state = ((body.get("status") or {}).get("autoscaling") or {}).get("state")
+    index = PolicyState.from_dict(state).active_tier
+    return index if 0 <= index < len(precision.tiers) else 0
+
+
+def tier_period(
+    body: dict[str, Any], isvc: InferenceService, kube: Kube, tier_index: int
+) -> dict[str, Any]:
+    """Bring Ready pods to the tier; returns the status keys that change."""
+    names = isvc.spec.precision.tier_names()
+    pods = kube.list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
+    results = actuator.converge(pods, isvc.spec.model.name, tier_index + 1)
+    by_version = {index + 1: name for index, name in enumerate(names)}
+    pod_tiers = {
+        r.pod: (by_version.get(r.version, f"version {r.version}") if r.version else "unknown")
+        for r in results
+    }
+    errors = {r.pod: r.error for r in results if r.error}
+    converged = bool(results) and all(r.version == tier_index + 1 for r in results)
+    status = body.get("status") or {}
+    previous = status.get("tiers") or {}
+    patch: dict[str, Any] = {}
+    tiers_status = {"desired": names[tier_index], "pods": pod_tiers}
+    if errors:
+        tiers_status["errors"] = errors
+    if {k: previous.get(k) for k in tiers_status} != tiers_status or (
+        "errors" in previous and not errors
+    ):
+        patch["tiers"] = {**tiers_status, "errors": errors or None}
+    if converged and status.get("activeTier") != names[tier_index]:
+        patch["activeTier"] = names[tier_index]
+    if results:
+        done = sum(1 for r in results if r.version == tier_index + 1)
+        condition = Condition(
+            c.CONDITION_TIER_CONVERGED,
+            "True" if converged else "False",
+            "Converged" if converged else "Converging",
+            f"{done}/{len(results)} ready pods serve tier {names[tier_index]}",
+        )
+        patch.update(_conditions_patch(body, [condition], isvc.generation))
+    return patch
+
+
+def run_period(
+    body: dict[str, Any], kube: Kube, reader: MetricsReader | None, last_decision_s: float
+) -> tuple[PeriodResult, float]:
+    """One tick; returns what to write and the time of the last scaling decision."""
+    if validate_object(body):
+        return PeriodResult(), last_decision_s
+    isvc = parse(body)
+    result = PeriodResult()
+    now_s = time.time()
+    tier_index: int | None = None
+    if isvc.spec.scaling.enabled and now_s - last_decision_s >= isvc.spec.scaling.period_s:
+        result, tier_index = scaling_period(body, isvc, kube, reader, now_s)
+        last_decision_s = now_s
+    if tiers_switchable(isvc):
+        if isvc.spec.precision.pinned or tier_index is None:
+            tier_index = desired_tier_index(body, isvc)
+        # Conditions from both halves merge onto the same list.
+        merged_body = {**body, "status": {**(body.get("status") or {}), **result.status_patch}}
+        result.status_patch.update(tier_period(merged_body, isvc, kube, tier_index))
+    return result, last_decision_s
