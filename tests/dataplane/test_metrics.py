@@ -1,0 +1,71 @@
+"""Metrics agree with the requests sent: kinfer's contract names, and Triton's own counters."""
+
+from __future__ import annotations
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from kinfer.runtime.testmodels import sample_input
+
+from .clients import infer, sample_value, scrape
+from .conftest import METRICS_MODEL
+
+pytestmark = pytest.mark.slow
+
+SERIES = {"model": METRICS_MODEL, "version": "1", "tier": "fp32"}
+
+
+def _send(server, successes_rows: list[int], failures: int) -> None:
+    for index, rows in enumerate(successes_rows):
+        infer(server, METRICS_MODEL, sample_input(rows, seed=index), "http" if index % 2 else "grpc")
+    for _ in range(failures):
+        with pytest.raises(InferenceServerException):
+            infer(server, METRICS_MODEL, sample_input(1)[:, :10], "http")  # wrong shape
+
+
+def test_kinfer_metrics_count_what_was_sent(ort_server):
+    before = scrape(ort_server)
+    rows = [1, 2, 3, 1, 4, 1, 2]
+    _send(ort_server, rows, failures=3)
+    after = scrape(ort_server)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample_value(after, name, **labels) - sample_value(before, name, **labels)
+
+    assert delta("kinfer_inference_requests_total", **SERIES) == len(rows) + 3
+    assert delta("kinfer_inference_failures_total", **SERIES, reason="bad_request") == 3
+    assert delta("kinfer_inference_request_duration_seconds_count", **SERIES) == len(rows)
+    assert delta("kinfer_inference_request_duration_seconds_sum", **SERIES) > 0
+    assert delta("kinfer_inference_request_duration_seconds_bucket", **SERIES, le="+Inf") == len(rows)
+    assert delta("kinfer_inference_queue_duration_seconds_count", **SERIES) == len(rows)
+    # Sequential requests run one per batch: the batch-size histogram sums to the rows sent.
+    assert delta("kinfer_inference_batch_size_sum", **SERIES) == sum(rows)
+    assert sample_value(after, "kinfer_inference_inflight_requests", **SERIES) == 0
+    for line in after.splitlines():
+        if line.startswith("kinfer_inference_requests_total{"):
+            assert 'model="' in line and 'version="' in line and 'tier="' in line
+
+
+def test_kinfer_counts_unknown_models_in_one_series(ort_server):
+    before = scrape(ort_server)
+    for name in ("typo_a", "typo_b"):
+        with pytest.raises(InferenceServerException):
+            infer(ort_server, name, sample_input(1), "grpc")
+    after = scrape(ort_server)
+    labels = {"model": "_unknown_", "reason": "model_not_found"}
+    assert sample_value(after, "kinfer_inference_failures_total", **labels) - sample_value(
+        before, "kinfer_inference_failures_total", **labels
+    ) == 2
+    assert "typo_a" not in after
+
+
+def test_triton_metrics_count_what_was_sent(triton_server):
+    labels = {"model": METRICS_MODEL, "version": "1"}
+    before = scrape(triton_server)
+    rows = [1, 2, 1]
+    _send(triton_server, rows, failures=0)
+    after = scrape(triton_server)
+    assert sample_value(after, "nv_inference_request_success", **labels) - sample_value(
+        before, "nv_inference_request_success", **labels
+    ) == len(rows)
+    assert 'nv_inference_request_summary_us{' in after and 'quantile="0.95"' in after
