@@ -21,6 +21,7 @@ same function, so the benchmark measures what runs. Rules, in order:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ from kinfer.tiers.policy import (
 OVERLOAD_MAX_FACTOR = 2.0
 # The projected QPS is capped at this multiple of the measured QPS: a trend is a hint, not a fact.
 TREND_MAX_FACTOR = 3.0
+# A slope must be this many standard errors above zero to count as a trend.
+TREND_MIN_T_STATISTIC = 4.0
 
 
 @dataclass(frozen=True)
@@ -401,10 +404,16 @@ def _project(
         return qps, ""
     slope = sum((t - mean_t) * (q - mean_q) for t, q in history) / var_t
     rise = slope * config.trend_lookahead_s
-    # Noise makes small slopes; only a rise beyond the tolerance band is a trend, and only one
-    # that the newest samples agree with (the last one above the one before).
-    if rise <= config.tolerance * qps or history[-1][1] <= history[-2][1]:
+    # Noise makes slopes too. A trend is a rise beyond the tolerance band, seen in every sample
+    # of the window, whose slope stands out of the fit's residuals (t-statistic).
+    rising = all(later[1] > earlier[1] for earlier, later in itertools.pairwise(history))
+    if rise <= config.tolerance * qps or not rising:
         return qps, ""
+    residual = sum((q - mean_q - slope * (t - mean_t)) ** 2 for t, q in history)
+    if n > 2 and residual > 0:
+        standard_error = math.sqrt(residual / (n - 2) / var_t)
+        if slope < TREND_MIN_T_STATISTIC * standard_error:
+            return qps, ""
     projected = min(qps + rise, qps * TREND_MAX_FACTOR)
     return projected, f" rising {slope:.1f}/s, {projected:.0f} in {config.trend_lookahead_s:.0f} s"
 

@@ -1,0 +1,360 @@
+"""The autoscaling policy as a pure function: every rule, one behaviour a test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import replace
+
+import pytest
+from kinfer.api.model import PrecisionSpec, ScalingSpec, TierSpec
+from kinfer.autoscale.observation import Observation, VersionObservation
+from kinfer.autoscale.policy import (
+    PolicyConfig,
+    PolicyState,
+    Replicas,
+    apply_behavior,
+    decide,
+    policy_config_from_spec,
+)
+
+QPS_ONLY = PolicyConfig(min_replicas=1, max_replicas=20, target_qps_per_replica=50)
+BOTH = PolicyConfig(
+    min_replicas=1, max_replicas=20, target_qps_per_replica=50, target_latency_p95_ms=100
+)
+
+
+def observe(qps: float | None = None, p95: float | None = None, pods: int = 4, **kw) -> Observation:
+    return Observation(
+        qps=qps, latency_p95_ms=p95, pods_reporting=pods, newest_sample_age_s=5.0, **kw
+    )
+
+
+def run(
+    config: PolicyConfig,
+    observation: Observation,
+    current: int = 4,
+    ready: int | None = None,
+    state: PolicyState | None = None,
+    now_s: float = 1000.0,
+    max_additional: int | None = None,
+):
+    replicas = Replicas(current, current if ready is None else ready, max_additional)
+    return decide(config, observation, replicas, state or PolicyState(), now_s)
+
+
+def test_qps_recommendation_scales_up_to_ceil_of_qps_over_target():
+    decision, _ = run(QPS_ONLY, observe(qps=310))
+    assert decision.desired_replicas == 7
+    assert decision.scaled
+    assert decision.reason.startswith("scaled 4 -> 7: QPS 310 > 4 x 50 target")
+
+
+def test_within_tolerance_holds():
+    decision, _ = run(QPS_ONLY, observe(qps=215))  # 215 / 200 = 1.075, inside 10 %
+    assert decision.desired_replicas == 4
+    assert not decision.scaled
+    assert decision.reason.startswith("holding 4:")
+
+
+def test_just_outside_tolerance_scales():
+    decision, _ = run(QPS_ONLY, observe(qps=225))  # 1.125
+    assert decision.desired_replicas == 5
+
+
+def test_fail_static_on_prometheus_error():
+    decision, state = run(QPS_ONLY, Observation(error="connection refused"), current=6)
+    assert decision.desired_replicas == 6
+    assert not decision.scaled
+    assert not decision.metrics_available
+    assert "metrics unavailable (connection refused)" in decision.reason
+    assert state.recommendations == []
+
+
+def test_fail_static_on_no_data():
+    decision, _ = run(QPS_ONLY, Observation(), current=3)
+    assert decision.desired_replicas == 3
+    assert not decision.metrics_available
+    assert "no samples" in decision.reason
+
+
+def test_fail_static_still_enforces_min_and_max():
+    config = replace(QPS_ONLY, min_replicas=2, max_replicas=5)
+    assert run(config, Observation(error="down"), current=9)[0].desired_replicas == 5
+    assert run(config, Observation(error="down"), current=1)[0].desired_replicas == 2
+
+
+def test_metrics_without_a_signal_for_the_targets_hold():
+    # Only p95 came back, but only a QPS target is set.
+    decision, _ = run(QPS_ONLY, observe(p95=80), current=3)
+    assert decision.desired_replicas == 3
+    assert not decision.metrics_available
+
+
+def test_min_and_max_bound_the_recommendation():
+    up, _ = run(QPS_ONLY, observe(qps=5000), current=16)
+    assert up.desired_replicas == 20
+    assert "maxReplicas 20" in up.reason
+    config = replace(QPS_ONLY, min_replicas=3, scale_down_stabilization_s=0)
+    down, _ = run(config, observe(qps=1), current=4)
+    assert down.desired_replicas == 3
+
+
+def test_free_gpu_capacity_caps_a_scale_up():
+    decision, _ = run(QPS_ONLY, observe(qps=500), current=4, max_additional=2)
+    assert decision.desired_replicas == 6
+    assert "free GPU capacity (2)" in decision.reason
+
+
+def test_no_free_gpu_holds_replicas():
+    decision, _ = run(QPS_ONLY, observe(qps=500), current=4, max_additional=0)
+    assert decision.desired_replicas == 4
+
+
+def test_capacity_does_not_block_a_scale_down():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0)
+    decision, _ = run(config, observe(qps=100, pods=8), current=8, max_additional=0)
+    assert decision.desired_replicas == 4
+
+
+def test_no_scale_down_on_stale_metrics():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0, max_metrics_age_s=60)
+    stale = Observation(qps=50, pods_reporting=8, newest_sample_age_s=120)
+    decision, _ = run(config, stale, current=8)
+    assert decision.desired_replicas == 8
+    assert "no scale-down on stale metrics (120 s old)" in decision.reason
+
+
+def test_stale_metrics_may_still_scale_up():
+    stale = Observation(qps=600, pods_reporting=4, newest_sample_age_s=120)
+    decision, _ = run(QPS_ONLY, stale, current=4)
+    assert decision.desired_replicas == 8
+
+
+def test_no_scale_down_on_partial_metrics():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0)
+    decision, _ = run(config, observe(qps=50, pods=3), current=8)
+    assert decision.desired_replicas == 8
+    assert "partial metrics (3/8 pods)" in decision.reason
+
+
+def test_scale_down_waits_for_the_stabilization_window():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=300)
+    state = PolicyState()
+    replicas = 8
+    # Load drops from 400 to 100 QPS at t=0; the window remembers the 8-replica recommendation.
+    decision, state = decide(config, observe(qps=400, pods=8), Replicas(8, 8), state, 0.0)
+    assert decision.desired_replicas == 8
+    t = 15.0
+    while t < 300:
+        decision, state = decide(
+            config, observe(qps=100, pods=replicas), Replicas(replicas, replicas), state, t
+        )
+        assert decision.desired_replicas == 8, f"scaled down at t={t}, inside the window"
+        t += 15
+    decision, state = decide(config, observe(qps=100, pods=8), Replicas(8, 8), state, 300.0)
+    assert decision.desired_replicas == 4
+    assert decision.reason.startswith("scaled 8 -> 4: QPS 100 < 8 x 50 target")
+
+
+def test_scale_down_step_limit_percent():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0, scale_down_max_step_percent=25)
+    decision, _ = run(config, observe(qps=50, pods=8), current=8)
+    assert decision.desired_replicas == 6
+    assert "step limit -2" in decision.reason
+
+
+def test_scale_down_step_is_at_least_one_pod():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0, scale_down_max_step_percent=10)
+    decision, _ = run(config, observe(qps=50, pods=3), current=3)
+    assert decision.desired_replicas == 2
+
+
+def test_scale_up_step_limit_is_the_larger_of_pods_and_percent():
+    config = replace(QPS_ONLY, max_replicas=100, scale_up_max_step=4, scale_up_max_step_percent=100)
+    small, _ = run(config, observe(qps=2000, pods=2), current=2)
+    assert small.desired_replicas == 6  # +4 pods beats +100 % (2)
+    big, _ = run(config, observe(qps=4000, pods=10), current=10)
+    assert big.desired_replicas == 20  # +100 % beats +4 pods
+
+
+def test_scale_up_stabilization_takes_the_lowest_recent_recommendation():
+    config = replace(QPS_ONLY, scale_up_stabilization_s=60)
+    state = PolicyState()
+    decision, state = decide(config, observe(qps=200), Replicas(4, 4), state, 0.0)
+    decision, state = decide(config, observe(qps=400), Replicas(4, 4), state, 15.0)
+    assert decision.desired_replicas == 4  # 4 was recommended 15 s ago
+    decision, state = decide(config, observe(qps=400), Replicas(4, 4), state, 75.0)
+    assert decision.desired_replicas == 8
+
+
+def test_latency_over_target_scales_up_even_when_qps_says_hold():
+    config = replace(BOTH, scale_down_stabilization_s=0)
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, _ = run(config, observe(qps=200, p95=180), current=4, state=state)
+    assert decision.desired_replicas == 8  # twice the pods the metrics came from
+    assert decision.reason.startswith("scaled 4 -> 8: p95 180 ms > 100 ms target")
+
+
+def test_overload_term_waits_while_pods_are_starting():
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, _ = run(BOTH, observe(qps=200, p95=180), current=8, ready=4, state=state)
+    assert decision.desired_replicas == 8
+
+
+def test_overload_term_waits_for_a_window_after_ready_changed():
+    # Pods became Ready 20 s ago: the 60 s window's p95 still describes the smaller set.
+    state = PolicyState(ready_seen=4, ready_changed_s=980.0)
+    decision, _ = run(BOTH, observe(qps=200, p95=180), current=4, state=state)
+    assert decision.desired_replicas == 4
+
+
+def test_latency_sizes_replicas_from_the_measured_capacity():
+    # 4 pods at 50 QPS each with p95 60 ms: M/M/1 says mu = 50 + 3000/60 = 100, and at 100 ms
+    # one replica holds 100 - 30 = 70 QPS; 200 QPS need 3 of them, but QPS target says 4.
+    config = replace(BOTH, target_qps_per_replica=None, scale_down_stabilization_s=0)
+    decision, _ = run(config, observe(qps=200, p95=60), current=4)
+    assert decision.desired_replicas == 3
+    assert "3 replicas hold 100 ms target" in decision.reason
+
+
+def test_larger_of_qps_and_latency_wins():
+    config = replace(BOTH, scale_down_stabilization_s=0)
+    # Latency alone would go to 3 (see above); the QPS target keeps 4.
+    decision, _ = run(config, observe(qps=200, p95=60), current=4)
+    assert decision.desired_replicas == 4
+
+
+def test_latency_only_steps_down_gently_when_far_below_target():
+    config = PolicyConfig(max_replicas=10, target_latency_p95_ms=100, scale_down_stabilization_s=0)
+    decision, _ = run(config, observe(p95=20, pods=5), current=5)
+    assert decision.desired_replicas == 4
+    hold, _ = run(config, observe(p95=60, pods=5), current=5)
+    assert hold.desired_replicas == 5
+
+
+def test_trend_projects_a_ramp():
+    config = replace(QPS_ONLY, trend_lookahead_s=30, metrics_window_s=60)
+    state = PolicyState()
+    for t, qps in ((0.0, 150.0), (15.0, 175.0), (30.0, 200.0)):
+        decision, state = decide(config, observe(qps=qps), Replicas(4, 4), state, t)
+    # Slope 25 QPS / 15 s x 30 s: 200 -> 250 QPS planned -> 5 replicas.
+    assert decision.desired_replicas == 5
+    assert "QPS 200 rising 1.7/s, 250 in 30 s > 4 x 50 target" in decision.reason
+
+
+def test_trend_ignores_a_fall_and_noise():
+    config = replace(QPS_ONLY, trend_lookahead_s=30)
+    state = PolicyState()
+    for t, qps in ((0.0, 205.0), (15.0, 195.0), (30.0, 201.0)):
+        decision, state = decide(config, observe(qps=qps), Replicas(4, 4), state, t)
+    assert decision.desired_replicas == 4
+    assert "rising" not in decision.reason
+
+
+def test_recent_window_qps_sees_a_step_first():
+    decision, _ = run(QPS_ONLY, observe(qps=210, qps_recent=400), current=4)
+    assert decision.desired_replicas == 8
+    assert "400 over the last scrapes" in decision.reason
+
+
+def test_recent_window_never_drives_a_scale_down():
+    config = replace(QPS_ONLY, scale_down_stabilization_s=0)
+    decision, _ = run(config, observe(qps=200, qps_recent=20), current=4)
+    assert decision.desired_replicas == 4
+
+
+def _noisy_run(noise: float, seed: int) -> list[tuple[float, int]]:
+    """A steady 190 QPS (p95 70 ms) around 4 x 50 with uniform noise on every read."""
+    config = replace(BOTH, trend_lookahead_s=45)
+    rng = random.Random(seed)
+    state, current, changes = PolicyState(), 4, []
+    for period in range(400):
+        qps = 190 * rng.uniform(1 - noise, 1 + noise)
+        p95 = 70 * rng.uniform(0.9, 1.1)
+        now = period * 15.0
+        decision, state = decide(
+            config, observe(qps=qps, p95=p95, pods=current), Replicas(current, current), state, now
+        )
+        if decision.desired_replicas != current:
+            changes.append((now, decision.desired_replicas))
+        current = decision.desired_replicas
+    return changes
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_flapping_under_noise(seed):
+    assert _noisy_run(0.05, seed) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_heavy_noise_never_scales_down_inside_the_window(seed):
+    changes = _noisy_run(0.08, seed)
+    for (before, _), (after, replicas) in itertools.pairwise(changes):
+        if replicas < 5:
+            assert after - before >= BOTH.scale_down_stabilization_s
+
+
+def test_state_round_trips_json():
+    config = replace(BOTH, tiers=replace(BOTH.tiers, names=("fp32", "int8")))
+    state = PolicyState()
+    for t in range(0, 120, 15):
+        _, state = decide(
+            config,
+            observe(qps=200 + t, p95=70, versions={1: VersionObservation(200 + t, 70)}),
+            Replicas(4, 4),
+            state,
+            float(t),
+        )
+    text = json.dumps(state.to_dict())
+    assert PolicyState.from_dict(json.loads(text)) == state
+    assert PolicyState.from_dict(None) == PolicyState()
+
+
+def test_state_is_not_mutated():
+    state = PolicyState()
+    run(QPS_ONLY, observe(qps=300), state=state)
+    assert state == PolicyState()
+
+
+def test_apply_behavior_matches_hpa_stabilization():
+    config = PolicyConfig(scale_down_stabilization_s=300, max_replicas=50)
+    history = [(0.0, 10), (100.0, 6), (200.0, 8)]
+    desired, _notes = apply_behavior(config, history, current=10, recommended=5, now_s=250.0)
+    assert desired == 10  # the highest recommendation of the last 300 s
+    desired, _ = apply_behavior(config, history[1:], current=10, recommended=5, now_s=350.0)
+    assert desired == 8
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_replicas", 0, "scaling.maxReplicas: 0 must be >= minReplicas"),
+        ("min_replicas", -1, "scaling.minReplicas: -1 must be >= 0"),
+        ("target_qps_per_replica", 0, "scaling.targetQPSPerReplica: 0 must be > 0"),
+    ],
+)
+def test_config_errors_name_field_and_value(field, value, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        replace(QPS_ONLY, **{field: value})
+
+
+def test_policy_config_from_spec():
+    scaling = ScalingSpec(
+        min_replicas=2, max_replicas=9, target_latency_p95_ms=120, target_qps_per_replica=40
+    )
+    precision = PrecisionSpec(
+        tiers=(TierSpec("fp32", "s3://b/fp32"), TierSpec("int8", "s3://b/int8")),
+        min_tier="int8",
+        dwell_s=45,
+    )
+    config = policy_config_from_spec(scaling, precision, expected_pod_start_s=90)
+    assert (config.min_replicas, config.max_replicas) == (2, 9)
+    assert config.target_latency_p95_ms == 120
+    assert config.scale_down_stabilization_s == scaling.scale_down_stabilization_s
+    assert config.tiers.names == ("fp32", "int8")
+    assert config.tiers.dwell_s == 45
+    assert config.tiers.floor_index() == 1
+    assert config.expected_pod_start_s == 90
+    assert policy_config_from_spec(scaling).tiers.names == ()

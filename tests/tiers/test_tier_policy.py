@@ -1,0 +1,289 @@
+"""The precision-tier policy as a pure function: step down, step up, dwell, floor, pin, profiles."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from kinfer.autoscale.observation import Observation, VersionObservation
+from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
+from kinfer.tiers.policy import (
+    TierConfig,
+    TierProfile,
+    capacity_at_target,
+    decide_tier,
+    update_profile,
+)
+
+TIERS = TierConfig(names=("fp32", "fp16", "int8"), dwell_s=30)
+MEASURED = {
+    "fp32": TierProfile(capacity_qps_per_replica=70),
+    "fp16": TierProfile(capacity_qps_per_replica=150),
+    "int8": TierProfile(capacity_qps_per_replica=230),
+}
+
+
+def tier(config: TierConfig = TIERS, **kw) -> object:
+    args = dict(
+        active_index=0,
+        profiles=MEASURED,
+        latency_p95_ms=300.0,
+        qps=600.0,
+        target_latency_p95_ms=100.0,
+        tolerance=0.1,
+        ready_replicas=5,
+        capacity_pending=True,
+        top_tier_capacity_hint=60.0,
+        last_switch_s=None,
+        now_s=1000.0,
+    )
+    args.update(kw)
+    return decide_tier(config, **args)
+
+
+def test_steps_down_when_over_slo_and_capacity_is_pending():
+    decision = tier()
+    assert decision.changed
+    assert decision.index == 1
+    assert decision.reason == (
+        "tier fp32 -> fp16: p95 300 ms > 100 ms target and new capacity is not Ready"
+    )
+
+
+def test_steps_down_past_a_tier_that_does_not_hold_when_a_faster_one_is_measured():
+    # 1000 QPS on 5 replicas: fp16 holds 750, int8 1150.
+    decision = tier(qps=1000.0)
+    assert decision.index == 2
+
+
+def test_holds_when_capacity_is_ready():
+    decision = tier(capacity_pending=False)
+    assert not decision.changed
+    assert decision.index == 0
+    assert "capacity is Ready" in decision.reason
+
+
+def test_holds_within_tolerance_of_the_slo():
+    assert not tier(latency_p95_ms=105.0).changed
+
+
+def test_skips_a_tier_that_measures_no_faster():
+    # On a CPU fp16 can be slower than fp32: the policy goes straight to int8.
+    profiles = dict(MEASURED, fp16=TierProfile(capacity_qps_per_replica=65))
+    decision = tier(profiles=profiles)
+    assert decision.index == 2
+
+
+def test_no_faster_tier_holds():
+    profiles = {name: TierProfile(capacity_qps_per_replica=70) for name in TIERS.names}
+    decision = tier(profiles=profiles)
+    assert not decision.changed
+    assert "no faster tier" in decision.reason
+
+
+def test_an_unmeasured_tier_is_tried_one_step():
+    decision = tier(profiles={}, qps=5000.0)
+    assert decision.index == 1
+
+
+def test_accuracy_floor_bounds_the_step_down():
+    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    assert tier(floored, qps=1000.0).index == 1
+    at_floor = tier(floored, active_index=1, qps=1000.0)
+    assert not at_floor.changed
+    assert at_floor.index == 1
+
+
+def test_active_tier_below_the_floor_is_brought_back():
+    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    decision = tier(floored, active_index=2, latency_p95_ms=50.0, qps=100.0)
+    assert decision.index == 1
+    assert decision.changed
+    assert "accuracy floor fp16" in decision.reason
+
+
+def test_pinned_never_moves():
+    pinned = TierConfig(names=TIERS.names, pinned="fp16")
+    for p95 in (20.0, 300.0, 5000.0):
+        decision = tier(pinned, active_index=1, latency_p95_ms=p95)
+        assert decision.index == 1
+        assert not decision.changed
+        assert decision.reason == "tier pinned to fp16"
+
+
+def test_pinned_moves_the_active_tier_to_the_pin():
+    pinned = TierConfig(names=TIERS.names, pinned="int8")
+    decision = tier(pinned, active_index=0)
+    assert decision.index == 2
+    assert decision.changed
+
+
+def test_steps_up_when_the_higher_tier_holds_on_ready_capacity():
+    # 10 Ready x 70 x (1 - 0.1) = 630 >= 600 at fp32.
+    decision = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=10, capacity_pending=False)
+    assert decision.index == 0
+    assert decision.reason == "tier int8 -> fp32: QPS 600 fits 10 Ready x 70/replica at fp32"
+
+
+def test_steps_up_only_as_far_as_holds():
+    # 5 Ready: fp32 holds 315, fp16 675 >= 600.
+    decision = tier(active_index=2, latency_p95_ms=40.0, capacity_pending=False)
+    assert decision.index == 1
+
+
+def test_does_not_step_up_without_headroom():
+    # 9 Ready x 70 x 0.9 = 567 < 600: hysteresis keeps fp16.
+    decision = tier(active_index=1, latency_p95_ms=40.0, ready_replicas=9)
+    assert not decision.changed
+    assert decision.index == 1
+
+
+def test_does_not_step_up_while_p95_is_over_target():
+    decision = tier(active_index=1, latency_p95_ms=104.0, ready_replicas=20, capacity_pending=False)
+    assert not decision.changed
+
+
+def test_top_tier_without_profile_uses_the_qps_target_hint():
+    # 12 Ready x 60 x 1.1 x 0.9 = 712.8 >= 600.
+    decision = tier(active_index=1, profiles={}, latency_p95_ms=40.0, ready_replicas=12)
+    assert decision.index == 0
+    assert not tier(active_index=1, profiles={}, latency_p95_ms=40.0, ready_replicas=8).changed
+
+
+def test_dwell_holds_a_step_up_after_a_switch():
+    decision = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=20, last_switch_s=980.0)
+    assert not decision.changed
+    assert "dwelling (20/30 s)" in decision.reason
+    later = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=20, last_switch_s=960.0)
+    assert later.changed
+
+
+def test_dwell_holds_a_step_down_right_after_a_step_up():
+    decision = tier(active_index=1, last_switch_s=990.0, last_switch_down=False)
+    assert not decision.changed
+
+
+def test_consecutive_step_downs_do_not_wait_for_the_dwell():
+    decision = tier(active_index=1, qps=1100.0, last_switch_s=990.0, last_switch_down=True)
+    assert decision.index == 2
+
+
+def test_single_tier_or_no_tiers_are_inert():
+    assert tier(TierConfig(names=("fp32",))).index == 0
+    assert not tier(TierConfig()).changed
+
+
+def test_no_latency_data_holds():
+    decision = tier(latency_p95_ms=None)
+    assert not decision.changed
+
+
+def test_capacity_at_target_inverts_mm1():
+    mu = 100.0
+    for load in (10.0, 40.0, 69.0):
+        p95 = math.log(20) / (mu - load) * 1000
+        assert capacity_at_target(load, p95, 100.0) == pytest.approx(mu - math.log(20) * 10)
+
+
+def test_update_profile_averages_and_counts():
+    profile = update_profile(TierProfile(), 40.0, math.log(20) / 60 * 1000, 100.0)
+    assert profile.capacity_qps_per_replica == pytest.approx(100 - math.log(20) * 10)
+    assert profile.samples == 1
+    again = update_profile(profile, 40.0, math.log(20) / 80 * 1000, 100.0)
+    assert again.samples == 2
+    assert again.capacity_qps_per_replica == pytest.approx(
+        ((100 - 30 * math.log(20) / 3) + (120 - 30 * math.log(20) / 3)) / 2
+    )
+    assert update_profile(profile, 0.0, 50.0, 100.0) == profile
+
+
+def test_profile_round_trips_json():
+    profile = TierProfile(capacity_qps_per_replica=1.5, qps_per_replica=2.0, latency_p95_ms=3.0)
+    assert TierProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+
+
+# The tier decision inside the scaling decision.
+
+CONFIG = PolicyConfig(
+    max_replicas=6,
+    target_qps_per_replica=50,
+    target_latency_p95_ms=100,
+    expected_pod_start_s=60,
+    tiers=TierConfig(names=("fp32", "fp16", "int8")),
+)
+
+
+def test_scaling_decision_steps_down_at_max_replicas():
+    observation = Observation(
+        qps=600,
+        latency_p95_ms=400,
+        pods_reporting=6,
+        newest_sample_age_s=3,
+        versions={1: VersionObservation(600, 400)},
+    )
+    decision, state = decide(CONFIG, observation, Replicas(6, 6), PolicyState(), 100.0)
+    assert decision.desired_replicas == 6
+    assert decision.tier_index == 1
+    assert decision.tier_changed
+    assert state.active_tier == 1
+    assert state.last_tier_switch_s == 100.0
+    assert decision.tier_name(CONFIG) == "fp16"
+
+
+def test_scaling_decision_steps_down_while_new_pods_start():
+    observation = Observation(qps=300, latency_p95_ms=400, pods_reporting=3, newest_sample_age_s=3)
+    decision, _ = decide(CONFIG, observation, Replicas(3, 3), PolicyState(), 100.0)
+    assert decision.desired_replicas == 6
+    assert decision.tier_index == 1
+
+
+def test_no_step_down_when_pods_start_faster_than_a_period():
+    config = PolicyConfig(
+        max_replicas=6,
+        target_qps_per_replica=50,
+        target_latency_p95_ms=100,
+        expected_pod_start_s=5,
+        tiers=CONFIG.tiers,
+    )
+    observation = Observation(qps=300, latency_p95_ms=400, pods_reporting=3, newest_sample_age_s=3)
+    decision, _ = decide(config, observation, Replicas(3, 3), PolicyState(), 100.0)
+    assert decision.tier_index == 0
+    assert not decision.tier_changed
+
+
+def test_failed_metrics_hold_the_tier():
+    state = PolicyState(active_tier=2)
+    decision, _ = decide(CONFIG, Observation(error="timeout"), Replicas(4, 4), state, 100.0)
+    assert decision.tier_index == 2
+    assert not decision.tier_changed
+
+
+def test_profiles_are_measured_only_after_a_full_window_on_the_tier():
+    observation = Observation(
+        qps=200,
+        latency_p95_ms=60,
+        pods_reporting=4,
+        newest_sample_age_s=3,
+        versions={2: VersionObservation(200, 60)},
+    )
+    fresh = PolicyState(active_tier=1, last_tier_switch_s=90.0)
+    _, state = decide(CONFIG, observation, Replicas(4, 4), fresh, 100.0)
+    assert "fp16" not in state.tier_profiles
+    settled = PolicyState(active_tier=1, last_tier_switch_s=0.0)
+    _, state = decide(CONFIG, observation, Replicas(4, 4), settled, 100.0)
+    assert state.tier_profiles["fp16"].capacity_qps_per_replica == pytest.approx(
+        capacity_at_target(50, 60, 100)
+    )
+
+
+def test_profiles_are_not_measured_over_target():
+    observation = Observation(
+        qps=200,
+        latency_p95_ms=160,
+        pods_reporting=4,
+        newest_sample_age_s=3,
+        versions={1: VersionObservation(200, 160)},
+    )
+    _, state = decide(CONFIG, observation, Replicas(4, 4), PolicyState(), 100.0)
+    assert state.tier_profiles == {}
