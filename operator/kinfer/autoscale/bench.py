@@ -73,7 +73,7 @@ def default_scenario(cold_start_s: float = 30.0, seed: int = 0) -> Scenario:
 
 def run_trace(trace: Trace, scenario: Scenario) -> dict[str, Result]:
     """Every policy on the same arrivals; returns the results by policy name."""
-    arrivals = arrivals_for(trace, scenario.model.seed)
+    arrivals = arrivals_for(trace, scenario.model.seed, scenario.model.poisson_arrivals)
     config = scenario.kinfer_config()
     controllers = {
         "kinfer": baselines.kinfer(baselines.without_tiers(config), "kinfer"),

@@ -105,6 +105,8 @@ class ServiceModel:
     tier_switch_s: float = 1.0
     max_queue_s: float = 10.0
     seed: int = 0
+    # False: exactly the trace's QPS arrives every second (for analytic checks).
+    poisson_arrivals: bool = True
 
     def p95_ms(self, per_replica_qps: float, tier: int, backlog_wait_s: float = 0.0) -> float:
         mu = self.capacity_qps_per_replica * self.tier_speedups[tier]
@@ -180,9 +182,9 @@ class Result:
     tier: list[int] = field(default_factory=list)
     p95_ms: list[float] = field(default_factory=list)
     violated: list[bool] = field(default_factory=list)
-    arrived: int = 0
-    served: int = 0
-    rejected: int = 0
+    arrived: float = 0.0
+    served: float = 0.0
+    rejected: float = 0.0
     backlog_end: float = 0.0
     scale_events: int = 0
     tier_switches: int = 0
@@ -202,12 +204,14 @@ class Result:
             "replica_seconds": self.replica_seconds,
             "scale_events": self.scale_events,
             "tier_switches": self.tier_switches,
-            "rejected_requests": self.rejected,
+            "rejected_requests": round(self.rejected),
         }
 
 
-def arrivals_for(trace: Trace, seed: int) -> list[float]:
+def arrivals_for(trace: Trace, seed: int, poisson: bool = True) -> list[float]:
     """Poisson arrivals per second of the trace, the same for every policy under one seed."""
+    if not poisson:
+        return [trace.qps_at(t) for t in range(trace.duration_s)]
     rng = random.Random(seed)
     return [float(_poisson(rng, trace.qps_at(t))) for t in range(trace.duration_s)]
 
@@ -357,7 +361,7 @@ def simulate(
 ) -> Result:
     """Run one controller over the trace; deterministic for a given model.seed."""
     if arrivals is None:
-        arrivals = arrivals_for(trace, model.seed)
+        arrivals = arrivals_for(trace, model.seed, model.poisson_arrivals)
     if initial_replicas is None:
         initial_replicas = max(
             1, math.ceil(trace.qps_at(0) / max(model.capacity_at_slo(0), 1e-9) - 1e-9)
@@ -379,9 +383,9 @@ def simulate(
         result.tier.append(run.tier)
         result.p95_ms.append(run.p95_at[t])
         result.violated.append(run.p95_at[t] > model.slo_ms or run.rejected_at > 0)
-        result.arrived += int(arrivals[t])
-        result.rejected += round(run.rejected_at)
-    result.served = round(sum(run.served_at))
+        result.arrived += arrivals[t]
+        result.rejected += run.rejected_at
+    result.served = sum(run.served_at)
     result.backlog_end = run.backlog
     return result
 
