@@ -60,7 +60,7 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
                 ]
             },
         },
-        "spec.precision.tiers[1].name",
+        "spec.precision.tiers[1]",
     ),
     (
         "pinned tier that does not exist",

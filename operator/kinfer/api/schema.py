@@ -56,7 +56,8 @@ class CrossFieldRule:
 
     `where` is the path from the object's root to the object the rule is
     attached to (CEL's `self`), `field` the path (relative to it) of the field
-    the error names.
+    the error names. CEL guards fields with has(): the API server also checks
+    the rules against the schema's defaults ({}), before nested defaults apply.
     """
 
     where: tuple[str, ...]
@@ -131,14 +132,14 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         where=("spec", "resources"),
-        cel="!has(self.migProfile) || self.gpus <= 1",
+        cel="!has(self.migProfile) || !has(self.gpus) || self.gpus <= 1",
         message="a replica gets one MIG slice: with migProfile, gpus must be 0 or 1",
         field=".migProfile",
         check=lambda res: "migProfile" not in res or int(res.get("gpus", c.DEFAULT_GPUS)) <= 1,
     ),
     CrossFieldRule(
         where=("spec", "resources"),
-        cel="!has(self.gpuProduct) || self.gpus > 0 || has(self.migProfile)",
+        cel="!has(self.gpuProduct) || (has(self.gpus) && self.gpus > 0) || has(self.migProfile)",
         message="gpuProduct needs gpus > 0 or a migProfile (gpus 0 means CPU only)",
         field=".gpuProduct",
         check=lambda res: (
@@ -149,7 +150,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         where=("spec", "scaling"),
-        cel="self.minReplicas <= self.maxReplicas",
+        cel="!has(self.minReplicas) || !has(self.maxReplicas) "
+        "|| self.minReplicas <= self.maxReplicas",
         message="scaling.minReplicas must be <= scaling.maxReplicas",
         field=".minReplicas",
         check=lambda s: (

@@ -116,7 +116,7 @@ def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
             name = item.get("name") if isinstance(item, dict) else None
             if name in seen:
                 errors.append(
-                    FieldError(f"{'.'.join(path)}[{index}].name", name, "Duplicate value")
+                    FieldError(f"{'.'.join(path)}[{index}]", name, "Duplicate value")
                 )
             seen.add(name)
     return errors
