@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import yaml
+
 from kinfer.api import constants as c
 from kinfer.api import schema
-
 from tests.conftest import REPO
 
 CRD_FILE = REPO / "crds" / "kinfer.dev_inferenceservices.yaml"

@@ -7,7 +7,6 @@ from typing import Any
 from kinfer.api import constants as c
 from kinfer.api import schema
 from kinfer.api.model import parse
-
 from tests.conftest import load_sample
 
 

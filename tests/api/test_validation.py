@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 import pytest
+
 from kinfer.api.model import InvalidSpecError, parse
 from kinfer.api.validation import validate_object
-
 from tests.conftest import SAMPLES, load_sample
 
 # (description, change to the minimal spec, expected field path). The e2e suite

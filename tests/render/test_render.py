@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
 from kinfer.api import constants as c
 from kinfer.api.model import parse
 from kinfer.config import Images, RenderOptions
 from kinfer.render import render
 from kinfer.render.deployment import effective_replicas
-from tritonclient.grpc import model_config_pb2
-
 from tests.conftest import load_sample
 
 OPTIONS = RenderOptions(

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import yaml
+
 from kinfer.api.model import parse
 from kinfer.render import render
-
 from tests.conftest import SAMPLES, load_sample
 
 
