@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
+from urllib.parse import urlsplit
 
+from kinfer.autoscale import metrics
 from kinfer.config import RenderOptions
 
 
@@ -33,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    metrics.add_arguments(parser)
     parser.set_defaults(handler=run_operator)
 
 
@@ -48,6 +52,15 @@ def run_operator(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     handlers.STATE["kube"] = Kube(load_api_client(args.kubeconfig))
     handlers.STATE["render_options"] = RenderOptions()
+    try:
+        settings = metrics.settings_from_args(args)
+    except ValueError as error:
+        print(f"kinfer run: {error}", file=sys.stderr)
+        return 2
+    handlers.STATE["metrics_reader"] = metrics.PrometheusReader(settings)
+    # Never log credentials a URL may carry (user:password@host).
+    shown = urlsplit(settings.url)._replace(netloc=urlsplit(settings.url).hostname or "").geturl()
+    logging.getLogger(__name__).info("reading metrics from Prometheus at %s", shown)
     asyncio.run(
         kopf.operator(
             standalone=True,

@@ -38,7 +38,11 @@ TICK_S = 3.0
 
 
 class MetricsReader(Protocol):
-    def observe(self, isvc: InferenceService) -> Observation: ...
+    """kinfer.autoscale.metrics.PrometheusReader's shape."""
+
+    def observe(
+        self, namespace: str, name: str, runtime: str, window_s: int = 60
+    ) -> Observation: ...
 
 
 @dataclass
@@ -103,7 +107,9 @@ def scaling_period(
     if reader is None:
         observation = Observation(error="no Prometheus configured (--prometheus-url)")
     else:
-        observation = reader.observe(isvc)
+        observation = reader.observe(
+            isvc.namespace, isvc.name, isvc.spec.runtime, isvc.spec.scaling.metrics_window_s
+        )
     capacity = observe_capacity(kube, isvc)
     replicas = Replicas(
         current=isvc.spec.replicas,
