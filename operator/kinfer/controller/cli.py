@@ -59,7 +59,8 @@ def run_operator(args: argparse.Namespace) -> int:
         return 2
     handlers.STATE["metrics_reader"] = metrics.PrometheusReader(settings)
     # Never log credentials a URL may carry (user:password@host).
-    shown = urlsplit(settings.url)._replace(netloc=urlsplit(settings.url).hostname or "").geturl()
+    parts = urlsplit(settings.url)
+    shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
     logging.getLogger(__name__).info("reading metrics from Prometheus at %s", shown)
     asyncio.run(
         kopf.operator(
