@@ -1,0 +1,1 @@
+"""kinfer's local cluster: control plane, KWOK nodes, pod runner and Prometheus as processes."""

@@ -1,0 +1,155 @@
+"""Builds the cluster's binaries from the pinned Go modules into a cache outside the repo, once."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class Binary:
+    """One binary: its name in the cache, its Go module (a folder of go/) and package."""
+
+    name: str
+    module: str
+    package: str
+
+
+BINARIES: tuple[Binary, ...] = (
+    Binary("etcd", "kubernetes", "go.etcd.io/etcd/server/v3"),
+    Binary("kube-apiserver", "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    Binary(
+        "kube-controller-manager", "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager"
+    ),
+    Binary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    Binary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
+    Binary("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+)
+PROGRESS_EVERY_S = 10.0
+
+
+class BuildError(RuntimeError):
+    """A binary failed to build; the message carries the tail of Go's output."""
+
+
+def modules_dir() -> Path:
+    """The go/ folder shipped inside the kinfer package (go.mod, go.sum, tools.go per module)."""
+    return Path(str(resources.files("kinfer.localcluster") / "go"))
+
+
+def go_executable() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(
+            "the `go` command is not on PATH; kinfer's local cluster builds its binaries with Go "
+            ">= 1.26 (install it, e.g. apt-get install golang, or from go.dev)"
+        )
+    return go
+
+
+def cache_key(modules: Path | None = None) -> str:
+    """A digest of every pinned go.mod/go.sum: a version bump lands in a new cache folder."""
+    modules = modules or modules_dir()
+    digest = hashlib.sha256()
+    for path in sorted(modules.glob("*/go.*")):
+        digest.update(path.relative_to(modules).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def bin_dir(cache_dir: Path) -> Path:
+    return cache_dir / "bin" / cache_key()
+
+
+def missing(cache_dir: Path) -> list[Binary]:
+    directory = bin_dir(cache_dir)
+    return [b for b in BINARIES if not (directory / b.name).is_file()]
+
+
+def _relay_progress(
+    stream: TextIO, binary: Binary, started: float, out: TextIO, tail: list[str]
+) -> None:
+    """Count the packages `go build -v` names and print a line now and then (builds are slow)."""
+    packages = 0
+    last_print = time.monotonic()
+    for line in stream:
+        tail.append(line.rstrip())
+        del tail[:-40]
+        if line and not line.startswith(("go: ", "#")) and " " not in line.strip():
+            packages += 1
+        now = time.monotonic()
+        if now - last_print >= PROGRESS_EVERY_S:
+            last_print = now
+            print(
+                f"  ... {binary.name}: {packages} packages compiled, {int(now - started)}s elapsed",
+                file=out,
+                flush=True,
+            )
+
+
+def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> Path:
+    """`go build -v` one binary into the cache, written under a temporary name then renamed."""
+    target = directory / binary.name
+    partial = directory / f".{binary.name}.partial"
+    module_dir = modules_dir() / binary.module
+    started = time.monotonic()
+    print(f"building {binary.name} ({binary.package}) ...", file=out, flush=True)
+    env = dict(os.environ)
+    # `-mod=readonly`: the pinned go.sum is the truth; never rewrite the shipped module files.
+    command = [go_executable(), "build", "-v", "-mod=readonly", "-o", str(partial), binary.package]
+    process = subprocess.Popen(
+        command,
+        cwd=module_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tail: list[str] = []
+    assert process.stdout is not None
+    relay = threading.Thread(
+        target=_relay_progress, args=(process.stdout, binary, started, out, tail), daemon=True
+    )
+    relay.start()
+    code = process.wait()
+    relay.join(timeout=5)
+    if code != 0:
+        raise BuildError(
+            f"go build of {binary.package} (module {module_dir}) failed with exit code {code}:\n"
+            + "\n".join(tail[-20:])
+        )
+    partial.rename(target)
+    print(f"built {binary.name} in {time.monotonic() - started:.0f}s", file=out, flush=True)
+    return target
+
+
+def ensure_built(cache_dir: Path, out: TextIO = sys.stderr) -> Path:
+    """Build what is missing (idempotent; a lock keeps builds from racing); return the dir."""
+    directory = bin_dir(cache_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    todo = missing(cache_dir)
+    if not todo:
+        return directory
+    started = time.monotonic()
+    print(
+        f"building {len(todo)} binaries into {directory} (the first build takes several minutes "
+        "on 2 cores; Go's build cache makes later ones fast)",
+        file=out,
+        flush=True,
+    )
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for binary in missing(cache_dir):
+            build_binary(binary, directory, out)
+    print(f"all binaries built in {time.monotonic() - started:.0f}s", file=out, flush=True)
+    return directory

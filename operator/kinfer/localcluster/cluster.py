@@ -1,0 +1,388 @@
+"""Bring the local cluster up, report on it, tear it down: processes by PID, state in one dir."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import ssl
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from kinfer.localcluster import build, controlplane, discovery, nodes, pki, prometheus
+from kinfer.localcluster.config import ClusterConfig, node_ips, node_pod_cidrs, validate_pod_cidr
+from kinfer.localcluster.processes import (
+    ProcessTable,
+    StartupError,
+    free_port,
+    http_ok,
+    https_ok,
+    is_alive,
+    wait_until,
+)
+
+STATE_FILE = "cluster.json"
+# Generous: on a loaded 2-core machine the API server alone can take 30 s.
+COMPONENT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What a running cluster recorded at `up`: enough for status, down, clients."""
+
+    state_dir: str
+    bin_dir: str
+    kubeconfig: str
+    server: str
+    prometheus_url: str
+    pod_cidr: str
+    nodes: list[str]
+    cold_start_s: float
+    ports: dict[str, int]
+    started_at: float
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterState | None:
+        path = state_dir / STATE_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+class LocalCluster:
+    """One local cluster, rooted at `config.state_dir`."""
+
+    def __init__(self, config: ClusterConfig, out: TextIO = sys.stderr) -> None:
+        self.config = config
+        self.state_dir = config.state_dir
+        self.out = out
+        self.processes = ProcessTable(self.state_dir)
+        self.pki = pki.Pki(self.state_dir / "pki")
+
+    # -- paths ------------------------------------------------------------
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    def component_kubeconfig(self, stem: str) -> Path:
+        return self.state_dir / "kubeconfigs" / f"{stem}.kubeconfig"
+
+    def state(self) -> ClusterState | None:
+        return ClusterState.load(self.state_dir)
+
+    def _say(self, message: str) -> None:
+        print(message, file=self.out, flush=True)
+
+    # -- status -----------------------------------------------------------
+    def is_running(self) -> bool:
+        records = self.processes.load()
+        return bool(records) and all(is_alive(r) for r in records)
+
+    def status(self) -> dict[str, Any]:
+        state = self.state()
+        processes = [
+            {"name": r.name, "pid": r.pid, "alive": is_alive(r), "log": r.log}
+            for r in self.processes.load()
+        ]
+        return {
+            "stateDir": str(self.state_dir),
+            "running": bool(processes) and all(p["alive"] for p in processes),
+            "kubeconfig": state.kubeconfig if state else None,
+            "server": state.server if state else None,
+            "prometheus": state.prometheus_url if state else None,
+            "podCIDR": state.pod_cidr if state else None,
+            "nodes": state.nodes if state else [],
+            "processes": processes,
+        }
+
+    # -- up ---------------------------------------------------------------
+    def up(self) -> ClusterState:
+        """Start everything (building binaries first if needed); idempotent when already up."""
+        if self.is_running():
+            state = self.state()
+            if state is not None:
+                self._say(f"local cluster already running (state in {self.state_dir})")
+                return state
+        if self.processes.load():
+            raise StartupError(
+                f"a previous local cluster in {self.state_dir} is partly running; "
+                "run `kinfer cluster down` first"
+            )
+        bin_dir = build.ensure_built(self.config.cache_dir, self.out)
+        prometheus_bin = prometheus.prometheus_binary()
+        if shutil.which("rclone") is None:
+            self._say(
+                "warning: `rclone` is not on PATH: pods cannot fetch models "
+                "(apt-get install -y rclone)"
+            )
+        _check_pod_cidr_free(self.config.pod_cidr)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.state_dir.mkdir(parents=True)
+        try:
+            return self._start(bin_dir, prometheus_bin)
+        except BaseException:
+            self._say(f"local cluster failed to start; logs in {self.state_dir / 'logs'}")
+            self.processes.stop_all()
+            raise
+
+    def _start(self, bin_dir: Path, prometheus_bin: str) -> ClusterState:
+        started = time.monotonic()
+        ports = controlplane.Ports(**{name: free_port() for name in _PORT_NAMES})
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        self._say(f"generating certificates and kubeconfigs in {self.state_dir}")
+        self.pki = pki.generate(self.state_dir / "pki", apiserver_ips=("127.0.0.1",))
+        for stem, _, _ in pki.CLIENTS:
+            config = pki.kubeconfig(self.pki, stem, server)
+            pki.write_kubeconfig(self.component_kubeconfig(stem), config)
+        pki.write_kubeconfig(self.kubeconfig_path, pki.kubeconfig(self.pki, "admin", server))
+
+        self._say("starting etcd")
+        etcd = self.processes.start(
+            "etcd",
+            controlplane.etcd_argv(bin_dir / "etcd", self.state_dir / "etcd", ports),
+        )
+        wait_until(
+            "etcd /health",
+            lambda: http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"),
+            COMPONENT_TIMEOUT_S,
+            record=etcd,
+        )
+
+        self._say("starting kube-apiserver")
+        apiserver = self.processes.start(
+            "kube-apiserver",
+            controlplane.apiserver_argv(bin_dir / "kube-apiserver", self.pki, ports),
+        )
+        admin_tls = self._client_tls("admin")
+        wait_until(
+            "kube-apiserver /readyz",
+            lambda: https_ok(f"{server}/readyz", admin_tls),
+            COMPONENT_TIMEOUT_S,
+            record=apiserver,
+        )
+
+        self._say("starting kube-controller-manager and kube-scheduler")
+        manager = self.processes.start(
+            "kube-controller-manager",
+            controlplane.controller_manager_argv(
+                bin_dir / "kube-controller-manager",
+                self.pki,
+                self.component_kubeconfig("controller-manager"),
+                ports,
+            ),
+        )
+        scheduler = self.processes.start(
+            "kube-scheduler",
+            controlplane.scheduler_argv(
+                bin_dir / "kube-scheduler", self.component_kubeconfig("scheduler"), ports
+            ),
+        )
+        insecure = _unverified_tls()
+        wait_until(
+            "kube-controller-manager /healthz",
+            lambda: https_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
+            COMPONENT_TIMEOUT_S,
+            record=manager,
+        )
+        wait_until(
+            "kube-scheduler /healthz",
+            lambda: https_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure),
+            COMPONENT_TIMEOUT_S,
+            record=scheduler,
+        )
+
+        self._say(f"creating {len(self.config.nodes)} nodes and starting KWOK")
+        api = self._core_api()
+        self._create_nodes(api)
+        kwok_dir = self.state_dir / "kwok"
+        kwok_dir.mkdir()
+        stages = kwok_dir / "stages.yaml"
+        shutil.copyfile(_kwok_stages_path(), stages)
+        kwok = self.processes.start(
+            "kwok",
+            controlplane.kwok_argv(
+                bin_dir / "kwok",
+                self.component_kubeconfig("kwok"),
+                stages,
+                self.config.pod_cidr,
+                ports,
+            ),
+            # KWOK would also read ~/.kwok/kwok.yaml: keep it to this cluster's files.
+            env={**os.environ, "KWOK_WORKDIR": str(kwok_dir)},
+        )
+        wait_until(
+            "every node Ready and untainted (KWOK, node-lifecycle-controller)",
+            lambda: _all_nodes_ready(api, [n.name for n in self.config.nodes]),
+            COMPONENT_TIMEOUT_S,
+            record=kwok,
+        )
+        wait_until(
+            "the default ServiceAccount (controller-manager)",
+            lambda: bool(api.read_namespaced_service_account("default", "default")),
+            COMPONENT_TIMEOUT_S,
+            record=manager,
+        )
+
+        self._say("starting Prometheus")
+        prometheus_config = self.state_dir / "prometheus.yml"
+        discovery.write_targets(self.state_dir / discovery.TARGETS_FILE, [])
+        prometheus_config.write_text(
+            yaml.safe_dump(
+                prometheus.local_config(
+                    self.state_dir / discovery.TARGETS_FILE, self.config.scrape_interval_s
+                ),
+                sort_keys=False,
+            )
+        )
+        prom = self.processes.start(
+            "prometheus",
+            prometheus.prometheus_argv(
+                prometheus_bin, prometheus_config, self.state_dir / "prometheus", ports.prometheus
+            ),
+        )
+        prometheus_url = f"http://127.0.0.1:{ports.prometheus}"
+        wait_until(
+            "Prometheus /-/ready",
+            lambda: http_ok(f"{prometheus_url}/-/ready"),
+            COMPONENT_TIMEOUT_S,
+            record=prom,
+        )
+
+        state = ClusterState(
+            state_dir=str(self.state_dir),
+            bin_dir=str(bin_dir),
+            kubeconfig=str(self.kubeconfig_path),
+            server=server,
+            prometheus_url=prometheus_url,
+            pod_cidr=self.config.pod_cidr,
+            nodes=[n.name for n in self.config.nodes],
+            cold_start_s=self.config.cold_start_s,
+            ports=asdict(ports),
+            started_at=time.time(),
+        )
+        (self.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+
+        self._say("starting the pod runner")
+        runner_ready = self.state_dir / "runner" / "ready"
+        runner = self.processes.start(
+            "pod-runner",
+            [
+                sys.executable,
+                "-m",
+                "kinfer.localcluster.runner",
+                f"--state-dir={self.state_dir}",
+                f"--kubeconfig={self.component_kubeconfig('runner')}",
+                f"--cold-start-seconds={self.config.cold_start_s}",
+            ],
+        )
+        wait_until("the pod runner", runner_ready.exists, COMPONENT_TIMEOUT_S, record=runner)
+        self._say(
+            f"local cluster up in {time.monotonic() - started:.0f}s: "
+            f"export KUBECONFIG={self.kubeconfig_path}"
+        )
+        return state
+
+    # -- down -------------------------------------------------------------
+    def down(self) -> None:
+        """Stop every recorded process (the runner's model servers too) and remove the state dir."""
+        from kinfer.localcluster.runner import stop_recorded_servers
+
+        self.processes.stop_all()
+        stop_recorded_servers(self.state_dir)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+
+    # -- helpers ----------------------------------------------------------
+    def _client_tls(self, stem: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        context.load_cert_chain(str(self.pki.client_cert(stem)), str(self.pki.client_key(stem)))
+        return context
+
+    def _core_api(self) -> Any:
+        from kubernetes import client, config
+
+        api_client = config.new_client_from_config(config_file=str(self.kubeconfig_path))
+        return client.CoreV1Api(api_client)
+
+    def _create_nodes(self, api: Any) -> None:
+        ips = node_ips(self.config.pod_cidr, len(self.config.nodes))
+        cidrs = node_pod_cidrs(self.config.pod_cidr, len(self.config.nodes))
+        for node, node_ip, cidr in zip(self.config.nodes, ips, cidrs, strict=True):
+            body = nodes.node_object(node, node_ip, cidr)
+            api.create_node(body)
+            # Status on create is not guaranteed to stick: write it explicitly.
+            api.patch_node_status(node.name, {"status": body["status"]})
+
+
+_PORT_NAMES = (
+    "etcd_client",
+    "etcd_peer",
+    "apiserver",
+    "controller_manager",
+    "scheduler",
+    "kwok",
+    "prometheus",
+)
+
+
+def _kwok_stages_path() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("kinfer.localcluster") / "kwok-stages.yaml"))
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    # The controller-manager and scheduler serve /healthz with self-signed
+    # certificates they generate; only liveness is checked, on 127.0.0.1.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _all_nodes_ready(api: Any, names: list[str]) -> bool:
+    """Ready (KWOK) and schedulable: the not-ready taint lifted (node-lifecycle-controller)."""
+    ready = set()
+    for node in api.list_node().items:
+        taints = {t.key for t in node.spec.taints or []}
+        if "node.kubernetes.io/not-ready" in taints:
+            continue
+        for condition in node.status.conditions or []:
+            if condition.type == "Ready" and condition.status == "True":
+                ready.add(node.metadata.name)
+    return set(names) <= ready
+
+
+def _listening_addresses() -> list[ipaddress.IPv4Address]:
+    addresses = []
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        if state != "0A":  # LISTEN
+            continue
+        hex_ip = local.split(":")[0]
+        addresses.append(ipaddress.IPv4Address(bytes.fromhex(hex_ip)[::-1]))
+    return addresses
+
+
+def _check_pod_cidr_free(pod_cidr: str) -> None:
+    """Two clusters on one pod CIDR would hand out the same pod IPs: refuse early."""
+    network = validate_pod_cidr(pod_cidr)
+    busy = sorted({str(a) for a in _listening_addresses() if a in network})
+    if busy:
+        raise StartupError(
+            f"pod CIDR {pod_cidr} is in use (listeners on {', '.join(busy[:5])}); another local "
+            "cluster may be running: stop it or choose another range with --pod-cidr "
+            "(e.g. 127.2.0.0/16)"
+        )

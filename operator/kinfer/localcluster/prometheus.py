@@ -1,0 +1,76 @@
+"""The local Prometheus: its config (from the shipped scrape config) and command line (pure)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCRAPE_CONFIG_RESOURCE = ("prometheus", "scrape-config.yaml")
+
+
+def scrape_config_path() -> Path:
+    """The shipped scrape config (also meant for manifests/): one source of truth."""
+    return Path(str(resources.files("kinfer.localcluster").joinpath(*SCRAPE_CONFIG_RESOURCE)))
+
+
+def load_scrape_configs() -> list[dict[str, Any]]:
+    return list(yaml.safe_load(scrape_config_path().read_text())["scrape_configs"])
+
+
+def local_config(targets_file: Path, scrape_interval_s: int) -> dict[str, Any]:
+    """The shipped scrape config for the local cluster: pods from file_sd, loopback only.
+
+    Debian's prometheus has no Kubernetes discovery, so `kubernetes_sd_configs`
+    becomes a file_sd that the pod runner writes with the same
+    `__meta_kubernetes_*` labels (see discovery.py): the relabelling is the
+    shipped one, unchanged.
+    """
+    scrape_configs = copy.deepcopy(load_scrape_configs())
+    for scrape in scrape_configs:
+        if scrape.pop("kubernetes_sd_configs", None) is not None:
+            scrape["file_sd_configs"] = [
+                {"files": [str(targets_file)], "refresh_interval": f"{scrape_interval_s}s"}
+            ]
+        # Network safety: whatever a pod claims as its IP, only loopback
+        # targets are ever scraped on this machine.
+        scrape.setdefault("relabel_configs", []).append(
+            {"source_labels": ["__address__"], "action": "keep", "regex": r"127\.[0-9.]+:[0-9]+"}
+        )
+    return {
+        "global": {
+            "scrape_interval": f"{scrape_interval_s}s",
+            "scrape_timeout": f"{max(1, scrape_interval_s - 1)}s",
+            "evaluation_interval": f"{scrape_interval_s}s",
+        },
+        "scrape_configs": scrape_configs,
+    }
+
+
+def prometheus_binary() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise FileNotFoundError(
+            "the `prometheus` command is not on PATH; install Debian's package "
+            "(apt-get install -y prometheus; kinfer never starts its system service)"
+        )
+    return binary
+
+
+def prometheus_argv(binary: str, config_file: Path, data_dir: Path, port: int) -> list[str]:
+    return [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=1d",
+        # Debian's build reads console templates from /etc; none are needed.
+        "--web.console.templates=/dev/null",
+        "--web.console.libraries=/dev/null",
+        "--web.enable-lifecycle",
+        "--log.level=warn",
+    ]

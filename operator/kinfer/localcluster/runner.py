@@ -1,0 +1,513 @@
+"""The pod runner: a kubelet for kinfer's pods that runs each model server as a local process.
+
+For every pod labelled kinfer.dev/inferenceservice that KWOK gave a (loopback)
+IP, it fetches the model the way the init containers would (rclone), waits the
+simulated cold start, starts kinfer-ort-server or the local Triton bound to the
+pod IP, and reports through two pod annotations that KWOK's Stages turn into
+status: kinfer.dev/server-ready and kinfer.dev/server-restarts. A server that
+dies is restarted (and counted); a deleted pod's server is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kinfer.localcluster import discovery
+from kinfer.localcluster.config import ANNOTATION_SERVER_READY, ANNOTATION_SERVER_RESTARTS
+from kinfer.localcluster.podplan import (
+    LABEL_ISVC,
+    PodPlan,
+    UnsupportedPod,
+    local_server_args,
+    plan_pod,
+)
+from kinfer.localcluster.processes import ProcessRecord, _start_ticks, is_alive, stop_process
+
+log = logging.getLogger("kinfer.pod-runner")
+
+POLL_INTERVAL_S = 0.5
+HEALTH_INTERVAL_S = 1.0
+# A server that does not answer /v2/health/ready this long after start is restarted.
+READY_TIMEOUT_S = 180.0
+FETCH_TIMEOUT_S = 300.0
+MAX_BACKOFF_S = 20.0
+SERVER_RECORD = "server.json"
+
+
+@dataclass
+class PodServer:
+    """The runner's view of one pod: its plan, its server process and what it last reported."""
+
+    plan: PodPlan
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    reported_ready: bool | None = None
+    reported_restarts: int | None = None
+    ready: bool = False
+    stopping: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class PodRunner:
+    def __init__(self, state_dir: Path, kubeconfig: Path, cold_start_s: float) -> None:
+        from kubernetes import client, config
+
+        self.state_dir = state_dir
+        self.cold_start_s = cold_start_s
+        api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.api_client = api_client
+        self.pods: dict[str, PodServer] = {}
+        self.refused: dict[str, str] = {}
+        self.stop_event = threading.Event()
+
+    # -- the loop ---------------------------------------------------------
+    def run(self) -> None:
+        ready_file = self.state_dir / "runner" / "ready"
+        ready_file.parent.mkdir(parents=True, exist_ok=True)
+        while not self.stop_event.is_set():
+            try:
+                pods = self._list_pods()
+            except Exception as error:
+                log.warning("listing pods failed: %s", error)
+                self.stop_event.wait(2.0)
+                continue
+            ready_file.touch()
+            discovery.write_targets(
+                self.state_dir / discovery.TARGETS_FILE, discovery.pod_targets(list(pods.values()))
+            )
+            self._sync(pods)
+            self.stop_event.wait(POLL_INTERVAL_S)
+        # Signal every server first so they shut down in parallel, then reap.
+        for server in self.pods.values():
+            server.stopping.set()
+            if server.process is not None and server.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.process.pid, signal.SIGTERM)
+        for key in list(self.pods):
+            self._stop_pod(key)
+
+    def _list_pods(self) -> dict[str, dict[str, Any]]:
+        response = self.core.list_pod_for_all_namespaces(
+            label_selector=LABEL_ISVC, _preload_content=False
+        )
+        items = json.loads(response.data)["items"]
+        return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in items}
+
+    def _sync(self, pods: dict[str, dict[str, Any]]) -> None:
+        for key in list(self.pods):
+            pod = pods.get(key)
+            current = self.pods[key]
+            if (
+                pod is None
+                or pod["metadata"].get("deletionTimestamp")
+                or (pod["metadata"]["uid"] != current.plan.uid)
+            ):
+                self._stop_pod(key)
+        for key, pod in pods.items():
+            if key in self.pods or key in self.refused:
+                continue
+            if pod["metadata"].get("deletionTimestamp") or not pod["spec"].get("nodeName"):
+                continue
+            if not (pod.get("status") or {}).get("podIP"):
+                continue
+            try:
+                plan = plan_pod(pod, self.state_dir)
+            except UnsupportedPod as error:
+                self.refused[key] = str(error)
+                log.error("pod %s not run: %s", key, error)
+                self._event(pod, "Warning", "LocalRunRefused", str(error))
+                continue
+            server = PodServer(plan)
+            server.thread = threading.Thread(
+                target=self._supervise, args=(server, pod), name=f"pod-{key}", daemon=True
+            )
+            self.pods[key] = server
+            server.thread.start()
+        # Forget refusals of pods that are gone so a recreated pod is tried again.
+        for key in [k for k in self.refused if k not in pods]:
+            del self.refused[key]
+
+    # -- one pod ----------------------------------------------------------
+    def _supervise(self, server: PodServer, pod: dict[str, Any]) -> None:
+        plan = server.plan
+        try:
+            self._prepare(plan, pod)
+        except Exception as error:
+            log.error("pod %s: preparing failed: %s", plan.key, error)
+            self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
+            self._report(server, ready=False)
+            return
+        delay = plan.cold_start_s
+        if delay is None:
+            delay = self._isvc_cold_start(plan, pod)
+        if delay > 0:
+            log.info("pod %s: simulated cold start %.1fs", plan.key, delay)
+            if server.stopping.wait(delay):
+                return
+        backoff = 1.0
+        while not server.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self._start_server(server)
+            except Exception as error:
+                log.error("pod %s: server did not start: %s", plan.key, error)
+                self._event(pod, "Warning", "ServerStartFailed", str(error)[:1000])
+                server.stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            self._watch_server(server, started)
+            if server.stopping.is_set():
+                return
+            server.restarts += 1
+            server.ready = False
+            log.warning("pod %s: server exited; restart #%d", plan.key, server.restarts)
+            self._event(
+                pod, "Warning", "BackOff", f"model server exited; restarting (#{server.restarts})"
+            )
+            self._report(server, ready=False)
+            if server.stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _prepare(self, plan: PodPlan, pod: dict[str, Any]) -> None:
+        """Volumes, ConfigMaps and the model fetch: what the init containers do."""
+        plan.work_dir.mkdir(parents=True, exist_ok=True)
+        for volume in pod["spec"].get("volumes") or []:
+            if "persistentVolumeClaim" not in volume:
+                (plan.work_dir / "volumes" / volume["name"]).mkdir(parents=True, exist_ok=True)
+        for configmap, directory in plan.configmap_volumes.items():
+            data = self._configmap(plan.namespace, configmap)
+            directory.mkdir(parents=True, exist_ok=True)
+            for key, value in data.items():
+                (directory / key).write_text(value)
+        logs = plan.work_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for fetch in plan.fetches:
+            rclone = shutil.which("rclone")
+            if rclone is None:
+                raise RuntimeError("rclone is not installed (apt-get install -y rclone)")
+            env = {**os.environ, **fetch.env}
+            env.setdefault("RCLONE_CONFIG", str(plan.work_dir / "rclone.conf"))
+            with open(logs / f"{fetch.container}.log", "wb") as out:
+                result = subprocess.run(
+                    [rclone, *fetch.argv[1:]],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=FETCH_TIMEOUT_S,
+                    check=False,
+                )
+            if result.returncode != 0:
+                tail = (logs / f"{fetch.container}.log").read_text(errors="replace")[-800:]
+                raise RuntimeError(
+                    f"init container {fetch.container} (rclone) exited {result.returncode}: {tail}"
+                )
+        for config_file in plan.config_files:
+            data = self._configmap(plan.namespace, config_file.configmap)
+            if config_file.key not in data:
+                raise RuntimeError(
+                    f"ConfigMap {config_file.configmap} has no key {config_file.key!r}"
+                )
+            config_file.path.parent.mkdir(parents=True, exist_ok=True)
+            config_file.path.write_text(data[config_file.key])
+        if plan.runtime == "triton":
+            to_python_backend(plan.model_repository)
+
+    def _configmap(self, namespace: str, name: str) -> dict[str, str]:
+        return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+
+    def _isvc_cold_start(self, plan: PodPlan, pod: dict[str, Any]) -> float:
+        """The InferenceService's annotation applies to all its pods; else the cluster default."""
+        from kinfer.localcluster.config import ANNOTATION_COLD_START_S
+
+        name = (pod["metadata"].get("labels") or {}).get(LABEL_ISVC)
+        try:
+            isvc = self.custom.get_namespaced_custom_object(
+                "kinfer.dev", "v1alpha1", plan.namespace, "inferenceservices", name
+            )
+            raw = (isvc["metadata"].get("annotations") or {}).get(ANNOTATION_COLD_START_S)
+            if raw not in (None, ""):
+                return max(0.0, float(raw))
+        except Exception as error:
+            log.debug("no InferenceService annotation for %s: %s", plan.key, error)
+        return self.cold_start_s
+
+    def _start_server(self, server: PodServer) -> None:
+        plan = server.plan
+        argv, env = server_command(plan)
+        logs = plan.work_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "server.log", "ab") as out:
+            server.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=plan.work_dir,
+                start_new_session=True,
+            )
+        record = ProcessRecord(
+            plan.key,
+            server.process.pid,
+            argv,
+            str(logs / "server.log"),
+            _start_ticks(server.process.pid) or 0,
+        )
+        (plan.work_dir / SERVER_RECORD).write_text(json.dumps(asdict(record)))
+        log.info(
+            "pod %s: started %s on %s (pid %d)", plan.key, plan.runtime, plan.pod_ip, record.pid
+        )
+
+    def _watch_server(self, server: PodServer, started: float) -> None:
+        """Until the process exits or the pod goes: report readiness changes only."""
+        plan = server.plan
+        url = f"http://{plan.pod_ip}:{plan.ports['http']}/v2/health/ready"
+        failures = 0
+        while not server.stopping.is_set():
+            process = server.process
+            if process is None or process.poll() is not None:
+                return
+            ok = _http_ok(url)
+            failures = 0 if ok else failures + 1
+            if ok and not server.ready:
+                server.ready = True
+                self._report(server, ready=True)
+            elif server.ready and failures >= 3:
+                server.ready = False
+                self._report(server, ready=False)
+            elif not server.ready and time.monotonic() - started > READY_TIMEOUT_S:
+                log.error("pod %s: not ready after %.0fs; restarting", plan.key, READY_TIMEOUT_S)
+                _terminate(process)
+                return
+            server.stopping.wait(HEALTH_INTERVAL_S)
+
+    def _report(self, server: PodServer, *, ready: bool) -> None:
+        """Patch the pod's annotations, only when they change (no writes while nothing does)."""
+        if server.reported_ready == ready and server.reported_restarts == server.restarts:
+            return
+        plan = server.plan
+        patch = {
+            "metadata": {
+                "annotations": {
+                    ANNOTATION_SERVER_READY: "true" if ready else "false",
+                    ANNOTATION_SERVER_RESTARTS: str(server.restarts),
+                }
+            }
+        }
+        try:
+            self.core.patch_namespaced_pod(plan.name, plan.namespace, patch)
+        except Exception as error:
+            log.warning("pod %s: annotating failed: %s", plan.key, error)
+            return
+        server.reported_ready = ready
+        server.reported_restarts = server.restarts
+
+    def _stop_pod(self, key: str) -> None:
+        server = self.pods.pop(key)
+        server.stopping.set()
+        if server.process is not None:
+            _terminate(server.process)
+        if server.thread is not None:
+            server.thread.join(timeout=15)
+        shutil.rmtree(server.plan.work_dir, ignore_errors=True)
+        log.info("pod %s: stopped and cleaned up", key)
+
+    def _event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        from kubernetes import client
+
+        meta = pod["metadata"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                kind="Pod",
+                api_version="v1",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+            ),
+            reason=reason,
+            message=message,
+            type=kind,
+            source=client.V1EventSource(component="kinfer-pod-runner"),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except Exception as error:
+            log.warning("event for %s/%s failed: %s", meta["namespace"], meta["name"], error)
+
+
+def server_command(plan: PodPlan) -> tuple[list[str], dict[str, str]]:
+    """The local command and environment of the pod's model server."""
+    env = {**os.environ, **plan.env}
+    args = local_server_args(plan)
+    if plan.runtime == "triton":
+        from kinfer.runtime import local_triton
+
+        backends = local_triton.prepare_backend_dir(plan.work_dir)
+        argv = [
+            str(local_triton.tritonserver_binary()),
+            *args,
+            f"--backend-directory={backends}",
+            f"--cache-directory={plan.work_dir / 'caches'}",
+        ]
+        return argv, local_triton.triton_env(env)
+    binary = Path(sys.executable).parent / "kinfer-ort-server"
+    command = str(binary) if binary.exists() else (shutil.which("kinfer-ort-server") or "")
+    if not command:
+        raise RuntimeError(
+            "kinfer-ort-server is not installed (pip install -e runtime_images/onnxruntime)"
+        )
+    return [command, *args], env
+
+
+def to_python_backend(repository: Path) -> None:
+    """Rewrite each model's production config for the local Triton's Python backend.
+
+    The wheel's tritonserver has only the Python backend: the config keeps its
+    version policy, batching and parameters (the kinfer.tiers list), switches
+    the backend, and gains inputs/outputs read from the ONNX model (the Python
+    backend cannot auto-complete them); each version dir gets the model.py
+    that runs its model.onnx with onnxruntime.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from kinfer.runtime import repository as runtime_repository
+
+    for config_path in sorted(repository.glob("*/config.pbtxt")):
+        model_dir = config_path.parent
+        config = mc.ModelConfig()
+        text_format.Parse(config_path.read_text(), config)
+        versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        onnx_files = [v / "model.onnx" for v in versions if (v / "model.onnx").exists()]
+        if not onnx_files:
+            continue
+        if not config.input or not config.output:
+            inputs, outputs = runtime_repository.onnx_signature(
+                onnx_files[0], batched=config.max_batch_size > 0
+            )
+            del config.input[:]
+            del config.output[:]
+            for tensor in inputs:
+                config.input.append(
+                    mc.ModelInput(
+                        name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims
+                    )
+                )
+            for tensor in outputs:
+                config.output.append(
+                    mc.ModelOutput(
+                        name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims
+                    )
+                )
+        config.platform = ""
+        config.backend = "python"
+        # No GPU here: the Python backend runs CPU instances.
+        for group in config.instance_group:
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+        # The pod mounts config.pbtxt read-only; locally it is a plain copy we replace.
+        config_path.unlink()
+        config_path.write_text(text_format.MessageToString(config))
+        for version in versions:
+            (version / "model.py").write_text(runtime_repository.PYTHON_BACKEND_MODEL)
+
+
+_TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "float64": "TYPE_FP64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
+
+
+def _triton_type(numpy_dtype: str) -> int:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return int(mc.DataType.Value(_TRITON_TYPES[numpy_dtype]))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _terminate(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
+
+
+def stop_recorded_servers(state_dir: Path) -> None:
+    """Stop model servers a dead runner left behind (used by `kinfer cluster down`)."""
+    for record_path in (state_dir / "pods").glob(f"*/{SERVER_RECORD}"):
+        try:
+            record = ProcessRecord(**json.loads(record_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if is_alive(record):
+            stop_process(record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kinfer-pod-runner", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--cold-start-seconds", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    runner = PodRunner(args.state_dir, args.kubeconfig, args.cold_start_seconds)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop_event.set())
+    log.info(
+        "pod runner started (state %s, cold start %.1fs)", args.state_dir, args.cold_start_seconds
+    )
+    runner.run()
+    log.info("pod runner stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
