@@ -8,6 +8,7 @@ import random
 from dataclasses import replace
 
 import pytest
+
 from kinfer.api.model import PrecisionSpec, ScalingSpec, TierSpec
 from kinfer.autoscale.observation import Observation, VersionObservation
 from kinfer.autoscale.policy import (

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from kinfer.autoscale import baselines
 from kinfer.autoscale.bench import PROJECT_TRACES, default_scenario, project_trace, run_trace
 from kinfer.autoscale.simulator import (

@@ -1,0 +1,268 @@
+"""The Prometheus reader against a real Prometheus (Debian's package) scraping real metrics
+endpoints on 127.0.0.1 that export the contract's metric names, as two pods of one service."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import Metric
+
+from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not PROMETHEUS.exists(),
+        reason="needs Debian's prometheus package: apt-get install -y prometheus",
+    ),
+]
+WINDOW_S = 10
+DEADLINE_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TritonSummary:
+    """A collector exporting Triton's counters and its p95 summary quantile (fixed per pod)."""
+
+    def __init__(self, p95_us: float) -> None:
+        self.p95_us = p95_us
+        self.success = 0.0
+        self.lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            counter = Metric("nv_inference_request_success", "successes", "counter")
+            counter.add_sample(
+                # Triton's counters carry no _total suffix.
+                "nv_inference_request_success",
+                {"model": "mlp", "version": "1"},
+                self.success,
+            )
+            summary = Metric("nv_inference_request_summary_us", "latency", "summary")
+            summary.add_sample(
+                "nv_inference_request_summary_us",
+                {"model": "mlp", "version": "1", "quantile": "0.95"},
+                self.p95_us,
+            )
+            summary.add_sample(
+                "nv_inference_request_summary_us_count", {"model": "mlp", "version": "1"}, 1
+            )
+            summary.add_sample(
+                "nv_inference_request_summary_us_sum", {"model": "mlp", "version": "1"}, 1
+            )
+        yield counter
+        yield summary
+
+
+class Pod:
+    """One model-server pod's metrics endpoint, fed by a bounded background loop."""
+
+    def __init__(self, triton_p95_us: float) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model", "version", "tier"]
+        self.requests = Counter(
+            "kinfer_inference_requests", "requests", labels, registry=self.registry
+        )
+        self.duration = Histogram(
+            "kinfer_inference_request_duration_seconds",
+            "latency",
+            labels,
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.triton = TritonSummary(triton_p95_us)
+        self.registry.register(self.triton)
+        self.port = free_port()
+        self.server, self.thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
+        self.stop = threading.Event()
+        self.loop = threading.Thread(target=self._feed, daemon=True)
+        self.loop.start()
+
+    def _feed(self) -> None:
+        # Every tick: 3 requests at version 1 (40 ms, bucket 25-50 ms) and 1 at version 2
+        # (200 ms, bucket 100-250 ms); bounded by the stop event and a hard cap of ticks.
+        for _ in range(20_000):
+            if self.stop.wait(0.05):
+                return
+            for _ in range(3):
+                self.requests.labels("mlp", "1", "fp32").inc()
+                self.duration.labels("mlp", "1", "fp32").observe(0.04)
+            self.requests.labels("mlp", "2", "int8").inc()
+            self.duration.labels("mlp", "2", "int8").observe(0.2)
+            with self.triton.lock:
+                self.triton.success += 4
+
+    def close(self) -> None:
+        self.stop.set()
+        self.loop.join(timeout=10)
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def pods() -> Iterator[list[Pod]]:
+    started = [Pod(30_000.0), Pod(50_000.0)]
+    yield started
+    for pod in started:
+        pod.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory, pods) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("prometheus")
+    targets = "\n".join(
+        f"""      - targets: ["127.0.0.1:{pod.port}"]
+        labels: {{namespace: team-a, inferenceservice: mlp, pod: mlp-{i}}}"""
+        for i, pod in enumerate(pods)
+    )
+    config = root / "prometheus.yml"
+    config.write_text(
+        f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: kinfer
+    static_configs:
+{targets}
+"""
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (root / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(PROMETHEUS),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"prometheus did not become ready: {(root / 'prometheus.log').read_text()}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def wait_for(read, ready, what: str):
+    """Re-read until `ready(observation)`, bounded; returns the observation."""
+    deadline = time.monotonic() + DEADLINE_S
+    observation = read()
+    while not ready(observation):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not appear within {DEADLINE_S} s: {observation}")
+        time.sleep(0.5)
+        observation = read()
+    return observation
+
+
+def test_onnxruntime_qps_p95_versions_and_completeness(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+
+    def read():
+        return reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S, recent_window_s=5)
+
+    observation = wait_for(
+        read,
+        lambda o: (
+            o.ok
+            and o.pods_reporting == 2
+            and {1, 2} <= set(o.versions)
+            and all(v.latency_p95_ms is not None for v in o.versions.values())
+        ),
+        "both pods and versions",
+    )
+    assert observation.error is None
+    assert observation.qps > 0
+    assert observation.qps_recent is not None and observation.qps_recent > 0
+    # histogram_quantile interpolates inside the bucket holding the 95th percentile.
+    assert observation.versions[1].latency_p95_ms == pytest.approx(25 + 0.95 * 25)
+    assert observation.versions[2].latency_p95_ms == pytest.approx(100 + 0.95 * 150)
+    # Three requests at version 1 for every one at version 2, scraped together.
+    ratio = observation.versions[1].qps / observation.versions[2].qps
+    assert ratio == pytest.approx(3, rel=0.05)
+    assert observation.qps == pytest.approx(
+        observation.versions[1].qps + observation.versions[2].qps, rel=1e-6
+    )
+    # A quarter of the requests take 200 ms: the overall p95 is in the 100-250 ms bucket.
+    assert 100 < observation.latency_p95_ms <= 250
+    assert 0 <= observation.newest_sample_age_s < 10
+
+
+def test_triton_p95_from_per_pod_summaries(prometheus):
+    def read(aggregation: str):
+        reader = PrometheusReader(
+            PrometheusSettings(url=prometheus, triton_p95_aggregation=aggregation)
+        )
+        return reader.observe("team-a", "mlp", "triton", window_s=WINDOW_S, recent_window_s=5)
+
+    slowest = wait_for(
+        lambda: read("max"), lambda o: o.ok and o.pods_reporting == 2, "Triton series"
+    )
+    assert slowest.latency_p95_ms == pytest.approx(50.0)
+    assert slowest.versions[1].latency_p95_ms == pytest.approx(50.0)
+    assert slowest.qps > 0
+    # Both pods serve the same rate, so the request-weighted mean is the plain mean.
+    mean = read("mean")
+    assert mean.latency_p95_ms == pytest.approx(40.0, rel=0.05)
+
+
+def test_unknown_service_is_an_observation_not_an_exception(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+    observation = reader.observe("team-a", "nothing-here", "onnxruntime", window_s=WINDOW_S)
+    assert not observation.ok
+    assert "no series for team-a/nothing-here (onnxruntime)" in observation.error
+
+
+def test_prometheus_down_is_an_observation_not_an_exception():
+    url = f"http://127.0.0.1:{free_port()}"
+    reader = PrometheusReader(PrometheusSettings(url=url, timeout_s=2))
+    observation = reader.observe("team-a", "mlp", "onnxruntime")
+    assert not observation.ok
+    assert observation.error.startswith(f"Prometheus at {url}:")
+
+
+def test_bearer_token_is_read_from_its_file(prometheus, tmp_path):
+    # Prometheus ignores the header; the read works and the token reaches the request.
+    token = tmp_path / "token"
+    token.write_text("s3cr3t\n")
+    reader = PrometheusReader(PrometheusSettings(url=prometheus, bearer_token_file=str(token)))
+    observation = reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S)
+    assert observation.ok
+    assert reader._client.headers == {"Authorization": "Bearer s3cr3t"}
