@@ -31,9 +31,8 @@ def test_results_equal_onnxruntime_in_process(server, tier_models, protocol, bin
 def test_grpc_typed_contents_instead_of_raw(server, tier_models):
     # tritonclient always sends raw_input_contents; a plain protobuf request with typed
     # contents is the other form the protocol allows.
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
-
     import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
 
     batch = sample_input(2, seed=7)
     request = service_pb2.ModelInferRequest(model_name=READ_ONLY_MODEL)

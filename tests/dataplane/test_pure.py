@@ -15,7 +15,13 @@ from kinfer.runtime.repository import (
     write_model_repository,
 )
 from kinfer.runtime.switch import switch_config, tier_names
-from kinfer.runtime.testmodels import INPUT_NAME, MLPShape, build_tier_models, run_reference, sample_input
+from kinfer.runtime.testmodels import (
+    INPUT_NAME,
+    MLPShape,
+    build_tier_models,
+    run_reference,
+    sample_input,
+)
 
 
 def test_tier_models_are_deterministic_and_share_one_signature(tier_models, tmp_path):

@@ -1,16 +1,316 @@
-"""Placeholder for the `runtime` subcommand: runtime benchmark (issue 3). Replaced by its implementation."""
+"""`kinfer bench runtime`: raw onnxruntime vs kinfer-ort-server (HTTP, gRPC) vs the local Triton.
+
+Same model (the fp32 test MLP), same CPU, one run: batch 1 at each concurrency, p50/p99
+latency and throughput, and the ratios to raw `session.run` and to Triton. The load
+generator is a bounded asyncio client on tritonclient's aio clients (perf_analyzer
+does not install from PyPI here), in this process, on loopback only.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
 import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CONCURRENCY = (1, 8, 32)
+MODEL = "mlp"
+
+
+@dataclass
+class Cell:
+    """One measurement: a target at a concurrency."""
+
+    target: str
+    concurrency: int
+    requests: int
+    failures: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    throughput_rps: float
+    p50_added_ms: float | None = None  # p50 minus raw session.run's p50 at the same concurrency
+    throughput_vs_raw: float | None = None
+    throughput_vs_triton: float | None = None  # against Triton on the same protocol
+    p50_vs_triton: float | None = None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("runtime", help="runtime benchmark (issue 3) (not built yet)")
-    parser.set_defaults(handler=_not_built)
+    parser = commands.add_parser(
+        "runtime",
+        help="latency/throughput: raw onnxruntime, kinfer-ort-server (HTTP, gRPC), local Triton",
+        description=__doc__,
+    )
+    parser.add_argument("--concurrency", default=",".join(map(str, DEFAULT_CONCURRENCY)),
+                        help="comma-separated client concurrencies (default 1,8,32)")  # fmt: skip
+    parser.add_argument("--duration-s", type=float, default=4.0, help="measured seconds per cell (default 4)")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell (default 1)")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="hard cap on requests per cell")
+    parser.add_argument("--targets", default="raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
+                        help="comma-separated subset of raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.set_defaults(handler=run)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    print("kinfer: this command is not built yet", file=sys.stderr)
-    return 2
+def run(args: argparse.Namespace) -> int:
+    try:
+        concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    except ValueError:
+        print(f"kinfer bench runtime: --concurrency={args.concurrency!r} must be integers", file=sys.stderr)
+        return 2
+    if not concurrencies or min(concurrencies) < 1:
+        print(f"kinfer bench runtime: --concurrency={args.concurrency!r} must be >= 1", file=sys.stderr)
+        return 2
+    valid = ("raw", "kinfer-http", "kinfer-grpc", "triton-http", "triton-grpc")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in valid]
+    if unknown:
+        print(f"kinfer bench runtime: --targets {unknown} unknown; valid: {list(valid)}", file=sys.stderr)
+        return 2
+    if args.duration_s <= 0 or args.duration_s > 120:
+        print(f"kinfer bench runtime: --duration-s={args.duration_s} must be in (0, 120]", file=sys.stderr)
+        return 2
+    report = benchmark(targets, concurrencies, args.duration_s, args.warmup_s, args.max_requests, progress=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    return 0 if all(cell["failures"] == 0 for cell in report["cells"]) else 1
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def benchmark(
+    targets: list[str],
+    concurrencies: list[int],
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int,
+    progress: bool = True,
+) -> dict:
+    """Run every target at every concurrency; returns {"machine", "model", "cells": [...]}."""
+    from kinfer.runtime.local_triton import available as triton_available
+    from kinfer.runtime.local_triton import start_local_triton
+    from kinfer.runtime.ort_server import start_ort_server
+    from kinfer.runtime.repository import write_model_repository
+    from kinfer.runtime.testmodels import MLPShape, build_tier_models, sample_input
+
+    logging.getLogger().setLevel(logging.ERROR)
+    cells: list[Cell] = []
+    with tempfile.TemporaryDirectory(prefix="kinfer-bench-") as tmp:
+        work = Path(tmp)
+        models = build_tier_models(work / "models", tiers=("fp32",))
+        batch = sample_input(1)
+        if "raw" in targets:
+            for concurrency in concurrencies:
+                _log(progress, f"raw onnxruntime, concurrency {concurrency} ...")
+                cells.append(_bench_raw(models["fp32"], batch, concurrency, duration_s, warmup_s, max_requests))
+        servers = []
+        if any(t.startswith("kinfer") for t in targets):
+            repo = work / "ort-repo"
+            write_model_repository(repo, MODEL, models)
+            _log(progress, "starting kinfer-ort-server ...")
+            servers.append(("kinfer", start_ort_server(repo, load_models=[MODEL], work_dir=work / "ort")))
+        if any(t.startswith("triton") for t in targets):
+            if triton_available():
+                repo = work / "triton-repo"
+                write_model_repository(repo, MODEL, models, flavour="python")
+                _log(progress, "starting the local Triton ...")
+                servers.append(("triton", start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton")))
+            else:
+                _log(progress, "the local Triton is not installed (nvidia-pytriton): skipping it")
+        try:
+            for name, handle in servers:
+                for protocol in ("http", "grpc"):
+                    target = f"{name}-{protocol}"
+                    if target not in targets:
+                        continue
+                    for concurrency in concurrencies:
+                        _log(progress, f"{target}, concurrency {concurrency} ...")
+                        cell = _bench_server(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests)
+                        cells.append(cell)
+        finally:
+            for _, handle in servers:
+                handle.stop()
+    _add_ratios(cells)
+    return {
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": _version("onnxruntime"),
+        },
+        "model": {"name": "kinfer test MLP fp32", "shape": asdict(MLPShape()), "batch": 1},
+        "duration_s": duration_s,
+        "cells": [asdict(cell) for cell in cells],
+    }
+
+
+def _summarise(target: str, concurrency: int, latencies_s: list[float], failures: int, elapsed_s: float) -> Cell:
+    values = np.asarray(latencies_s) * 1000.0 if latencies_s else np.asarray([np.nan])
+    return Cell(
+        target=target,
+        concurrency=concurrency,
+        requests=len(latencies_s),
+        failures=failures,
+        duration_s=round(elapsed_s, 3),
+        p50_ms=float(np.percentile(values, 50)),
+        p99_ms=float(np.percentile(values, 99)),
+        throughput_rps=len(latencies_s) / elapsed_s if elapsed_s > 0 else 0.0,
+    )
+
+
+def _bench_raw(model_path: Path, batch: np.ndarray, concurrency: int, duration_s: float, warmup_s: float,
+               max_requests: int) -> Cell:  # fmt: skip
+    import onnxruntime as ort
+
+    # The same session settings kinfer-ort-server uses by default.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feeds = {"input": batch}
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    measure_from = time.perf_counter() + warmup_s
+    stop_at = measure_from + duration_s
+    per_thread_cap = max(1, max_requests // concurrency)
+
+    def worker(out: list[float]) -> None:
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at or len(out) >= per_thread_cap:
+                return
+            session.run(None, feeds)
+            end = time.perf_counter()
+            if start >= measure_from:
+                out.append(end - start)
+
+    threads = [threading.Thread(target=worker, args=(latencies[i],)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = min(duration_s, time.perf_counter() - measure_from)
+    return _summarise("raw", concurrency, [x for out in latencies for x in out], 0, elapsed)
+
+
+def _bench_server(target: str, handle, protocol: str, batch: np.ndarray, concurrency: int, duration_s: float,
+                  warmup_s: float, max_requests: int) -> Cell:  # fmt: skip
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    return runner(_load(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests))
+
+
+async def _load(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests) -> Cell:
+    if protocol == "http":
+        import tritonclient.http.aio as client_module
+
+        client = client_module.InferenceServerClient(handle.http_url, conn_limit=max(100, concurrency))
+    else:
+        import tritonclient.grpc.aio as client_module
+
+        client = client_module.InferenceServerClient(handle.grpc_url)
+    tensor = client_module.InferInput("input", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+    outputs = [client_module.InferRequestedOutput("output")]
+    latencies: list[float] = []
+    failures = 0
+    loop_start = time.perf_counter()
+    measure_from = loop_start + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def worker() -> None:
+        nonlocal failures
+        while True:
+            start = time.perf_counter()
+            if start >= stop_at or len(latencies) >= max_requests:
+                return
+            try:
+                result = await client.infer(MODEL, [tensor], outputs=outputs)
+                result.as_numpy("output")
+            except Exception:  # counted: a benchmark reports failures, it does not stop on them
+                failures += 1
+                continue
+            end = time.perf_counter()
+            if start >= measure_from:
+                latencies.append(end - start)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), warmup_s + duration_s + 120)
+    finally:
+        await client.close()
+    elapsed = min(duration_s, time.perf_counter() - measure_from)
+    return _summarise(target, concurrency, latencies, failures, elapsed)
+
+
+def _add_ratios(cells: list[Cell]) -> None:
+    by_key = {(cell.target, cell.concurrency): cell for cell in cells}
+    for cell in cells:
+        raw = by_key.get(("raw", cell.concurrency))
+        if raw is not None and cell.target != "raw":
+            cell.p50_added_ms = cell.p50_ms - raw.p50_ms
+            cell.throughput_vs_raw = cell.throughput_rps / raw.throughput_rps if raw.throughput_rps else None
+        protocol = cell.target.rsplit("-", 1)[-1]
+        triton = by_key.get((f"triton-{protocol}", cell.concurrency))
+        if triton is not None and cell.target.startswith("kinfer"):
+            cell.throughput_vs_triton = cell.throughput_rps / triton.throughput_rps if triton.throughput_rps else None
+            cell.p50_vs_triton = cell.p50_ms / triton.p50_ms if triton.p50_ms else None
+
+
+def format_table(report: dict) -> str:
+    """The report as a fixed-width table (ratios '-' where they do not apply)."""
+
+    def fmt(value, pattern: str) -> str:
+        return "-" if value is None else pattern.format(value)
+
+    machine = report["machine"]
+    lines = [
+        f"model: {report['model']['name']} {report['model']['shape']}, batch 1; "
+        f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime {machine['onnxruntime']}",
+        f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"{'p50+raw ms':>10} {'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
+    ]
+    for cell in report["cells"]:
+        lines.append(
+            f"{cell['target']:<12} {cell['concurrency']:>4} {cell['requests']:>8} {cell['failures']:>4} "
+            f"{cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f} {cell['throughput_rps']:>9.0f} "
+            f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} {fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
+            f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} {fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
+        )
+    return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"

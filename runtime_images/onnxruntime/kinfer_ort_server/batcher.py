@@ -5,7 +5,9 @@ max_batch_size rows), so a lone request never waits. Only while the model is und
 concurrent load (its last batch held more than one request) does a free instance
 wait for a fuller batch, and never longer than max_queue_delay after the oldest
 request arrived. Execution happens in a thread pool: onnxruntime releases the GIL,
-so the event loop keeps parsing the next requests while a batch runs.
+so the event loop keeps parsing the next requests while a batch runs. A model whose
+runs take less than `inline_max_s` on average (a tiny MLP: ~10 us) runs on the event
+loop itself instead, since the two thread hand-offs would cost more than the run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Batcher:
         max_queue_delay_s: float,
         instances: int,
         on_batch: Callable[[int], None] | None = None,
+        inline_max_s: float = 0.0,
     ) -> None:
         self._run = run
         self._executor = executor
@@ -56,6 +59,9 @@ class Batcher:
         self._busy = 0
         self._last_batch_requests = 1
         self._timer: asyncio.TimerHandle | None = None
+        self._inline_max_s = inline_max_s
+        # Unknown until measured: the first run goes to the thread pool.
+        self._run_ewma_s: float | None = None
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int
@@ -112,37 +118,55 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._busy += 1
         self._last_batch_requests = len(batch)
         started_s = time.perf_counter()
         rows = sum(item.rows for item in batch)
         if self._on_batch is not None:
             self._on_batch(rows)
         feeds = batch[0].feeds if len(batch) == 1 else _concatenate([item.feeds for item in batch])
-        future = asyncio.wrap_future(self._executor.submit(self._run, feeds))
-        future.add_done_callback(lambda done: self._finished(batch, started_s, done))
+        ewma_s = self._run_ewma_s
+        if self._busy == 0 and ewma_s is not None and ewma_s <= self._inline_max_s:
+            # A model this fast costs less to run than the two thread hand-offs around it,
+            # so it runs right here (blocking the loop for microseconds, not milliseconds).
+            try:
+                outputs = self._timed_run(feeds)
+            except Exception as error:
+                self._complete(batch, started_s, None, error)
+            else:
+                self._complete(batch, started_s, outputs, None)
+            return
+        self._busy += 1
+        future = asyncio.wrap_future(self._executor.submit(self._timed_run, feeds))
+        future.add_done_callback(lambda done: self._on_done(batch, started_s, done))
 
-    def _finished(self, batch: list[_Item], started_s: float, done: asyncio.Future) -> None:
+    def _timed_run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        outputs = self._run(feeds)
+        # A moving average of the run time decides between inline and thread execution.
+        elapsed_s = time.perf_counter() - start
+        ewma_s = self._run_ewma_s
+        self._run_ewma_s = elapsed_s if ewma_s is None else ewma_s + 0.1 * (elapsed_s - ewma_s)
+        return outputs
+
+    def _on_done(self, batch: list[_Item], started_s: float, done: asyncio.Future) -> None:
         self._busy -= 1
         error = done.exception()
+        self._complete(batch, started_s, None if error else done.result(), error)
+        self._dispatch()
+
+    def _complete(self, batch: list[_Item], started_s: float, outputs, error: BaseException | None) -> None:
         if error is not None:
             wrapped = error if isinstance(error, ServerError) else _classify(error)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(wrapped)
-        else:
-            outputs = done.result()
-            offset = 0
-            for item in batch:
-                if not item.future.done():  # a cancelled request (client gone) is skipped
-                    sliced = (
-                        outputs
-                        if len(batch) == 1
-                        else [out[offset : offset + item.rows] for out in outputs]
-                    )
-                    item.future.set_result((sliced, started_s - item.enqueued_s))
-                offset += item.rows
-        self._dispatch()
+            return
+        offset = 0
+        for item in batch:
+            if not item.future.done():  # a cancelled request (client gone) is skipped
+                sliced = outputs if len(batch) == 1 else [out[offset : offset + item.rows] for out in outputs]
+                item.future.set_result((sliced, started_s - item.enqueued_s))
+            offset += item.rows
 
 
 def _concatenate(feeds_list: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

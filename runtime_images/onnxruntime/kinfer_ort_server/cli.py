@@ -89,8 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--execution-provider", action="append", choices=sorted(PROVIDERS), default=None,
                          help="preference order, repeatable (default cpu); unavailable ones are skipped with a warning")  # fmt: skip
     session.add_argument(
+        "--inline-execution-us",
+        type=int,
+        default=100,
+        help="a model whose session.run averages under this runs on the event loop, skipping "
+        "the thread hand-off (0: always the thread pool)",
+    )
+    session.add_argument(
         "--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all"
     )
+    parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="auto: uvloop when installed")  # fmt: skip
     parser.add_argument("--log-verbose", type=int, default=0, help="1: debug logs")
     return parser
 
@@ -102,6 +111,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ("--intra-op-threads", args.intra_op_threads),
         ("--inter-op-threads", args.inter_op_threads),
         ("--execution-threads", args.execution_threads),
+        ("--inline-execution-us", args.inline_execution_us),
     ):
         if value < 0:
             raise ValueError(f"{flag}={value} must be >= 0")
@@ -121,6 +131,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         default_max_queue_delay_us=args.default_max_queue_delay_us,
         graph_optimization=args.graph_optimization,
         execution_threads=args.execution_threads,
+        inline_max_us=args.inline_execution_us,
     )
     return ServerOptions(
         model_repository=args.model_repository.resolve(),
@@ -153,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"kinfer-ort-server: {error}", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(serve(options))
-    return uvloop.run(serve(options))
+    if args.event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if args.event_loop == "uvloop":
+                print("kinfer-ort-server: --event-loop=uvloop but uvloop is not installed", file=sys.stderr)
+                return 2
+        else:
+            return uvloop.run(serve(options))
+    return asyncio.run(serve(options))

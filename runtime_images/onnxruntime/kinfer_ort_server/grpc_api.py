@@ -125,11 +125,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         version = None
         try:
             version = self.repository.get(request.model_name, request.model_version)
-            version.metrics.inflight.inc()
+            metrics = version.metrics
+            metrics.inflight += 1
             try:
                 response = await self._infer(request, version)
             finally:
-                version.metrics.inflight.dec()
+                metrics.inflight -= 1
         except ServerError as error:
             self.core.record_failure(request.model_name, version, error)
             _fail(context, error)

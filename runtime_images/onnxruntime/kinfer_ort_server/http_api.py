@@ -7,146 +7,163 @@ import time
 
 import numpy as np
 import orjson
-from aiohttp import web
-
 from kinfer_ort_server.config import config_to_json_dict
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
-from kinfer_ort_server.errors import BadRequest, PayloadTooLarge, ServerError
+from kinfer_ort_server.errors import BadRequest, ModelNotFound, PayloadTooLarge, ServerError
+from kinfer_ort_server.http_server import HttpRequest, HttpResponse
 
 log = logging.getLogger("kinfer_ort_server.http")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_JSON = "application/json"
-_EMPTY_OK = web.Response(status=200)
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
+_JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
+_OK = HttpResponse(200)
 
 
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type=_JSON)
+def _json(payload: object, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, orjson.dumps(payload), _JSON)
 
 
-def _error(error: ServerError) -> web.Response:
+def _error(error: ServerError) -> HttpResponse:
     return _json({"error": error.message}, status=error.http_status)
 
 
-def build_app(core: Core) -> web.Application:
-    """The aiohttp application of the HTTP endpoint (port 8000)."""
-    # The body limit is enforced in the handler (to count and explain it), so aiohttp's own
-    # limit sits just above it.
-    app = web.Application(client_max_size=core.max_request_bytes + 1)
-    api = _HttpApi(core)
-    app.router.add_get("/v2/health/live", api.live)
-    app.router.add_get("/v2/health/ready", api.ready)
-    app.router.add_get("/v2", api.server_metadata)
-    app.router.add_get("/v2/models/{model}", api.model_metadata)
-    app.router.add_get("/v2/models/{model}/versions/{version}", api.model_metadata)
-    app.router.add_get("/v2/models/{model}/ready", api.model_ready)
-    app.router.add_get("/v2/models/{model}/versions/{version}/ready", api.model_ready)
-    app.router.add_get("/v2/models/{model}/config", api.model_config)
-    app.router.add_get("/v2/models/{model}/versions/{version}/config", api.model_config)
-    app.router.add_post("/v2/models/{model}/infer", api.infer)
-    app.router.add_post("/v2/models/{model}/versions/{version}/infer", api.infer)
-    app.router.add_post("/v2/repository/index", api.repository_index)
-    app.router.add_post("/v2/repository/models/{model}/load", api.load)
-    app.router.add_post("/v2/repository/models/{model}/unload", api.unload)
-    return app
+class HttpApi:
+    """The HTTP endpoint (port 8000): routes a request to its handler by method and path."""
 
-
-class _HttpApi:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.repository = core.repository
 
-    async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        # ['', 'v2', 'models', '<m>', ('versions', '<v>',) '<action>']: the infer route first,
+        # it is the hot one.
+        parts = request.path.split("/")
+        if len(parts) < 2 or parts[1] != "v2" or parts[0] != "":
+            return _error(ModelNotFound(f"no route {request.method} {request.path}"))
+        method = request.method
+        count = len(parts)
+        if count >= 4 and parts[2] == "models":
+            model = parts[3]
+            version = ""
+            rest = parts[4:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                version = rest[1]
+                rest = rest[2:]
+            action = rest[0] if rest else ""
+            if len(rest) <= 1:
+                if action == "infer" and method == "POST":
+                    return await self.infer(request, model, version)
+                if method == "GET":
+                    if action == "":
+                        return self.model_metadata(model, version)
+                    if action == "ready":
+                        return self.model_ready(model, version)
+                    if action == "config":
+                        return self.model_config(model, version)
+        elif count == 4 and parts[2] == "health" and method == "GET":
+            if parts[3] == "live":
+                return _OK
+            if parts[3] == "ready":
+                return _OK if self.core.ready else HttpResponse(503)
+        elif count == 2 and method == "GET":
+            return _json(self.core.server_metadata())
+        elif count >= 4 and parts[2] == "repository" and method == "POST":
+            if count == 4 and parts[3] == "index":
+                return self.repository_index(request)
+            if count == 6 and parts[3] == "models" and parts[5] in ("load", "unload"):
+                if parts[5] == "load":
+                    return await self.load(request, parts[4])
+                return await self.unload(parts[4])
+        return _error(ModelNotFound(f"no route {method} {request.path}"))
 
-    async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self.core.ready else 503)
-
-    async def server_metadata(self, request: web.Request) -> web.Response:
-        return _json(self.core.server_metadata())
-
-    async def model_metadata(self, request: web.Request) -> web.Response:
-        try:
-            version = self.repository.get(
-                request.match_info["model"], request.match_info.get("version", "")
-            )
-        except ServerError as error:
-            return _error(error)
-        return _json(self.core.model_metadata(version))
-
-    async def model_ready(self, request: web.Request) -> web.Response:
-        try:
-            self.repository.get(request.match_info["model"], request.match_info.get("version", ""))
-        except ServerError:
-            return web.Response(status=400)
-        return web.Response(status=200)
-
-    async def model_config(self, request: web.Request) -> web.Response:
-        try:
-            version = self.repository.get(
-                request.match_info["model"], request.match_info.get("version", "")
-            )
-        except ServerError as error:
-            return _error(error)
-        return _json(config_to_json_dict(version.model.config))
-
-    async def repository_index(self, request: web.Request) -> web.Response:
-        ready_only = False
-        body = await request.read()
-        if body:
+    def too_large(self, request: HttpRequest) -> HttpResponse:
+        """The answer to a body over --max-request-bytes (counted as a failure on infer routes)."""
+        error = PayloadTooLarge(f"request body exceeds --max-request-bytes={self.core.max_request_bytes}")
+        parts = request.path.split("/")
+        if len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
+            version_str = parts[5] if len(parts) == 7 and parts[4] == "versions" else ""
             try:
-                ready_only = bool(orjson.loads(body).get("ready", False))
+                version = self.repository.get(parts[3], version_str)
+            except ServerError:
+                version = None
+            self.core.record_failure(parts[3], version, error)
+        return _error(error)
+
+    def model_metadata(self, model: str, version: str) -> HttpResponse:
+        try:
+            served = self.repository.get(model, version)
+        except ServerError as error:
+            return _error(error)
+        return _json(self.core.model_metadata(served))
+
+    def model_ready(self, model: str, version: str) -> HttpResponse:
+        try:
+            self.repository.get(model, version)
+        except ServerError:
+            return HttpResponse(400)
+        return _OK
+
+    def model_config(self, model: str, version: str) -> HttpResponse:
+        try:
+            served = self.repository.get(model, version)
+        except ServerError as error:
+            return _error(error)
+        return _json(config_to_json_dict(served.model.config))
+
+    def repository_index(self, request: HttpRequest) -> HttpResponse:
+        ready_only = False
+        if request.body:
+            try:
+                ready_only = bool(orjson.loads(request.body).get("ready", False))
             except (orjson.JSONDecodeError, AttributeError):
                 return _error(BadRequest("repository index: the body is not a JSON object"))
         return _json(self.repository.index(ready_only))
 
-    async def load(self, request: web.Request) -> web.Response:
-        name = request.match_info["model"]
+    async def load(self, request: HttpRequest, name: str) -> HttpResponse:
         try:
             self._require_repository_api()
             override = None
-            body = await request.read()
-            if body:
+            if request.body:
                 try:
-                    parameters = orjson.loads(body).get("parameters") or {}
+                    parameters = orjson.loads(request.body).get("parameters") or {}
                 except (orjson.JSONDecodeError, AttributeError):
                     raise BadRequest(f"load of '{name}': the body is not a JSON object") from None
                 if any(key.startswith("file:") for key in parameters):
-                    raise BadRequest(
-                        f"load of '{name}': file: overrides are not supported; send parameters.config only"
-                    )
+                    raise BadRequest(f"load of '{name}': file: overrides are not supported; send parameters.config only")
                 override = parameters.get("config")
                 if override is not None and not isinstance(override, str):
                     override = orjson.dumps(override).decode()
             await self.repository.load(name, override)
         except ServerError as error:
             return _error(error)
-        return web.Response(status=200)
+        return _OK
 
-    async def unload(self, request: web.Request) -> web.Response:
+    async def unload(self, name: str) -> HttpResponse:
         try:
             self._require_repository_api()
-            await self.repository.unload(request.match_info["model"])
+            await self.repository.unload(name)
         except ServerError as error:
             return _error(error)
-        return web.Response(status=200)
+        return _OK
 
     def _require_repository_api(self) -> None:
         if not self.core.repository_api:
             raise BadRequest("the repository API needs --model-control-mode=explicit")
 
-    async def infer(self, request: web.Request) -> web.Response:
+    async def infer(self, request: HttpRequest, model_name: str, version_str: str) -> HttpResponse:
         started_s = time.perf_counter()
-        model_name = request.match_info["model"]
         version = None
         try:
-            version = self.repository.get(model_name, request.match_info.get("version", ""))
-            version.metrics.inflight.inc()
+            version = self.repository.get(model_name, version_str)
+            metrics = version.metrics
+            metrics.inflight += 1
             try:
                 response = await self._infer(request, version)
             finally:
-                version.metrics.inflight.dec()
+                metrics.inflight -= 1
         except ServerError as error:
             self.core.record_failure(model_name, version, error)
             return _error(error)
@@ -155,24 +172,14 @@ class _HttpApi:
             failure = ServerError(f"internal error: {type(error).__name__}: {error}")
             self.core.record_failure(model_name, version, failure)
             return _error(failure)
-        version.metrics.success(time.perf_counter() - started_s)
+        metrics.success(time.perf_counter() - started_s)
         return response
 
-    async def _infer(self, request: web.Request, version) -> web.Response:
-        limit = self.core.max_request_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(
-                f"request body of {request.content_length} bytes exceeds --max-request-bytes={limit}"
-            )
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge(f"request body exceeds --max-request-bytes={limit}") from None
-        header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+    async def _infer(self, request: HttpRequest, version) -> HttpResponse:
+        header, binary = _split_body(request.body, request.headers.get(_HEADER_LENGTH_KEY))
         inputs = _decode_inputs(header, binary)
         requested = header.get("outputs")
         model = version.model
-        outputs = await version.infer(inputs)
         binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
         if requested:
             if not isinstance(requested, list):
@@ -186,6 +193,7 @@ class _HttpApi:
                 chosen.append((entry["name"], bool(parameters.get("binary_data", binary_default))))
         else:
             chosen = [(name, binary_default) for name in model.output_names]
+        outputs = await version.infer(inputs)
         return _encode_response(header, version, outputs, chosen)
 
 
@@ -273,7 +281,7 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
     return inputs
 
 
-def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chosen) -> web.Response:
+def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chosen) -> HttpResponse:
     out_entries = []
     chunks = []
     for name, binary in chosen:
@@ -295,9 +303,7 @@ def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chos
         payload["id"] = header["id"]
     json_bytes = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
-        return web.Response(body=json_bytes, content_type=_JSON)
-    return web.Response(
-        body=b"".join([json_bytes, *chunks]),
-        headers={HEADER_LENGTH: str(len(json_bytes))},
-        content_type="application/octet-stream",
+        return HttpResponse(200, json_bytes, _JSON)
+    return HttpResponse(
+        200, b"".join([json_bytes, *chunks]), _OCTETS, ((b"Inference-Header-Content-Length", b"%d" % len(json_bytes)),)
     )

@@ -81,7 +81,10 @@ class VersionMetrics:
         self.request_duration = metrics.request_duration.labels(*labels)
         self.queue_duration = metrics.queue_duration.labels(*labels)
         self.batch_size = metrics.batch_size.labels(*labels)
-        self.inflight = metrics.inflight.labels(*labels)
+        # A plain int read at scrape time: the hot path adds and subtracts without a lock
+        # (all of it runs on the one event loop thread).
+        self.inflight = 0
+        metrics.inflight.labels(*labels).set_function(lambda: self.inflight)
         self._failures: dict[str, Counter] = {}
         # Series exist from the load on, so a query sees 0 rather than nothing.
         self.requests.inc(0)

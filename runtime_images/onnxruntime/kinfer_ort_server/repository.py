@@ -48,7 +48,8 @@ class RuntimeOptions:
     default_max_batch_size: int = 4
     default_max_queue_delay_us: int = 0
     graph_optimization: str = "all"
-    execution_threads: int = 0  # 0: the sum of the models' instance counts, at least 2
+    execution_threads: int = 0  # 0: 2 threads
+    inline_max_us: int = 100  # models running faster than this on average run on the event loop
 
 
 def ort_providers(names: tuple[str, ...]) -> list[str]:
@@ -242,6 +243,7 @@ class Repository:
             else 0.0,
             instances=instance_count(model.config),
             on_batch=version_metrics.batch_size.observe,
+            inline_max_s=self.options.inline_max_us / 1e6,
         )
         return ModelVersion(
             model, version, str(version), tier, path, session, batcher, version_metrics

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.errors import ServerError
 from kinfer_ort_server.grpc_api import InferenceServicer
-from kinfer_ort_server.http_api import build_app
+from kinfer_ort_server.http_api import HttpApi
+from kinfer_ort_server.http_server import HttpRequest, HttpResponse, start_http_server
 from kinfer_ort_server.metrics import Metrics
 from kinfer_ort_server.repository import Repository, RuntimeOptions
 
@@ -42,15 +42,19 @@ class ServerOptions:
     runtime: RuntimeOptions = RuntimeOptions()
 
 
-def _metrics_app(metrics: Metrics) -> web.Application:
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+def _metrics_handler(metrics: Metrics):
+    content_type = CONTENT_TYPE_LATEST.encode()
 
-    app = web.Application()
-    app.router.add_get("/metrics", handler)
-    return app
+    async def handler(request: HttpRequest) -> HttpResponse:
+        if request.path != "/metrics" or request.method != "GET":
+            return HttpResponse(404, b"only GET /metrics here\n")
+        return HttpResponse(200, generate_latest(metrics.registry), content_type)
+
+    return handler
+
+
+def _refuse(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(413)
 
 
 async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> int:
@@ -69,12 +73,19 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
         loop.add_signal_handler(signum, stop.set)
 
     # Listen first (not ready yet), then load, as Triton does: probes see 503 until loaded.
-    runners: list[web.AppRunner] = []
+    listeners: list[asyncio.AbstractServer] = []
     if options.allow_http:
-        runners.append(await _start_site(build_app(core), options.http_address, options.http_port))
+        api = HttpApi(core)
+        listeners.append(
+            await start_http_server(
+                api.handle, options.http_address, options.http_port, options.max_request_bytes, api.too_large
+            )
+        )
     if options.allow_metrics:
-        runners.append(
-            await _start_site(_metrics_app(metrics), options.metrics_address, options.metrics_port)
+        listeners.append(
+            await start_http_server(
+                _metrics_handler(metrics), options.metrics_address, options.metrics_port, 1 << 16, _refuse
+            )
         )
     grpc_server = None
     if options.allow_grpc:
@@ -121,14 +132,6 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
     log.info("stopping: waiting up to %s s for in-flight requests", options.exit_timeout_s)
     if grpc_server is not None:
         await grpc_server.stop(options.exit_timeout_s)
-    for runner in runners:
-        await runner.cleanup()
+    for listener in listeners:
+        listener.close()
     return exit_code
-
-
-async def _start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    # access_log=None: a log line per request would cost more than the inference itself.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    return runner
