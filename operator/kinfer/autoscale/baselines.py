@@ -77,18 +77,36 @@ def hpa(min_replicas: int, max_replicas: int, target_qps_per_replica: float) -> 
     return Controller(name="hpa", interval_s=HPA_SYNC_PERIOD_S, step=step)
 
 
-def kpa(min_replicas: int, max_replicas: int, target_qps_per_replica: float) -> Controller:
-    """Knative's KPA in RPS mode: 2 s tick, averages of the pods' request counts over a 60 s
-    stable and a 6 s panic window, panic at 200 % of target on the Ready pods (then never scale
-    down until a stable window passes without panic), scale-up/down rate limits 1000x / 2x."""
+def kpa(
+    min_replicas: int,
+    max_replicas: int,
+    target_qps_per_replica: float,
+    scrape_interval_s: float,
+    native_metrics: bool = False,
+) -> Controller:
+    """Knative's KPA in RPS mode: 2 s tick, request rate over a 60 s stable and a 6 s panic
+    window, panic at 200 % of target on the Ready pods (then never scale down until a stable
+    window passes without panic), scale-up/down rate limits 1000x / 2x.
+
+    By default KPA reads the same Prometheus as kinfer and HPA; its 6 s panic window then becomes
+    the shortest window that holds two scrapes. native_metrics=True gives it Knative's own
+    pipeline instead: every pod's request count, every second.
+    """
     panic_since: float | None = None
     max_panic_pods = 0
+    panic_window_s = max(KPA_PANIC_WINDOW_S, 2 * scrape_interval_s)
+
+    def rates(view: View) -> tuple[float | None, float | None]:
+        if native_metrics:
+            return view.pod_arrivals(KPA_STABLE_WINDOW_S), view.pod_arrivals(KPA_PANIC_WINDOW_S)
+        return view.prometheus_rate(KPA_STABLE_WINDOW_S), view.prometheus_rate(panic_window_s)
 
     def step(view: View) -> Command:
         nonlocal panic_since, max_panic_pods
         ready = max(view.ready, 1)
-        stable = view.pod_arrivals(KPA_STABLE_WINDOW_S)
-        panic = view.pod_arrivals(KPA_PANIC_WINDOW_S)
+        stable, panic = rates(view)
+        if stable is None or panic is None:
+            return Command(view.replicas)
         desired_stable = math.ceil(stable / target_qps_per_replica - 1e-9)
         desired_panic = math.ceil(panic / target_qps_per_replica - 1e-9)
         over = panic / target_qps_per_replica / ready >= KPA_PANIC_THRESHOLD
@@ -110,7 +128,8 @@ def kpa(min_replicas: int, max_replicas: int, target_qps_per_replica: float) -> 
         desired = max(desired, math.floor(ready / KPA_MAX_SCALE_DOWN_RATE))
         return Command(min(max(desired, min_replicas), max_replicas))
 
-    return Controller(name="kpa", interval_s=KPA_TICK_S, step=step)
+    name = "kpa-native" if native_metrics else "kpa"
+    return Controller(name=name, interval_s=KPA_TICK_S, step=step)
 
 
 def oracle(model: ServiceModel, min_replicas: int, max_replicas: int) -> Controller:

@@ -103,7 +103,9 @@ class ServiceModel:
     # Capacity multiplier of each tier (index 0: the first, full-precision tier).
     tier_speedups: tuple[float, ...] = (1.0,)
     tier_switch_s: float = 1.0
-    max_queue_s: float = 10.0
+    # Requests that would wait longer are shed (rejected, counted, SLO missed): an online client
+    # gives up after a couple of seconds, and a deeper queue only delays recovery.
+    max_queue_s: float = 2.0
     seed: int = 0
     # False: exactly the trace's QPS arrives every second (for analytic checks).
     poisson_arrivals: bool = True
@@ -150,6 +152,10 @@ class View:
 
     def prometheus(self) -> Observation:
         return self._sim.prometheus_observation(self.t)
+
+    def prometheus_rate(self, window_s: float) -> float | None:
+        """rate(requests_total[window_s]) now, through the same scrapes as prometheus()."""
+        return self._sim.rate(self.t, window_s)
 
     def pod_arrivals(self, window_s: int) -> float:
         """Mean arrivals per second over the last window_s seconds, as pods count them."""
@@ -253,10 +259,11 @@ class Run:
         return sum(1 for ready_at in self.pods if ready_at <= t)
 
     def mean_arrivals(self, t: int, window_s: int) -> float:
-        start = max(t - window_s, 0)
-        if t <= start:
-            return 0.0
-        return (self.cum_arrivals[t] - self.cum_arrivals[start]) / (t - start)
+        """Mean arrivals over (t - window_s, t]; before t=0 the trace's first load held steady."""
+        start = t - window_s
+        before = max(-start, 0) * self.trace.qps_at(0)
+        start = max(start, 0)
+        return (self.cum_arrivals[t] - self.cum_arrivals[start] + before) / window_s
 
     def serve(self, t: int) -> None:
         model = self.model
