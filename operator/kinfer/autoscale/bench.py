@@ -39,6 +39,8 @@ class Scenario:
     min_replicas: int
     max_replicas: int
     tiers: tuple[str, ...]
+    period_s: int = KINFER_PERIOD_S
+    scale_down_stabilization_s: int = KINFER_SCALE_DOWN_STABILIZATION_S
 
     def kinfer_config(self) -> PolicyConfig:
         """kinfer as docs/autoscaling.md recommends configuring it: the CRD defaults except a
@@ -48,8 +50,8 @@ class Scenario:
             max_replicas=self.max_replicas,
             target_latency_p95_ms=self.model.slo_ms,
             target_qps_per_replica=self.target_qps_per_replica,
-            period_s=KINFER_PERIOD_S,
-            scale_down_stabilization_s=KINFER_SCALE_DOWN_STABILIZATION_S,
+            period_s=self.period_s,
+            scale_down_stabilization_s=self.scale_down_stabilization_s,
             metrics_window_s=int(self.model.rate_window_s),
         )
         precision = PrecisionSpec(
@@ -179,6 +181,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--cold-start-s", type=float, default=30.0, help="seconds from scale-up to Ready"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrivals (default 0)")
+    parser.add_argument(
+        "--period-s",
+        type=int,
+        default=KINFER_PERIOD_S,
+        help=f"kinfer's scaling period (default {KINFER_PERIOD_S}; HPA keeps its 15 s)",
+    )
+    parser.add_argument(
+        "--scale-down-stabilization-s",
+        type=int,
+        default=KINFER_SCALE_DOWN_STABILIZATION_S,
+        help=f"kinfer's scale-down window (default {KINFER_SCALE_DOWN_STABILIZATION_S};"
+        " HPA keeps its 300 s)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -186,7 +201,18 @@ def _handle(args: argparse.Namespace) -> int:
     if args.cold_start_s < 0:
         print(f"kinfer: --cold-start-s {args.cold_start_s} must be >= 0", file=sys.stderr)
         return 2
-    scenario = default_scenario(args.cold_start_s, args.seed)
+    if args.period_s <= 0 or args.scale_down_stabilization_s < 0:
+        print(
+            f"kinfer: --period-s {args.period_s} must be > 0 and --scale-down-stabilization-s"
+            f" {args.scale_down_stabilization_s} >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    scenario = replace(
+        default_scenario(args.cold_start_s, args.seed),
+        period_s=args.period_s,
+        scale_down_stabilization_s=args.scale_down_stabilization_s,
+    )
     if args.trace is not None:
         try:
             trace = load_trace(args.trace)
