@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from kinfer.autoscale.observation import Observation, VersionObservation
 from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
 from kinfer.tiers.policy import (
