@@ -1,0 +1,1 @@
+"""Precision tiers: tier policy (pure) and the tritonclient actuator."""
