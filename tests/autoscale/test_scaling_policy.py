@@ -359,3 +359,29 @@ def test_policy_config_from_spec():
     assert config.tiers.floor_index() == 1
     assert config.expected_pod_start_s == 90
     assert policy_config_from_spec(scaling).tiers.names == ()
+
+
+def test_pods_asked_for_under_overload_are_not_cancelled_while_they_start():
+    config = replace(BOTH, scale_down_stabilization_s=0, expected_pod_start_s=60)
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, state = decide(config, observe(qps=200, p95=180), Replicas(4, 4), state, 1000.0)
+    assert decision.desired_replicas == 8
+    # Next period: the QPS alone would say 4, but the 8 are still starting.
+    decision, state = decide(config, observe(qps=200, p95=180), Replicas(8, 4), state, 1005.0)
+    assert decision.desired_replicas == 8
+    # Once they are Ready the floor is gone and the QPS may scale down again.
+    decision, state = decide(
+        config, observe(qps=200, p95=60, pods=8), Replicas(8, 8), state, 1040.0
+    )
+    assert state.urgent_floor is None
+    assert decision.desired_replicas < 8
+
+
+def test_overload_floor_expires_when_pods_never_come():
+    config = replace(BOTH, scale_down_stabilization_s=0, expected_pod_start_s=60)
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0, urgent_floor=(1000.0, 8))
+    held, _ = decide(config, observe(qps=200, p95=80), Replicas(8, 4), state, 1100.0)
+    assert held.desired_replicas == 8
+    expired, state = decide(config, observe(qps=200, p95=80), Replicas(8, 4), state, 1121.0)
+    assert state.urgent_floor is None
+    assert expired.desired_replicas == 4

@@ -141,9 +141,12 @@ class PolicyState:
     tier_profiles: dict[str, TierProfile] = field(default_factory=dict)
     ready_seen: int = 0
     ready_changed_s: float | None = None
+    # (time, replicas) of the last overload request, a floor while those pods start.
+    urgent_floor: tuple[float, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "urgentFloor": None if self.urgent_floor is None else list(self.urgent_floor),
             "readySeen": self.ready_seen,
             "readyChangedS": self.ready_changed_s,
             "recommendations": [[t, n] for t, n in self.recommendations],
@@ -168,6 +171,11 @@ class PolicyState:
             },
             ready_seen=int(data.get("readySeen", 0)),
             ready_changed_s=data.get("readyChangedS"),
+            urgent_floor=(
+                None
+                if data.get("urgentFloor") is None
+                else (float(data["urgentFloor"][0]), int(data["urgentFloor"][1]))
+            ),
         )
 
 
@@ -208,6 +216,7 @@ def decide(
         tier_profiles=dict(state.tier_profiles),
         ready_seen=state.ready_seen,
         ready_changed_s=state.ready_changed_s,
+        urgent_floor=state.urgent_floor,
     )
 
     if not observation.ok:
@@ -318,12 +327,24 @@ def decide(
         if overload > recommended:
             urgent = overload
             why = f"p95 {p95:.0f} ms > {target_ms:g} ms target on {reporting} pods{trend_note}"
+            state.urgent_floor = (now_s, overload)
+    # The pods the urgent term asked for are not cancelled while they start (that would flap):
+    # its request is a floor until they are Ready or a start time and a window have passed.
+    floor = 0
+    if state.urgent_floor is not None:
+        asked_s, asked = state.urgent_floor
+        expiry_s = asked_s + config.expected_pod_start_s + config.metrics_window_s
+        if replicas.ready >= asked or now_s >= expiry_s:
+            state.urgent_floor = None
+        else:
+            floor = asked
 
     # 6. stabilization windows, step limits, min/max.
     window = max(config.scale_up_stabilization_s, config.scale_down_stabilization_s)
     state.recommendations = [(t, n) for t, n in state.recommendations if t > now_s - window]
     state.recommendations.append((now_s, recommended))
-    desired, notes = apply_behavior(config, state.recommendations, current, urgent, now_s)
+    history = state.recommendations + ([(now_s, floor)] if floor > recommended else [])
+    desired, notes = apply_behavior(config, history, current, max(urgent, floor), now_s)
 
     # 7. free GPU capacity.
     uncapped = desired
