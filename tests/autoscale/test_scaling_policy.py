@@ -313,6 +313,21 @@ def test_state_round_trips_json():
     assert PolicyState.from_dict(None) == PolicyState()
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        {"recommendations": "x"},
+        {"recommendations": [[1, 2, 3]]},
+        {"activeTier": "fp32"},
+        {"urgentFloor": [1]},
+        {"tierProfiles": []},
+        {"lastTierSwitchS": "yesterday"},
+    ],
+)
+def test_malformed_state_starts_afresh(garbage):
+    assert PolicyState.from_dict(garbage) == PolicyState()
+
+
 def test_state_is_not_mutated():
     state = PolicyState()
     run(QPS_ONLY, observe(qps=300), state=state)

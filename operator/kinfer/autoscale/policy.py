@@ -159,18 +159,26 @@ class PolicyState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PolicyState:
-        data = data or {}
+        """The state kept in status; a malformed one (hand-edited status) starts afresh rather
+        than stopping the control loop: the policy only loses its history."""
+        try:
+            return cls._parse(data or {})
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            return cls()
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PolicyState:
         return cls(
             recommendations=[(float(t), int(n)) for t, n in data.get("recommendations", [])],
             qps_history=[(float(t), float(q)) for t, q in data.get("qpsHistory", [])],
             active_tier=int(data.get("activeTier", 0)),
-            last_tier_switch_s=data.get("lastTierSwitchS"),
+            last_tier_switch_s=_opt_float(data.get("lastTierSwitchS")),
             last_tier_switch_down=bool(data.get("lastTierSwitchDown", False)),
             tier_profiles={
                 name: TierProfile.from_dict(p) for name, p in data.get("tierProfiles", {}).items()
             },
             ready_seen=int(data.get("readySeen", 0)),
-            ready_changed_s=data.get("readyChangedS"),
+            ready_changed_s=_opt_float(data.get("readyChangedS")),
             urgent_floor=(
                 None
                 if data.get("urgentFloor") is None
@@ -405,6 +413,10 @@ def decide(
         ),
         state,
     )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _clamp(replicas: int, config: PolicyConfig) -> int:
