@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 
 import pytest
 
@@ -288,3 +290,39 @@ def test_profiles_are_not_measured_over_target():
     )
     _, state = decide(CONFIG, observation, Replicas(4, 4), PolicyState(), 100.0)
     assert state.tier_profiles == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_never_reverses_a_switch_within_the_dwell_time(seed):
+    """Random load, latency and readiness each period: a switch up after a switch down (or the
+    reverse) is always at least dwell_s apart."""
+    rng = random.Random(seed)
+    config = PolicyConfig(
+        max_replicas=8,
+        target_qps_per_replica=50,
+        target_latency_p95_ms=100,
+        period_s=5,
+        tiers=TierConfig(names=("fp32", "fp16", "int8"), dwell_s=30),
+    )
+    state, current, switches = PolicyState(), 4, []
+    for period in range(600):
+        now = period * 5.0
+        ready = rng.randint(max(current - 3, 1), current)
+        qps = rng.uniform(50, 600)
+        p95 = rng.choice([rng.uniform(20, 95), rng.uniform(105, 400)])
+        observation = Observation(
+            qps=qps,
+            latency_p95_ms=p95,
+            pods_reporting=ready,
+            newest_sample_age_s=2,
+            versions={state.active_tier + 1: VersionObservation(qps, p95)},
+        )
+        before = state.active_tier
+        decision, state = decide(config, observation, Replicas(current, ready), state, now)
+        if decision.tier_changed:
+            switches.append((now, "down" if decision.tier_index > before else "up"))
+        current = decision.desired_replicas
+    assert len(switches) > 10
+    for (t0, d0), (t1, d1) in itertools.pairwise(switches):
+        if d0 != d1:
+            assert t1 - t0 >= 30, switches
