@@ -11,7 +11,14 @@ import tritonclient.http as httpclient
 from kinfer.runtime.testmodels import INPUT_NAME, OUTPUT_NAME
 
 
-def infer(server, model: str, batch: np.ndarray, protocol: str = "http", binary: bool = True, version: str = ""):
+def infer(
+    server,
+    model: str,
+    batch: np.ndarray,
+    protocol: str = "http",
+    binary: bool = True,
+    version: str = "",
+):
     """One inference with tritonclient; returns (output array, model_version of the response)."""
     if protocol == "http":
         client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)

@@ -33,10 +33,14 @@ def _post(server, path: str, body: bytes, headers: dict[str, str] | None = None)
 
 def _json_request(shape, datatype="FP32", data=None) -> bytes:
     data = data if data is not None else np.zeros(shape).ravel().tolist()
-    return json.dumps({"inputs": [{"name": "input", "datatype": datatype, "shape": shape, "data": data}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": datatype, "shape": shape, "data": data}]}
+    ).encode()
 
 
-def _binary_request(array: np.ndarray, declared_size: int | None = None, header_length_delta: int = 0):
+def _binary_request(
+    array: np.ndarray, declared_size: int | None = None, header_length_delta: int = 0
+):
     header = json.dumps(
         {
             "inputs": [
@@ -44,7 +48,11 @@ def _binary_request(array: np.ndarray, declared_size: int | None = None, header_
                     "name": "input",
                     "datatype": "FP32",
                     "shape": list(array.shape),
-                    "parameters": {"binary_data_size": declared_size if declared_size is not None else array.nbytes},
+                    "parameters": {
+                        "binary_data_size": declared_size
+                        if declared_size is not None
+                        else array.nbytes
+                    },
                 }
             ]
         }
@@ -62,26 +70,74 @@ HTTP_CASES = [
     ("wrong-dtype", INFER, _json_request([1, 64], "FP64"), None, 400, ["FP64", "FP32"]),
     ("unknown-datatype", INFER, _json_request([1, 64], "FP8"), None, 400, ["'FP8'", "valid"]),
     ("batch-over-max", INFER, _json_request([9, 64]), None, 400, ["batch size 9", "1..8"]),
-    ("wrong-input-name", INFER, _json_request([1, 64]).replace(b'"input"', b'"x"'), None, 400, ["'x'"]),
+    (
+        "wrong-input-name",
+        INFER,
+        _json_request([1, 64]).replace(b'"input"', b'"x"'),
+        None,
+        400,
+        ["'x'"],
+    ),
     ("data-count", INFER, _json_request([2, 64], data=[0.0] * 64), None, 400, ["64 data elements"]),
     ("data-not-numbers", INFER, _json_request([1, 2], data=["a", "b"]), None, 400, ["not FP32"]),
     ("malformed-json", INFER, b'{"inputs": [', None, 400, ["malformed JSON"]),
     ("json-not-object", INFER, b"[1, 2]", None, 400, ["JSON object"]),
     ("no-inputs", INFER, b'{"inputs": []}', None, 400, ["'inputs'"]),
-    ("unknown-model", "/v2/models/no_such_model/infer", _json_request([1, 64]), None, 404, ["no_such_model"]),
-    ("unknown-output", INFER, json.dumps({"inputs": json.loads(_json_request([1, 64]))["inputs"],
-     "outputs": [{"name": "nope"}]}).encode(), None, 400, ["no output 'nope'"]),  # fmt: skip
-    ("binary-size-mismatch", INFER, *_binary_request(np.zeros((1, 64), np.float32), declared_size=100), 400,
-     ["binary_data_size=100"]),  # fmt: skip
-    ("binary-header-too-long", INFER, *_binary_request(np.zeros((1, 64), np.float32), header_length_delta=10**6),
-     400, ["Inference-Header-Content-Length"]),  # fmt: skip
-    ("binary-header-not-int", INFER, b"{}", {"Inference-Header-Content-Length": "ten"}, 400, ["not an integer"]),
-    ("oversize-body", INFER, _json_request([1, 64]) + b" " * MAX_REQUEST_BYTES, None, 413, ["--max-request-bytes"]),
+    (
+        "unknown-model",
+        "/v2/models/no_such_model/infer",
+        _json_request([1, 64]),
+        None,
+        404,
+        ["no_such_model"],
+    ),
+    (
+        "unknown-output",
+        INFER,
+        json.dumps(
+            {"inputs": json.loads(_json_request([1, 64]))["inputs"], "outputs": [{"name": "nope"}]}
+        ).encode(),
+        None,
+        400,
+        ["no output 'nope'"],
+    ),
+    (
+        "binary-size-mismatch",
+        INFER,
+        *_binary_request(np.zeros((1, 64), np.float32), declared_size=100),
+        400,
+        ["binary_data_size=100"],
+    ),
+    (
+        "binary-header-too-long",
+        INFER,
+        *_binary_request(np.zeros((1, 64), np.float32), header_length_delta=10**6),
+        400,
+        ["Inference-Header-Content-Length"],
+    ),
+    (
+        "binary-header-not-int",
+        INFER,
+        b"{}",
+        {"Inference-Header-Content-Length": "ten"},
+        400,
+        ["not an integer"],
+    ),
+    (
+        "oversize-body",
+        INFER,
+        _json_request([1, 64]) + b" " * MAX_REQUEST_BYTES,
+        None,
+        413,
+        ["--max-request-bytes"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "headers", "status", "words"), [case[1:] for case in HTTP_CASES], ids=[c[0] for c in HTTP_CASES]
+    ("path", "body", "headers", "status", "words"),
+    [case[1:] for case in HTTP_CASES],
+    ids=[c[0] for c in HTTP_CASES],
 )
 def test_http_bad_request_gets_a_clear_4xx(ort_server, path, body, headers, status, words):
     code, text = _post(ort_server, path, body, headers)
@@ -109,24 +165,49 @@ def _grpc_infer(server, request):
         return service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
 
 
-def _grpc_request(shape, raw: bytes | None = None, model: str = READ_ONLY_MODEL, datatype: str = "FP32"):
+def _grpc_request(
+    shape, raw: bytes | None = None, model: str = READ_ONLY_MODEL, datatype: str = "FP32"
+):
     request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name="input", datatype=datatype, shape=shape)
-    request.raw_input_contents.append(raw if raw is not None else np.zeros(shape, np.float32).tobytes())
+    request.raw_input_contents.append(
+        raw if raw is not None else np.zeros(shape, np.float32).tobytes()
+    )
     return request
 
 
 GRPC_CASES = [
     ("wrong-shape", _grpc_request([1, 63]), grpc.StatusCode.INVALID_ARGUMENT, "shape [1, 63]"),
-    ("raw-size", _grpc_request([1, 64], raw=b"\0" * 10), grpc.StatusCode.INVALID_ARGUMENT, "10 raw bytes"),
-    ("wrong-dtype", _grpc_request([1, 64], raw=b"\0" * 512, datatype="FP64"), grpc.StatusCode.INVALID_ARGUMENT, "FP64"),
-    ("unknown-model", _grpc_request([1, 64], model="no_such_model"), grpc.StatusCode.NOT_FOUND, "no_such_model"),
-    ("oversize", _grpc_request([4097, 64], raw=b"\0" * (4097 * 64 * 4)), grpc.StatusCode.RESOURCE_EXHAUSTED,
-     "--max-request-bytes"),  # fmt: skip
+    (
+        "raw-size",
+        _grpc_request([1, 64], raw=b"\0" * 10),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "10 raw bytes",
+    ),
+    (
+        "wrong-dtype",
+        _grpc_request([1, 64], raw=b"\0" * 512, datatype="FP64"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "FP64",
+    ),
+    (
+        "unknown-model",
+        _grpc_request([1, 64], model="no_such_model"),
+        grpc.StatusCode.NOT_FOUND,
+        "no_such_model",
+    ),
+    (
+        "oversize",
+        _grpc_request([4097, 64], raw=b"\0" * (4097 * 64 * 4)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "--max-request-bytes",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_", "code", "word"), [c[1:] for c in GRPC_CASES], ids=[c[0] for c in GRPC_CASES])
+@pytest.mark.parametrize(
+    ("request_", "code", "word"), [c[1:] for c in GRPC_CASES], ids=[c[0] for c in GRPC_CASES]
+)
 def test_grpc_bad_request_gets_a_clear_status(ort_server, request_, code, word):
     with pytest.raises(grpc.RpcError) as caught:
         _grpc_infer(ort_server, request_)
@@ -147,7 +228,9 @@ def test_server_survives_a_storm_of_garbage(ort_server):
     rng = np.random.default_rng(3)
     for _ in range(50):
         garbage = rng.integers(0, 256, size=int(rng.integers(1, 2000)), dtype=np.uint8).tobytes()
-        code, _ = _post(ort_server, INFER, garbage, {"Inference-Header-Content-Length": str(len(garbage) // 2)})
+        code, _ = _post(
+            ort_server, INFER, garbage, {"Inference-Header-Content-Length": str(len(garbage) // 2)}
+        )
         assert 400 <= code < 500
     batch = sample_input(1)
     code, _ = _post(ort_server, INFER, _json_request([1, 64], data=batch.ravel().tolist()))

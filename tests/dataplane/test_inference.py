@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    ("protocol", "binary"), [("http", True), ("http", False), ("grpc", True)], ids=["http-binary", "http-json", "grpc"]
+    ("protocol", "binary"),
+    [("http", True), ("http", False), ("grpc", True)],
+    ids=["http-binary", "http-json", "grpc"],
 )
 @pytest.mark.parametrize("batch_size", [1, 5])
 def test_results_equal_onnxruntime_in_process(server, tier_models, protocol, binary, batch_size):
@@ -39,9 +41,15 @@ def test_grpc_typed_contents_instead_of_raw(server, tier_models):
     tensor = request.inputs.add(name=INPUT_NAME, datatype="FP32", shape=list(batch.shape))
     tensor.contents.fp32_contents.extend(batch.ravel().tolist())
     with grpc.insecure_channel(server.grpc_url) as channel:
-        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
-    output = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(response.outputs[0].shape)
-    np.testing.assert_allclose(output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6)
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, timeout=60
+        )
+    output = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(
+        response.outputs[0].shape
+    )
+    np.testing.assert_allclose(
+        output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_concurrent_requests_each_get_their_own_rows(server, tier_models):
@@ -56,7 +64,9 @@ def test_concurrent_requests_each_get_their_own_rows(server, tier_models):
             pending.append(client.async_infer(READ_ONLY_MODEL, [tensor]))
         for batch, request in zip(batches, pending, strict=True):
             output = request.get_result(timeout=60).as_numpy(OUTPUT_NAME)
-            np.testing.assert_allclose(output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6
+            )
     finally:
         client.close()
 
@@ -68,7 +78,9 @@ def test_health_and_metadata_match_across_protocols(server):
         assert http.is_server_live() and http.is_server_ready()
         assert grpc_client.is_server_live() and grpc_client.is_server_ready()
         assert http.is_model_ready(READ_ONLY_MODEL) and grpc_client.is_model_ready(READ_ONLY_MODEL)
-        assert http.is_model_ready(READ_ONLY_MODEL, "1") and not http.is_model_ready(READ_ONLY_MODEL, "2")
+        assert http.is_model_ready(READ_ONLY_MODEL, "1") and not http.is_model_ready(
+            READ_ONLY_MODEL, "2"
+        )
         assert not grpc_client.is_model_ready("no_such_model")
         metadata = http.get_model_metadata(READ_ONLY_MODEL)
         assert metadata["name"] == READ_ONLY_MODEL and metadata["versions"] == ["1"]

@@ -17,7 +17,9 @@ SERIES = {"model": METRICS_MODEL, "version": "1", "tier": "fp32"}
 
 def _send(server, successes_rows: list[int], failures: int) -> None:
     for index, rows in enumerate(successes_rows):
-        infer(server, METRICS_MODEL, sample_input(rows, seed=index), "http" if index % 2 else "grpc")
+        infer(
+            server, METRICS_MODEL, sample_input(rows, seed=index), "http" if index % 2 else "grpc"
+        )
     for _ in range(failures):
         with pytest.raises(InferenceServerException):
             infer(server, METRICS_MODEL, sample_input(1)[:, :10], "http")  # wrong shape
@@ -36,7 +38,9 @@ def test_kinfer_metrics_count_what_was_sent(ort_server):
     assert delta("kinfer_inference_failures_total", **SERIES, reason="bad_request") == 3
     assert delta("kinfer_inference_request_duration_seconds_count", **SERIES) == len(rows)
     assert delta("kinfer_inference_request_duration_seconds_sum", **SERIES) > 0
-    assert delta("kinfer_inference_request_duration_seconds_bucket", **SERIES, le="+Inf") == len(rows)
+    assert delta("kinfer_inference_request_duration_seconds_bucket", **SERIES, le="+Inf") == len(
+        rows
+    )
     assert delta("kinfer_inference_queue_duration_seconds_count", **SERIES) == len(rows)
     # Sequential requests run one per batch: the batch-size histogram sums to the rows sent.
     assert delta("kinfer_inference_batch_size_sum", **SERIES) == sum(rows)
@@ -53,9 +57,11 @@ def test_kinfer_counts_unknown_models_in_one_series(ort_server):
             infer(ort_server, name, sample_input(1), "grpc")
     after = scrape(ort_server)
     labels = {"model": "_unknown_", "reason": "model_not_found"}
-    assert sample_value(after, "kinfer_inference_failures_total", **labels) - sample_value(
-        before, "kinfer_inference_failures_total", **labels
-    ) == 2
+    assert (
+        sample_value(after, "kinfer_inference_failures_total", **labels)
+        - sample_value(before, "kinfer_inference_failures_total", **labels)
+        == 2
+    )
     assert "typo_a" not in after
 
 
@@ -68,4 +74,4 @@ def test_triton_metrics_count_what_was_sent(triton_server):
     assert sample_value(after, "nv_inference_request_success", **labels) - sample_value(
         before, "nv_inference_request_success", **labels
     ) == len(rows)
-    assert 'nv_inference_request_summary_us{' in after and 'quantile="0.95"' in after
+    assert "nv_inference_request_summary_us{" in after and 'quantile="0.95"' in after

@@ -86,7 +86,9 @@ def test_repository_layout_puts_tier_k_in_version_k(tier_models, tmp_path):
         assert (model_dir / str(k) / "model.onnx").read_bytes() == path.read_bytes()
         assert (model_dir / str(k) / "model.py").exists()
     config = text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
-    assert [t.name for t in config.input] == ["input"] and [t.name for t in config.output] == ["output"]
+    assert [t.name for t in config.input] == ["input"] and [t.name for t in config.output] == [
+        "output"
+    ]
 
 
 def test_switch_config_changes_only_the_version_policy():

@@ -33,7 +33,9 @@ def test_load_infer_unload_over_both_protocols(server, tier_models):
         assert http.is_model_ready(LOAD_MODEL) and grpc_client.is_model_ready(LOAD_MODEL, "1")
         batch = sample_input(2)
         output, version = infer(server, LOAD_MODEL, batch, "grpc")
-        np.testing.assert_allclose(output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6
+        )
         assert version == "1"
 
         grpc_client.unload_model(LOAD_MODEL)
@@ -49,14 +51,16 @@ def test_load_infer_unload_over_both_protocols(server, tier_models):
         assert http.is_model_ready(READ_ONLY_MODEL), "unloading one model leaves the others serving"
 
         # HTTP load with a config override picks the version, as the gRPC switch does.
-        config = json.loads((server_config := _config_json(server, READ_ONLY_MODEL)))
+        config = json.loads(server_config := _config_json(server, READ_ONLY_MODEL))
         config["name"] = LOAD_MODEL
         config["version_policy"] = {"specific": {"versions": [2]}}
         http.load_model(LOAD_MODEL, config=json.dumps(config))
         assert ready_versions(server.grpc_url, LOAD_MODEL) == [2]
         output, version = infer(server, LOAD_MODEL, batch, "http")
         assert version == "2"
-        np.testing.assert_allclose(output, run_reference(tier_models["fp16"], batch), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            output, run_reference(tier_models["fp16"], batch), rtol=1e-3, atol=1e-3
+        )
         assert server_config
     finally:
         http.close()
@@ -77,7 +81,9 @@ def test_a_failed_load_keeps_the_old_version_serving(server, tier_models):
     batch = sample_input(3)
     output, version = infer(server, LOAD_MODEL, batch, "grpc")
     assert version == "1"
-    np.testing.assert_allclose(output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_override_replaces_the_config_and_io_come_from_the_onnx_model(ort_server):
@@ -86,12 +92,16 @@ def test_override_replaces_the_config_and_io_come_from_the_onnx_model(ort_server
     # the default max_batch_size (4), not the repository's 8.
     client = grpcclient.InferenceServerClient(ort_server.grpc_url)
     try:
-        client.load_model(LOAD_MODEL, config=json.dumps({"version_policy": {"specific": {"versions": [3]}}}))
+        client.load_model(
+            LOAD_MODEL, config=json.dumps({"version_policy": {"specific": {"versions": [3]}}})
+        )
         config = client.get_model_config(LOAD_MODEL, as_json=True)["config"]
         assert config["max_batch_size"] == 4
         assert [t["name"] for t in config["input"]] == ["input"]
         assert [t["name"] for t in config["output"]] == ["output"]
-        assert "kinfer.tiers" not in config.get("parameters", {}), "the repository's parameters are not merged in"
+        assert "kinfer.tiers" not in config.get("parameters", {}), (
+            "the repository's parameters are not merged in"
+        )
         assert ready_versions(ort_server.grpc_url, LOAD_MODEL) == [3]
         _, version = infer(ort_server, LOAD_MODEL, sample_input(4), "http")
         assert version == "3"
@@ -112,7 +122,9 @@ def test_load_errors_name_what_is_wrong(ort_server):
         with pytest.raises(InferenceServerException, match="'nope' is not in the ONNX model"):
             client.load_model(
                 LOAD_MODEL,
-                config=json.dumps({"input": [{"name": "nope", "data_type": "TYPE_FP32", "dims": [64]}]}),
+                config=json.dumps(
+                    {"input": [{"name": "nope", "data_type": "TYPE_FP32", "dims": [64]}]}
+                ),
             )
         assert client.is_server_ready()
     finally:

@@ -23,7 +23,9 @@ MAX_REQUESTS_PER_CLIENT = 20_000
 MAX_LOAD_S = 180.0
 
 
-def _load_loop(server, protocol: str, batch, references, stop, seen: Counter, failures: list) -> None:
+def _load_loop(
+    server, protocol: str, batch, references, stop, seen: Counter, failures: list
+) -> None:
     deadline = time.monotonic() + MAX_LOAD_S
     if protocol == "http":
         client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
@@ -45,7 +47,9 @@ def _load_loop(server, protocol: str, batch, references, stop, seen: Counter, fa
                     version = int(result.get_response().model_version)
                 output = result.as_numpy(OUTPUT_NAME)
                 if not np.allclose(output, references[version], rtol=1e-5, atol=1e-5):
-                    failures.append(f"{protocol}: version {version} answered with another tier's output")
+                    failures.append(
+                        f"{protocol}: version {version} answered with another tier's output"
+                    )
                 seen[version] += 1
             except Exception as error:  # every failure is the finding, whatever its type
                 failures.append(f"{protocol}: {error!r}")
@@ -58,18 +62,24 @@ def _wait_for_answers(seen: Counter, version: int, minimum: int, timeout_s: floa
     start = seen[version]
     while seen[version] < start + minimum and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert seen[version] >= start + minimum, f"no answers from version {version} within {timeout_s} s"
+    assert seen[version] >= start + minimum, (
+        f"no answers from version {version} within {timeout_s} s"
+    )
 
 
 def test_switch_tiers_under_load_with_zero_failed_requests(server, tier_models):
     select_version(server.grpc_url, SWITCH_MODEL, 1, timeout_s=120)
     batch = sample_input(2, seed=42)
-    references = {k: run_reference(path, batch) for k, path in enumerate(tier_models.values(), start=1)}
+    references = {
+        k: run_reference(path, batch) for k, path in enumerate(tier_models.values(), start=1)
+    }
     stop = threading.Event()
     seen: Counter = Counter()
     failures: list[str] = []
     threads = [
-        threading.Thread(target=_load_loop, args=(server, protocol, batch, references, stop, seen, failures))
+        threading.Thread(
+            target=_load_loop, args=(server, protocol, batch, references, stop, seen, failures)
+        )
         for protocol in ("http", "http", "grpc", "grpc")
     ]
     for thread in threads:
@@ -85,5 +95,7 @@ def test_switch_tiers_under_load_with_zero_failed_requests(server, tier_models):
         for thread in threads:
             thread.join(timeout=90)
     assert not any(thread.is_alive() for thread in threads)
-    assert failures == [], f"{len(failures)} failed of {sum(seen.values()) + len(failures)}: {failures[:5]}"
+    assert failures == [], (
+        f"{len(failures)} failed of {sum(seen.values()) + len(failures)}: {failures[:5]}"
+    )
     assert set(seen) == {1, 2, 3}

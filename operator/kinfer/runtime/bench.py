@@ -51,14 +51,28 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="latency/throughput: raw onnxruntime, kinfer-ort-server (HTTP, gRPC), local Triton",
         description=__doc__,
     )
-    parser.add_argument("--concurrency", default=",".join(map(str, DEFAULT_CONCURRENCY)),
-                        help="comma-separated client concurrencies (default 1,8,32)")  # fmt: skip
-    parser.add_argument("--duration-s", type=float, default=4.0, help="measured seconds per cell (default 4)")
-    parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell (default 1)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="hard cap on requests per cell")
-    parser.add_argument("--targets", default="raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
-                        help="comma-separated subset of raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--concurrency",
+        default=",".join(map(str, DEFAULT_CONCURRENCY)),
+        help="comma-separated client concurrencies (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--duration-s", type=float, default=4.0, help="measured seconds per cell (default 4)"
+    )
+    parser.add_argument(
+        "--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell (default 1)"
+    )
+    parser.add_argument(
+        "--max-requests", type=int, default=200_000, help="hard cap on requests per cell"
+    )
+    parser.add_argument(
+        "--targets",
+        default="raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
+        help="comma-separated subset of raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the table"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -66,21 +80,40 @@ def run(args: argparse.Namespace) -> int:
     try:
         concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     except ValueError:
-        print(f"kinfer bench runtime: --concurrency={args.concurrency!r} must be integers", file=sys.stderr)
+        print(
+            f"kinfer bench runtime: --concurrency={args.concurrency!r} must be integers",
+            file=sys.stderr,
+        )
         return 2
     if not concurrencies or min(concurrencies) < 1:
-        print(f"kinfer bench runtime: --concurrency={args.concurrency!r} must be >= 1", file=sys.stderr)
+        print(
+            f"kinfer bench runtime: --concurrency={args.concurrency!r} must be >= 1",
+            file=sys.stderr,
+        )
         return 2
     valid = ("raw", "kinfer-http", "kinfer-grpc", "triton-http", "triton-grpc")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in valid]
     if unknown:
-        print(f"kinfer bench runtime: --targets {unknown} unknown; valid: {list(valid)}", file=sys.stderr)
+        print(
+            f"kinfer bench runtime: --targets {unknown} unknown; valid: {list(valid)}",
+            file=sys.stderr,
+        )
         return 2
     if args.duration_s <= 0 or args.duration_s > 120:
-        print(f"kinfer bench runtime: --duration-s={args.duration_s} must be in (0, 120]", file=sys.stderr)
+        print(
+            f"kinfer bench runtime: --duration-s={args.duration_s} must be in (0, 120]",
+            file=sys.stderr,
+        )
         return 2
-    report = benchmark(targets, concurrencies, args.duration_s, args.warmup_s, args.max_requests, progress=not args.json)
+    report = benchmark(
+        targets,
+        concurrencies,
+        args.duration_s,
+        args.warmup_s,
+        args.max_requests,
+        progress=not args.json,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -117,19 +150,30 @@ def benchmark(
         if "raw" in targets:
             for concurrency in concurrencies:
                 _log(progress, f"raw onnxruntime, concurrency {concurrency} ...")
-                cells.append(_bench_raw(models["fp32"], batch, concurrency, duration_s, warmup_s, max_requests))
+                cells.append(
+                    _bench_raw(
+                        models["fp32"], batch, concurrency, duration_s, warmup_s, max_requests
+                    )
+                )
         servers = []
         if any(t.startswith("kinfer") for t in targets):
             repo = work / "ort-repo"
             write_model_repository(repo, MODEL, models)
             _log(progress, "starting kinfer-ort-server ...")
-            servers.append(("kinfer", start_ort_server(repo, load_models=[MODEL], work_dir=work / "ort")))
+            servers.append(
+                ("kinfer", start_ort_server(repo, load_models=[MODEL], work_dir=work / "ort"))
+            )
         if any(t.startswith("triton") for t in targets):
             if triton_available():
                 repo = work / "triton-repo"
                 write_model_repository(repo, MODEL, models, flavour="python")
                 _log(progress, "starting the local Triton ...")
-                servers.append(("triton", start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton")))
+                servers.append(
+                    (
+                        "triton",
+                        start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton"),
+                    )
+                )
             else:
                 _log(progress, "the local Triton is not installed (nvidia-pytriton): skipping it")
         try:
@@ -140,7 +184,16 @@ def benchmark(
                         continue
                     for concurrency in concurrencies:
                         _log(progress, f"{target}, concurrency {concurrency} ...")
-                        cell = _bench_server(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests)
+                        cell = _bench_server(
+                            target,
+                            handle,
+                            protocol,
+                            batch,
+                            concurrency,
+                            duration_s,
+                            warmup_s,
+                            max_requests,
+                        )
                         cells.append(cell)
         finally:
             for _, handle in servers:
@@ -159,7 +212,9 @@ def benchmark(
     }
 
 
-def _summarise(target: str, concurrency: int, latencies_s: list[float], failures: int, elapsed_s: float) -> Cell:
+def _summarise(
+    target: str, concurrency: int, latencies_s: list[float], failures: int, elapsed_s: float
+) -> Cell:
     values = np.asarray(latencies_s) * 1000.0 if latencies_s else np.asarray([np.nan])
     return Cell(
         target=target,
@@ -173,8 +228,14 @@ def _summarise(target: str, concurrency: int, latencies_s: list[float], failures
     )
 
 
-def _bench_raw(model_path: Path, batch: np.ndarray, concurrency: int, duration_s: float, warmup_s: float,
-               max_requests: int) -> Cell:  # fmt: skip
+def _bench_raw(
+    model_path: Path,
+    batch: np.ndarray,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int,
+) -> Cell:
     import onnxruntime as ort
 
     # The same session settings kinfer-ort-server uses by default.
@@ -207,22 +268,36 @@ def _bench_raw(model_path: Path, batch: np.ndarray, concurrency: int, duration_s
     return _summarise("raw", concurrency, [x for out in latencies for x in out], 0, elapsed)
 
 
-def _bench_server(target: str, handle, protocol: str, batch: np.ndarray, concurrency: int, duration_s: float,
-                  warmup_s: float, max_requests: int) -> Cell:  # fmt: skip
+def _bench_server(
+    target: str,
+    handle,
+    protocol: str,
+    batch: np.ndarray,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int,
+) -> Cell:
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return runner(_load(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests))
+    return runner(
+        _load(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests)
+    )
 
 
-async def _load(target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests) -> Cell:
+async def _load(
+    target, handle, protocol, batch, concurrency, duration_s, warmup_s, max_requests
+) -> Cell:
     if protocol == "http":
         import tritonclient.http.aio as client_module
 
-        client = client_module.InferenceServerClient(handle.http_url, conn_limit=max(100, concurrency))
+        client = client_module.InferenceServerClient(
+            handle.http_url, conn_limit=max(100, concurrency)
+        )
     else:
         import tritonclient.grpc.aio as client_module
 
@@ -253,7 +328,9 @@ async def _load(target, handle, protocol, batch, concurrency, duration_s, warmup
                 latencies.append(end - start)
 
     try:
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), warmup_s + duration_s + 120)
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), warmup_s + duration_s + 120
+        )
     finally:
         await client.close()
     elapsed = min(duration_s, time.perf_counter() - measure_from)
@@ -266,11 +343,15 @@ def _add_ratios(cells: list[Cell]) -> None:
         raw = by_key.get(("raw", cell.concurrency))
         if raw is not None and cell.target != "raw":
             cell.p50_added_ms = cell.p50_ms - raw.p50_ms
-            cell.throughput_vs_raw = cell.throughput_rps / raw.throughput_rps if raw.throughput_rps else None
+            cell.throughput_vs_raw = (
+                cell.throughput_rps / raw.throughput_rps if raw.throughput_rps else None
+            )
         protocol = cell.target.rsplit("-", 1)[-1]
         triton = by_key.get((f"triton-{protocol}", cell.concurrency))
         if triton is not None and cell.target.startswith("kinfer"):
-            cell.throughput_vs_triton = cell.throughput_rps / triton.throughput_rps if triton.throughput_rps else None
+            cell.throughput_vs_triton = (
+                cell.throughput_rps / triton.throughput_rps if triton.throughput_rps else None
+            )
             cell.p50_vs_triton = cell.p50_ms / triton.p50_ms if triton.p50_ms else None
 
 
@@ -283,16 +364,21 @@ def format_table(report: dict) -> str:
     machine = report["machine"]
     lines = [
         f"model: {report['model']['name']} {report['model']['shape']}, batch 1; "
-        f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime {machine['onnxruntime']}",
-        f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
+        f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime "
+        f"{machine['onnxruntime']}",
+        f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'req/s':>9} "
         f"{'p50+raw ms':>10} {'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
     ]
     for cell in report["cells"]:
         lines.append(
-            f"{cell['target']:<12} {cell['concurrency']:>4} {cell['requests']:>8} {cell['failures']:>4} "
+            f"{cell['target']:<12} {cell['concurrency']:>4} {cell['requests']:>8} "
+            f"{cell['failures']:>4} "
             f"{cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f} {cell['throughput_rps']:>9.0f} "
-            f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} {fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
-            f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} {fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
+            f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} "
+            f"{fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
+            f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} "
+            f"{fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
         )
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -56,24 +57,33 @@ class LoadResult:
 
 
 class LoadGenerator:
-    """Runs in its own thread with its own event loop; `start()`, `set_rate()`, `stop()`."""
+    """Runs in its own thread with its own event loop; `start()`, `set_rate()`, `stop()`.
+
+    `body` is a JSON request (a dict) or a ready request payload (bytes, e.g. with
+    Triton's binary tensor extension, sent with `headers`).
+    """
 
     def __init__(
         self,
         endpoints: Callable[[], list[str]],
         model: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | bytes,
         *,
         rate_qps: float,
         max_duration_s: float,
         max_requests: int = 200_000,
         max_in_flight: int = 256,
+        headers: dict[str, str] | None = None,
         timeout_s: float = 30.0,
         refresh_s: float = 1.0,
     ) -> None:
         self._endpoints = endpoints
         self._path = f"/v2/models/{model}/infer"
-        self._body = body
+        # Encoded once: the generator's own CPU must not limit the rate it can offer.
+        self._body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._headers = {"Content-Type": "application/json"}
+        if isinstance(body, bytes):
+            self._headers = dict(headers or {})
         self.rate_qps = rate_qps
         self._deadline = 0.0
         self._max_duration_s = max_duration_s
@@ -151,7 +161,7 @@ class LoadGenerator:
     ) -> None:
         started = time.monotonic()
         try:
-            async with session.post(url, json=self._body) as response:
+            async with session.post(url, data=self._body, headers=self._headers) as response:
                 payload = await response.read()
                 error = None if response.status == 200 else f"{response.status}: {payload[:200]!r}"
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -67,14 +67,17 @@ class ServerHandle:
                     f"{self.name} exited with code {self.process.returncode} before it was ready; "
                     f"log {self.log_path}:\n{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(
-            f"{self.name} not ready on {url} within {timeout_s} s; log {self.log_path}:\n{self.log_tail()}"
+            f"{self.name} not ready on {url} within {timeout_s} s; log "
+            f"{self.log_path}:\n{self.log_tail()}"
         )
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
@@ -102,7 +105,7 @@ class ServerHandle:
 def spawn(
     name: str, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """Start `argv` in its own process group (so stop() also ends its children), output to `log_path`."""
+    """Start `argv` in its own process group (stop() ends its children too); log to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(

@@ -75,7 +75,8 @@ def render_config_pbtxt(spec: ModelConfigSpec, flavour: str = "onnxruntime") -> 
         )
     if spec.tiers and not 1 <= spec.version <= len(spec.tiers):
         raise ValueError(
-            f"version={spec.version} is not a tier; valid: 1..{len(spec.tiers)} for tiers {list(spec.tiers)}"
+            f"version={spec.version} is not a tier; valid: 1..{len(spec.tiers)} for tiers "
+            f"{list(spec.tiers)}"
         )
     config = mc.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
     if flavour == "python":
@@ -119,7 +120,7 @@ def _triton_type(numpy_dtype: str) -> int:
 def onnx_signature(
     model_path: str | Path, batched: bool = True
 ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Inputs and outputs of an ONNX model as TensorSpecs (dims without the batch dim if `batched`)."""
+    """Inputs and outputs of an ONNX model (dims without the batch dim if `batched`)."""
     import onnx
     from onnx import helper
 
@@ -173,11 +174,17 @@ class TritonPythonModel:
         feeds = {}
         sizes = []
         for request in requests:
-            arrays = [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names]
+            arrays = [
+                pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self.input_names
+            ]
             sizes.append(arrays[0].shape[0])
             for name, array in zip(self.input_names, arrays):
                 feeds.setdefault(name, []).append(array)
-        batch = {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in feeds.items()}
+        batch = {
+            name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            for name, arrays in feeds.items()
+        }
         results = self.session.run(self.output_names, batch)
         responses = []
         start = 0

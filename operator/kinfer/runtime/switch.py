@@ -20,7 +20,7 @@ def _client(grpc_url: str):
 
 
 def switch_config(config: dict[str, Any], version: int) -> dict[str, Any]:
-    """`config` (JSON form, as get_model_config returns it) with only version_policy set to [version] (pure)."""
+    """`config` (JSON, as get_model_config gives it) with only version_policy changed (pure)."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"version={version!r} must be an integer >= 1 (tier k is version k)")
     switched = json.loads(json.dumps(config))
@@ -38,7 +38,9 @@ def select_version(grpc_url: str, model: str, version: int, timeout_s: float = 3
     client = _client(grpc_url)
     try:
         config = client.get_model_config(model, as_json=True, client_timeout=timeout_s)["config"]
-        client.load_model(model, config=json.dumps(switch_config(config, version)), client_timeout=timeout_s)
+        client.load_model(
+            model, config=json.dumps(switch_config(config, version)), client_timeout=timeout_s
+        )
     finally:
         client.close()
 

@@ -8,6 +8,7 @@ so every build of the same arguments is the same model.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _weights(shape: MLPShape, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     widths = [shape.in_features, *shape.hidden, shape.out_features]
     layers = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(widths):
         # He-scaled weights keep activations O(1), so fp16 neither overflows nor underflows.
         weight = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out)).astype(np.float32)
         bias = rng.normal(0.0, 0.1, size=(fan_out,)).astype(np.float32)
@@ -98,7 +99,7 @@ def build_tier_models(
     seed: int = 0,
     tiers: tuple[str, ...] = TIER_NAMES,
 ) -> dict[str, Path]:
-    """Write `<out_dir>/<tier>.onnx` for each tier (fp32, fp16, int8) and return the paths by tier."""
+    """Write `<out_dir>/<tier>.onnx` for each tier (fp32, fp16, int8): the paths by tier."""
     import onnx
 
     out_dir = Path(out_dir)

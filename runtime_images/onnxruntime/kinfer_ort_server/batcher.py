@@ -66,7 +66,7 @@ class Batcher:
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int
     ) -> tuple[list[np.ndarray], float]:
-        """Run `feeds` (rows along the batch dim) in some batch; returns (outputs, queue seconds)."""
+        """Run `feeds` (`rows` along the batch dim) in a batch; returns (outputs, queue seconds)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         key = (
@@ -154,7 +154,9 @@ class Batcher:
         self._complete(batch, started_s, None if error else done.result(), error)
         self._dispatch()
 
-    def _complete(self, batch: list[_Item], started_s: float, outputs, error: BaseException | None) -> None:
+    def _complete(
+        self, batch: list[_Item], started_s: float, outputs, error: BaseException | None
+    ) -> None:
         if error is not None:
             wrapped = error if isinstance(error, ServerError) else _classify(error)
             for item in batch:
@@ -164,7 +166,11 @@ class Batcher:
         offset = 0
         for item in batch:
             if not item.future.done():  # a cancelled request (client gone) is skipped
-                sliced = outputs if len(batch) == 1 else [out[offset : offset + item.rows] for out in outputs]
+                sliced = (
+                    outputs
+                    if len(batch) == 1
+                    else [out[offset : offset + item.rows] for out in outputs]
+                )
                 item.future.set_result((sliced, started_s - item.enqueued_s))
             offset += item.rows
 

@@ -1,4 +1,4 @@
-"""`kinfer-ort-server`: flags mirror tritonserver's where they apply, so both runtimes start alike."""
+"""`kinfer-ort-server`: flags mirror tritonserver's: both runtimes start alike."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def _port(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinfer-ort-server",
-        description="kinfer's ONNX Runtime server: Open Inference Protocol v2 over HTTP and gRPC, like tritonserver.",
+        description="kinfer's ONNX Runtime server: Open Inference Protocol v2 over HTTP and "
+        "gRPC, like tritonserver.",
     )
     parser.add_argument("--version", action="version", version=f"kinfer-ort-server {__version__}")
     parser.add_argument(
@@ -43,10 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="Triton-layout model repository",
     )
-    parser.add_argument("--model-control-mode", choices=("none", "explicit"), default="none",
-                        help="none: load every model at start, no repository API; explicit: --load-model and the repository API")  # fmt: skip
-    parser.add_argument("--load-model", action="append", default=[], metavar="NAME",
-                        help="model to load at start in explicit mode (repeatable; '*' loads all)")  # fmt: skip
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit"),
+        default="none",
+        help="none: load every model at start, no repository API; explicit: --load-model and "
+        "the repository API",
+    )
+    parser.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model to load at start in explicit mode (repeatable; '*' loads all)",
+    )
     parser.add_argument("--http-address", default="0.0.0.0")
     parser.add_argument("--http-port", type=_port, default=8000)
     parser.add_argument("--grpc-address", default="0.0.0.0")
@@ -62,15 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="wait this long for in-flight requests on SIGTERM",
     )
-    parser.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
-                        help="largest request body / tensor payload; larger ones get 413 / RESOURCE_EXHAUSTED")  # fmt: skip
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="largest request body / tensor payload; larger ones get 413 / RESOURCE_EXHAUSTED",
+    )
     batching = parser.add_argument_group(
         "batching (config.pbtxt's dynamic_batching and max_batch_size win)"
     )
-    batching.add_argument("--default-max-batch-size", type=int, default=4,
-                          help="max_batch_size given to a model whose config has none (Triton's default-max-batch-size)")  # fmt: skip
-    batching.add_argument("--default-max-queue-delay-us", type=int, default=0,
-                          help="dynamic_batching max_queue_delay_microseconds given with --default-max-batch-size")  # fmt: skip
+    batching.add_argument(
+        "--default-max-batch-size",
+        type=int,
+        default=4,
+        help="max_batch_size given to a model whose config has none (Triton's "
+        "default-max-batch-size)",
+    )
+    batching.add_argument(
+        "--default-max-queue-delay-us",
+        type=int,
+        default=0,
+        help="dynamic_batching max_queue_delay_microseconds given with --default-max-batch-size",
+    )
     session = parser.add_argument_group("onnxruntime")
     session.add_argument(
         "--intra-op-threads",
@@ -84,10 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="threads across operators (0: onnxruntime's default)",
     )
-    session.add_argument("--execution-threads", type=int, default=0,
-                         help="threads running batches across all models (0: 2); a model runs at most its instance_group count at once")  # fmt: skip
-    session.add_argument("--execution-provider", action="append", choices=sorted(PROVIDERS), default=None,
-                         help="preference order, repeatable (default cpu); unavailable ones are skipped with a warning")  # fmt: skip
+    session.add_argument(
+        "--execution-threads",
+        type=int,
+        default=0,
+        help="threads running batches across all models (0: 2); a model runs at most its "
+        "instance_group count at once",
+    )
+    session.add_argument(
+        "--execution-provider",
+        action="append",
+        choices=sorted(PROVIDERS),
+        default=None,
+        help="preference order, repeatable (default cpu); unavailable ones are skipped with a "
+        "warning",
+    )
     session.add_argument(
         "--inline-execution-us",
         type=int,
@@ -98,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument(
         "--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all"
     )
-    parser.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default="auto",
-                        help="auto: uvloop when installed")  # fmt: skip
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="auto: uvloop when installed",
+    )
     parser.add_argument("--log-verbose", type=int, default=0, help="1: debug logs")
     return parser
 
@@ -169,7 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             import uvloop
         except ImportError:
             if args.event_loop == "uvloop":
-                print("kinfer-ort-server: --event-loop=uvloop but uvloop is not installed", file=sys.stderr)
+                print(
+                    "kinfer-ort-server: --event-loop=uvloop but uvloop is not installed",
+                    file=sys.stderr,
+                )
                 return 2
         else:
             return uvloop.run(serve(options))

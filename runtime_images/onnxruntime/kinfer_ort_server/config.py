@@ -44,14 +44,15 @@ class TensorInfo:
 
 
 def read_config(model_dir: Path, model_name: str, override_json: str | None) -> mc.ModelConfig:
-    """The model's config: the override if given (replacing config.pbtxt), else config.pbtxt, else empty."""
+    """The model's config: the override if given (it replaces config.pbtxt), else config.pbtxt."""
     config = mc.ModelConfig()
     if override_json is not None:
         try:
             json_format.Parse(override_json, config)
         except json_format.ParseError as error:
             raise LoadFailed(
-                f"load of '{model_name}': parameters.config is not a valid model config JSON: {error}"
+                f"load of '{model_name}': parameters.config is not a valid model config JSON: "
+                f"{error}"
             ) from None
     else:
         path = model_dir / CONFIG_FILENAME
@@ -64,16 +65,19 @@ def read_config(model_dir: Path, model_name: str, override_json: str | None) -> 
                 ) from None
     if config.name and config.name != model_name:
         raise LoadFailed(
-            f"load of '{model_name}': config name '{config.name}' differs from the model name '{model_name}'"
+            f"load of '{model_name}': config name '{config.name}' differs from the model name "
+            f"'{model_name}'"
         )
     config.name = model_name
     if config.platform and config.platform != PLATFORM:
         raise LoadFailed(
-            f"load of '{model_name}': platform '{config.platform}' is not served here; valid: '{PLATFORM}'"
+            f"load of '{model_name}': platform '{config.platform}' is not served here; valid: "
+            f"'{PLATFORM}'"
         )
     if config.backend and config.backend != BACKEND:
         raise LoadFailed(
-            f"load of '{model_name}': backend '{config.backend}' is not served here; valid: '{BACKEND}'"
+            f"load of '{model_name}': backend '{config.backend}' is not served here; valid: "
+            f"'{BACKEND}'"
         )
     config.platform = PLATFORM
     config.backend = BACKEND
@@ -100,7 +104,8 @@ def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
     model = config.name
     if not available:
         raise LoadFailed(
-            f"load of '{model}': no version directory <k>/{config.default_model_filename} in the repository"
+            f"load of '{model}': no version directory <k>/{config.default_model_filename} in "
+            "the repository"
         )
     policy = config.version_policy
     kind = policy.WhichOneof("policy_choice")
@@ -111,7 +116,8 @@ def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
         missing = [v for v in wanted if v not in available]
         if missing or not wanted:
             raise LoadFailed(
-                f"load of '{model}': version_policy.specific.versions={wanted} not all present; available: {available}"
+                f"load of '{model}': version_policy.specific.versions={wanted} not all present; "
+                f"available: {available}"
             )
         return sorted(wanted)
     count = policy.latest.num_versions if kind == "latest" else 1
@@ -125,7 +131,7 @@ def select_versions(config: mc.ModelConfig, available: list[int]) -> list[int]:
 def complete_config(
     config: mc.ModelConfig, session, default_max_batch_size: int, default_queue_delay_us: int
 ) -> None:
-    """Fill inputs, outputs and batching from the ONNX session, like Triton's onnxruntime auto-complete;
+    """Fill inputs, outputs and batching from the ONNX session (Triton's onnxruntime auto-complete);
     check what the config does declare against the model. Mutates `config`."""
     model = config.name
     onnx_inputs = {i.name: i for i in session.get_inputs()}
@@ -143,7 +149,8 @@ def complete_config(
             config.dynamic_batching.max_queue_delay_microseconds = default_queue_delay_us
     if config.max_batch_size > 0 and not supports_batching:
         raise LoadFailed(
-            f"load of '{model}': max_batch_size={config.max_batch_size} but the ONNX model's first dimension "
+            f"load of '{model}': max_batch_size={config.max_batch_size} but the ONNX model's "
+            "first dimension "
             "is not dynamic on every input and output; set max_batch_size: 0"
         )
     batch_dims = 1 if config.max_batch_size > 0 else 0
@@ -166,13 +173,15 @@ def complete_config(
             io = onnx_io.get(entry.name)
             if io is None:
                 raise LoadFailed(
-                    f"load of '{model}': {kind} '{entry.name}' is not in the ONNX model; it has {sorted(onnx_io)}"
+                    f"load of '{model}': {kind} '{entry.name}' is not in the ONNX model; it has "
+                    f"{sorted(onnx_io)}"
                 )
             want = ORT_TO_PROTOCOL.get(io.type)
             have = config_to_protocol(mc.DataType.Name(entry.data_type))
             if want != have:
                 raise LoadFailed(
-                    f"load of '{model}': {kind} '{entry.name}' data_type TYPE_{have}, the ONNX model has {io.type}"
+                    f"load of '{model}': {kind} '{entry.name}' data_type TYPE_{have}, the ONNX "
+                    f"model has {io.type}"
                 )
             onnx_dims = list(io.shape[batch_dims:])
             if len(onnx_dims) != len(entry.dims) or any(
@@ -180,13 +189,15 @@ def complete_config(
                 for o, d in zip(onnx_dims, entry.dims, strict=True)
             ):
                 raise LoadFailed(
-                    f"load of '{model}': {kind} '{entry.name}' dims {list(entry.dims)} do not match the ONNX shape {io.shape}"
+                    f"load of '{model}': {kind} '{entry.name}' dims {list(entry.dims)} do not "
+                    f"match the ONNX shape {io.shape}"
                 )
         if kind == "input":
             missing = sorted(set(onnx_io) - {entry.name for entry in declared})
             if missing:
                 raise LoadFailed(
-                    f"load of '{model}': inputs {missing} of the ONNX model are missing in the config"
+                    f"load of '{model}': inputs {missing} of the ONNX model are missing in the "
+                    "config"
                 )
     if not config.instance_group:
         config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU, name=f"{model}_0")

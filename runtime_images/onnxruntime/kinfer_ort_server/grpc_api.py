@@ -96,7 +96,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self._require_repository_api()
             if any(key.startswith("file:") for key in request.parameters):
                 raise BadRequest(
-                    f"load of '{request.model_name}': file: overrides are not supported; send config only"
+                    f"load of '{request.model_name}': file: overrides are not supported; send "
+                    "config only"
                 )
             override = (
                 request.parameters["config"].string_param
@@ -149,7 +150,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         size = sum(len(raw) for raw in raw_contents)
         if size > self.core.max_request_bytes:
             raise PayloadTooLarge(
-                f"request tensors of {size} bytes exceed --max-request-bytes={self.core.max_request_bytes}"
+                f"request tensors of {size} bytes exceed "
+                f"--max-request-bytes={self.core.max_request_bytes}"
             )
         if raw_contents and len(raw_contents) != len(request.inputs):
             raise BadRequest(
@@ -165,7 +167,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             dtype = PROTOCOL_TO_NUMPY.get(tensor.datatype)
             if dtype is None:
                 raise BadRequest(
-                    f"input '{name}': datatype {tensor.datatype!r} is not supported; valid: {sorted(PROTOCOL_TO_NUMPY)}"
+                    f"input '{name}': datatype {tensor.datatype!r} is not supported; valid: "
+                    f"{sorted(PROTOCOL_TO_NUMPY)}"
                 )
             shape = tuple(tensor.shape)
             if any(d < 0 for d in shape):
@@ -177,7 +180,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raw = raw_contents[index]
                 if len(raw) != count * dtype.itemsize:
                     raise BadRequest(
-                        f"input '{name}': {len(raw)} raw bytes but shape {list(shape)} of {tensor.datatype} "
+                        f"input '{name}': {len(raw)} raw bytes but shape {list(shape)} of "
+                        f"{tensor.datatype} "
                         f"needs {count * dtype.itemsize}"
                     )
                 array = np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import orjson
+
 from kinfer_ort_server.config import config_to_json_dict
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
@@ -81,7 +82,9 @@ class HttpApi:
 
     def too_large(self, request: HttpRequest) -> HttpResponse:
         """The answer to a body over --max-request-bytes (counted as a failure on infer routes)."""
-        error = PayloadTooLarge(f"request body exceeds --max-request-bytes={self.core.max_request_bytes}")
+        error = PayloadTooLarge(
+            f"request body exceeds --max-request-bytes={self.core.max_request_bytes}"
+        )
         parts = request.path.split("/")
         if len(parts) >= 5 and parts[2] == "models" and parts[-1] == "infer":
             version_str = parts[5] if len(parts) == 7 and parts[4] == "versions" else ""
@@ -132,7 +135,10 @@ class HttpApi:
                 except (orjson.JSONDecodeError, AttributeError):
                     raise BadRequest(f"load of '{name}': the body is not a JSON object") from None
                 if any(key.startswith("file:") for key in parameters):
-                    raise BadRequest(f"load of '{name}': file: overrides are not supported; send parameters.config only")
+                    raise BadRequest(
+                        f"load of '{name}': file: overrides are not supported; send "
+                        "parameters.config only"
+                    )
                 override = parameters.get("config")
                 if override is not None and not isinstance(override, str):
                     override = orjson.dumps(override).decode()
@@ -237,7 +243,8 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
         dtype = PROTOCOL_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
         if dtype is None:
             raise BadRequest(
-                f"input '{name}': datatype {datatype!r} is not supported; valid: {sorted(PROTOCOL_TO_NUMPY)}"
+                f"input '{name}': datatype {datatype!r} is not supported; valid: "
+                f"{sorted(PROTOCOL_TO_NUMPY)}"
             )
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -253,12 +260,14 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise BadRequest(
-                    f"input '{name}': binary_data_size={size!r} runs past the {len(binary)} bytes of binary data "
+                    f"input '{name}': binary_data_size={size!r} runs past the {len(binary)} "
+                    "bytes of binary data "
                     f"(offset {offset})"
                 )
             if size != count * dtype.itemsize:
                 raise BadRequest(
-                    f"input '{name}': binary_data_size={size} but shape {shape} of {datatype} needs {count * dtype.itemsize} bytes"
+                    f"input '{name}': binary_data_size={size} but shape {shape} of {datatype} "
+                    f"needs {count * dtype.itemsize} bytes"
                 )
             array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
             offset += size
@@ -274,7 +283,8 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
                 raise BadRequest(f"input '{name}': data is not {datatype}: {error}") from None
             if array.size != count:
                 raise BadRequest(
-                    f"input '{name}': {array.size} data elements for shape {shape} ({count} elements)"
+                    f"input '{name}': {array.size} data elements for shape {shape} ({count} "
+                    "elements)"
                 )
             array = array.reshape(shape)
         inputs[name] = array
@@ -305,5 +315,8 @@ def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chos
     if not chunks:
         return HttpResponse(200, json_bytes, _JSON)
     return HttpResponse(
-        200, b"".join([json_bytes, *chunks]), _OCTETS, ((b"Inference-Header-Content-Length", b"%d" % len(json_bytes)),)
+        200,
+        b"".join([json_bytes, *chunks]),
+        _OCTETS,
+        ((b"Inference-Header-Content-Length", b"%d" % len(json_bytes)),),
     )

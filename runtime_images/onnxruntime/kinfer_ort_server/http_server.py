@@ -42,8 +42,10 @@ Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 def render_head(response: HttpResponse, keep_alive: bool) -> bytes:
-    parts = [b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (response.status, _REASONS.get(response.status, b""),
-                                                              len(response.body))]  # fmt: skip
+    parts = [
+        b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n"
+        % (response.status, _REASONS.get(response.status, b""), len(response.body))
+    ]
     if response.content_type is not None:
         parts.append(b"Content-Type: %s\r\n" % response.content_type)
     for name, value in response.headers:
@@ -57,7 +59,12 @@ def render_head(response: HttpResponse, keep_alive: bool) -> bytes:
 class HttpProtocol(asyncio.Protocol):
     """One connection: parses requests, runs the handler, writes responses in request order."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, too_large: Callable[[HttpRequest], HttpResponse]):
+    def __init__(
+        self,
+        handler: Handler,
+        max_body_bytes: int,
+        too_large: Callable[[HttpRequest], HttpResponse],
+    ):
         self._handler = handler
         self._max_body = max_body_bytes
         self._too_large = too_large
@@ -113,7 +120,10 @@ class HttpProtocol(asyncio.Protocol):
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._oversize = True
-        elif self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+        elif (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._transport is not None
+        ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -148,7 +158,9 @@ class HttpProtocol(asyncio.Protocol):
                         response = await self._handler(request)
                     except Exception:  # the handler reports its own errors; this is the last guard
                         log.exception("unhandled error on %s %s", request.method, request.path)
-                        response = HttpResponse(500, b'{"error":"internal server error"}', b"application/json")
+                        response = HttpResponse(
+                            500, b'{"error":"internal server error"}', b"application/json"
+                        )
                 transport = self._transport
                 if transport is None or transport.is_closing():
                     return
@@ -169,5 +181,9 @@ async def start_http_server(
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: HttpProtocol(handler, max_body_bytes, too_large), host, port, reuse_address=True, backlog=1024
+        lambda: HttpProtocol(handler, max_body_bytes, too_large),
+        host,
+        port,
+        reuse_address=True,
+        backlog=1024,
     )

@@ -1,7 +1,8 @@
 """Prometheus metrics of the server (port 8002, /metrics), labelled model, version and tier.
 
 QPS:  sum(rate(kinfer_inference_requests_total[1m]))
-p95:  histogram_quantile(0.95, sum by (le) (rate(kinfer_inference_request_duration_seconds_bucket[1m])))
+p95:  histogram_quantile(0.95,
+        sum by (le) (rate(kinfer_inference_request_duration_seconds_bucket[1m])))
 """
 
 from __future__ import annotations
@@ -12,9 +13,30 @@ LABELS = ("model", "version", "tier")
 # Latency buckets from 100 us to 10 s: a CPU MLP answers in well under a millisecond,
 # a large GPU model in hundreds of milliseconds; both need resolution near their p95.
 LATENCY_BUCKETS_S = (
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025,
-    0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The model label of requests for a model the repository does not hold: one series,
 # whatever names clients send, so a typo storm cannot blow up the series count.
@@ -71,7 +93,7 @@ class Metrics:
 
 
 class VersionMetrics:
-    """The label children of one (model, version, tier), resolved once: the hot path skips label lookups."""
+    """The children of one (model, version, tier), resolved once: no label lookups per request."""
 
     def __init__(self, metrics: Metrics, model: str, version: str, tier: str) -> None:
         labels = (model, version, tier)

@@ -71,7 +71,7 @@ class LoadedModel:
         return tensor
 
     def validate(self, inputs: dict[str, np.ndarray]) -> int:
-        """Check names, datatypes and shapes against the config; returns the batch rows (1 without batching)."""
+        """Check names, datatypes and shapes against the config; returns the batch rows (or 1)."""
         expected = self._inputs_by_name
         if inputs.keys() != expected.keys():
             missing = sorted(expected.keys() - inputs.keys())
@@ -87,7 +87,8 @@ class LoadedModel:
             tensor = expected[name]
             if array.dtype != tensor.np_dtype:
                 raise BadRequest(
-                    f"input '{name}': datatype {_protocol_name(array.dtype)} does not match the model's {tensor.datatype}"
+                    f"input '{name}': datatype {_protocol_name(array.dtype)} does not match the "
+                    f"model's {tensor.datatype}"
                 )
             shape = array.shape[1:] if batched else array.shape
             if len(shape) != len(tensor.dims) or any(
@@ -100,14 +101,16 @@ class LoadedModel:
             if batched:
                 if array.ndim == 0 or not 1 <= array.shape[0] <= self.max_batch_size:
                     raise BadRequest(
-                        f"input '{name}': batch size {array.shape[0] if array.ndim else 0} is outside 1..{self.max_batch_size} "
+                        f"input '{name}': batch size {array.shape[0] if array.ndim else 0} is "
+                        f"outside 1..{self.max_batch_size} "
                         f"(max_batch_size of model '{self.name}')"
                     )
                 if rows is None:
                     rows = array.shape[0]
                 elif array.shape[0] != rows:
                     raise BadRequest(
-                        f"input '{name}': batch size {array.shape[0]} differs from the other inputs' {rows}"
+                        f"input '{name}': batch size {array.shape[0]} differs from the other "
+                        f"inputs' {rows}"
                     )
         return rows if batched and rows is not None else 1
 

@@ -53,7 +53,7 @@ class RuntimeOptions:
 
 
 def ort_providers(names: tuple[str, ...]) -> list[str]:
-    """ONNX Runtime provider names for `names`, in order, keeping those this build has (CPU always last)."""
+    """ONNX Runtime providers for `names` in order, those this build has (CPU always last)."""
     available = set(ort.get_available_providers())
     chosen = []
     for name in names:
@@ -120,7 +120,8 @@ class Repository:
         if model is None:
             if self.is_known(name):
                 raise ModelNotReady(
-                    f"model '{name}' is not loaded; load it with POST /v2/repository/models/{name}/load"
+                    f"model '{name}' is not loaded; load it with POST "
+                    f"/v2/repository/models/{name}/load"
                 )
             raise ModelNotFound(
                 f"model '{name}' is not in the repository; models: {self.names_on_disk()}"
@@ -131,11 +132,12 @@ class Repository:
             return model.versions[int(version)]
         except (ValueError, KeyError):
             raise ModelNotReady(
-                f"model '{name}' version '{version}' is not loaded; loaded versions: {sorted(model.versions)}"
+                f"model '{name}' version '{version}' is not loaded; loaded versions: "
+                f"{sorted(model.versions)}"
             ) from None
 
     async def load(self, name: str, override_json: str | None = None) -> LoadedModel:
-        """Load (or reload) `name`, atomically; raises LoadFailed and keeps the old model on error."""
+        """Load (or reload) `name` atomically: on LoadFailed the old model keeps serving."""
         if not name or "/" in name or name.startswith("."):
             raise LoadFailed(f"model name '{name}' is not valid")
         model_dir = self.root / name
@@ -200,12 +202,14 @@ class Repository:
                 sorted(t.name for t in probe.outputs),
             ):
                 raise LoadFailed(
-                    f"failed to load '{name}': version {version} has inputs/outputs {names}, unlike the config"
+                    f"failed to load '{name}': version {version} has inputs/outputs {names}, "
+                    "unlike the config"
                 )
         for tensor in probe.inputs:
             if tensor.np_dtype is None:
                 raise LoadFailed(
-                    f"failed to load '{name}': input '{tensor.name}' is {tensor.datatype}, not served here"
+                    f"failed to load '{name}': input '{tensor.name}' is {tensor.datatype}, not "
+                    "served here"
                 )
         return probe, sessions
 
@@ -266,7 +270,7 @@ class Repository:
             log.info("unloaded model %s", name)
 
     def index(self, ready_only: bool = False) -> list[dict]:
-        """Triton's repository index: one entry per loaded version, plus unloaded and never-loaded models."""
+        """Triton's repository index: loaded and unloaded versions, and never-loaded models."""
         entries = []
         for name in sorted(set(self.names_on_disk()) | set(self.models)):
             slot = self._slots.get(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -39,7 +39,7 @@ class ServerOptions:
     allow_metrics: bool = True
     max_request_bytes: int = 64 * 1024 * 1024
     exit_timeout_s: float = 30.0
-    runtime: RuntimeOptions = RuntimeOptions()
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
 def _metrics_handler(metrics: Metrics):
@@ -78,13 +78,21 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
         api = HttpApi(core)
         listeners.append(
             await start_http_server(
-                api.handle, options.http_address, options.http_port, options.max_request_bytes, api.too_large
+                api.handle,
+                options.http_address,
+                options.http_port,
+                options.max_request_bytes,
+                api.too_large,
             )
         )
     if options.allow_metrics:
         listeners.append(
             await start_http_server(
-                _metrics_handler(metrics), options.metrics_address, options.metrics_port, 1 << 16, _refuse
+                _metrics_handler(metrics),
+                options.metrics_address,
+                options.metrics_port,
+                1 << 16,
+                _refuse,
             )
         )
     grpc_server = None
@@ -106,9 +114,13 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
         await grpc_server.start()
     log.info(
         "listening: http %s:%s grpc %s:%s metrics %s:%s",
-        options.http_address, options.http_port, options.grpc_address, options.grpc_port,
-        options.metrics_address, options.metrics_port,
-    )  # fmt: skip
+        options.http_address,
+        options.http_port,
+        options.grpc_address,
+        options.grpc_port,
+        options.metrics_address,
+        options.metrics_port,
+    )
 
     exit_code = 0
     to_load = list(options.load_models)
