@@ -234,6 +234,27 @@ def test_scaling_decision_steps_down_at_max_replicas():
     assert decision.tier_name(CONFIG) == "fp16"
 
 
+def test_scaling_decision_steps_down_at_max_replicas_even_when_qps_says_enough():
+    # 6 pods is both maxReplicas and what QPS asks for, yet p95 is over: nothing else can help.
+    observation = Observation(qps=290, latency_p95_ms=400, pods_reporting=6, newest_sample_age_s=3)
+    state = PolicyState(ready_seen=6, ready_changed_s=95.0)
+    decision, _ = decide(CONFIG, observation, Replicas(6, 6), state, 100.0)
+    assert decision.desired_replicas == 6
+    assert decision.tier_index == 1
+
+
+def test_scaling_decision_steps_down_without_free_gpus():
+    config = PolicyConfig(
+        max_replicas=20, target_qps_per_replica=50, target_latency_p95_ms=100, tiers=CONFIG.tiers
+    )
+    observation = Observation(qps=290, latency_p95_ms=400, pods_reporting=6, newest_sample_age_s=3)
+    state = PolicyState(ready_seen=6, ready_changed_s=95.0)
+    decision, _ = decide(config, observation, Replicas(6, 6, max_additional=0), state, 100.0)
+    assert decision.tier_index == 1
+    free, _ = decide(config, observation, Replicas(6, 6, max_additional=10), state, 100.0)
+    assert free.tier_index == 0
+
+
 def test_scaling_decision_steps_down_while_new_pods_start():
     observation = Observation(qps=300, latency_p95_ms=400, pods_reporting=3, newest_sample_age_s=3)
     decision, _ = decide(CONFIG, observation, Replicas(3, 3), PolicyState(), 100.0)
@@ -243,7 +264,7 @@ def test_scaling_decision_steps_down_while_new_pods_start():
 
 def test_no_step_down_when_pods_start_faster_than_a_period():
     config = PolicyConfig(
-        max_replicas=6,
+        max_replicas=10,
         target_qps_per_replica=50,
         target_latency_p95_ms=100,
         expected_pod_start_s=5,

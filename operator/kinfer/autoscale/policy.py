@@ -376,12 +376,17 @@ def decide(
     if not tiers_enabled:
         return decision, state
 
-    # 8. tiers: capacity is pending when more is wanted than is Ready and it will not be Ready
-    # within a period (starting pods, or capped at maxReplicas / by GPUs).
+    # 8. tiers: capacity is pending when no more can come (capped, at maxReplicas, no free GPU)
+    # or what is coming will not be Ready within a period (pods still starting).
     wanted = max(urgent, uncapped)
     capped = wanted > desired or recommended > config.max_replicas
+    no_room = desired >= config.max_replicas or (
+        replicas.max_additional is not None and replicas.max_additional <= 0
+    )
     starting = max(desired, current) > replicas.ready
-    capacity_pending = capped or (starting and config.expected_pod_start_s > config.period_s)
+    capacity_pending = (
+        capped or no_room or (starting and config.expected_pod_start_s > config.period_s)
+    )
     tier = decide_tier(
         config.tiers,
         active_index=state.active_tier,
