@@ -54,7 +54,7 @@ def test_namespace_defaults_when_absent(minimal):
     assert parse(minimal, default_namespace="ns-x").namespace == "ns-x"
 
 
-def test_tiers_map_to_versions_and_pinned_tier_is_served():
+def test_tiers_map_to_versions_and_fresh_pods_start_on_the_first():
     isvc = parse(load_sample("tiers-gpu.yaml"))
     assert isvc.spec.model_sources == [
         (1, "fp32", "https://models.example.com/mlp/fp32/model.onnx"),
@@ -62,6 +62,10 @@ def test_tiers_map_to_versions_and_pinned_tier_is_served():
         (3, "int8", "https://models.example.com/mlp/int8/model.onnx"),
     ]
     assert isvc.spec.served_tier.name == "fp32"
+    pinned = load_sample("tiers-gpu.yaml")
+    pinned["spec"]["precision"]["pinned"] = "int8"
+    # Fresh pods start on the first tier even when another is pinned (the loop switches them).
+    assert parse(pinned).spec.served_tier.name == "fp32"
     assert isvc.spec.precision.floor_index == 2
 
 

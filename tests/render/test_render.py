@@ -238,10 +238,14 @@ def test_model_config_is_valid_triton_config_for_the_first_tier():
     assert config["dynamic_batching"] == {"max_queue_delay_microseconds": "500"}
 
 
-def test_pinned_tier_is_the_served_version():
+def test_pinning_a_tier_does_not_roll_the_pods():
+    # Pods start on the first tier; the control loop switches them to the pinned one.
     obj = load_sample("tiers-gpu.yaml")
+    before = objects_by_kind(obj)
     obj["spec"]["precision"]["pinned"] = "int8"
-    assert _config(obj)["version_policy"] == {"specific": {"versions": ["3"]}}
+    after = objects_by_kind(obj)
+    assert _config(obj)["version_policy"] == {"specific": {"versions": ["1"]}}
+    assert before["Deployment"] == after["Deployment"]
 
 
 def test_config_change_rolls_the_pods(minimal):

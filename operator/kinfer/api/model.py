@@ -118,12 +118,13 @@ class Spec:
 
     @property
     def served_tier(self) -> TierSpec | None:
-        """The tier a fresh pod serves: the pinned one, else the first (highest quality)."""
-        if not self.precision.tiers:
-            return None
-        if self.precision.pinned:
-            return self.precision.tiers[self.precision.index_of(self.precision.pinned)]
-        return self.precision.tiers[0]
+        """The tier a fresh pod starts on: the first (highest quality).
+
+        The control loop then brings every Ready pod to the active tier (the pinned
+        one, or the autoscaler's) within seconds, so pinning or unpinning a tier is a
+        switch on the running pods, never a rollout.
+        """
+        return self.precision.tiers[0] if self.precision.tiers else None
 
     @property
     def model_sources(self) -> list[tuple[int, str, str]]:

@@ -74,7 +74,9 @@ def _scaling_conditions(decision: Decision, observation: Observation) -> list[Co
             c.CONDITION_METRICS_AVAILABLE, "True", "MetricsRead", "p95 and QPS read from Prometheus"
         )
     else:
-        reason = "PrometheusUnavailable" if observation.error else "NoSamples"
+        # The reader reports an empty answer as "no series ...": Prometheus is up.
+        no_data = observation.error is None or observation.error.startswith("no series")
+        reason = "NoSamples" if no_data else "PrometheusUnavailable"
         metrics = Condition(
             c.CONDITION_METRICS_AVAILABLE,
             "False",

@@ -20,7 +20,7 @@ TIERS_PARAMETER = "kinfer.tiers"
 
 
 def served_version(isvc: InferenceService) -> int:
-    """The model version a fresh pod serves: the pinned tier's, else the first."""
+    """The model version a fresh pod starts on (see Spec.served_tier): always the first."""
     tier = isvc.spec.served_tier
     return 1 if tier is None else isvc.spec.precision.index_of(tier.name) + 1
 

@@ -1,0 +1,196 @@
+"""Autoscaling on the real Prometheus and real model servers.
+
+A bounded load step (loopback only) makes the operator scale out within a
+bounded time, the load's end scales in after the stabilization window, and a
+stopped Prometheus holds the replicas with a condition saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.harness import Cluster, Models, Operator, condition_of, wait_for
+from kinfer.runtime import testmodels
+from kinfer.runtime.loadgen import LoadGenerator
+
+TARGET_QPS_PER_REPLICA = 15
+LOAD_QPS = 50  # -> ceil(50 / 15) = 4 replicas, the maximum
+
+
+def autoscaled(namespace: str, models: Models, name: str = "scaled") -> dict[str, Any]:
+    return {
+        "apiVersion": "kinfer.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "onnxruntime",
+            "model": {"name": "mlp", "storageUri": models.uri(models.tiers["fp32"])},
+            "resources": {"cpu": "500m", "memory": "512Mi"},
+            "replicas": 1,
+            "scaling": {
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "targetQPSPerReplica": TARGET_QPS_PER_REPLICA,
+                "periodSeconds": 5,
+                "metricsWindowSeconds": 20,
+                "scaleDownStabilizationSeconds": 20,
+            },
+        },
+    }
+
+
+def infer_body(batch: int = 1) -> dict[str, Any]:
+    data = testmodels.sample_input(batch=batch)
+    return {
+        "inputs": [
+            {
+                "name": testmodels.INPUT_NAME,
+                "shape": list(data.shape),
+                "datatype": "FP32",
+                "data": data.flatten().tolist(),
+            }
+        ]
+    }
+
+
+def endpoints(cluster: Cluster, namespace: str, name: str):
+    def ready_urls() -> list[str]:
+        return [f"http://{p['status']['podIP']}:8000" for p in cluster.ready_pods(namespace, name)]
+
+    return ready_urls
+
+
+def spec_replicas(cluster: Cluster, namespace: str, name: str) -> int:
+    return int(cluster.get("kisvc", name, "-n", namespace)["spec"]["replicas"])
+
+
+def scaled_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    events = cluster.items(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},reason=Scaled"
+    )
+    return [event["message"] for event in events]
+
+
+@contextmanager
+def prometheus_paused(cluster: Cluster) -> Iterator[None]:
+    """SIGSTOP the local cluster's Prometheus (queries hang, then time out), SIGCONT after."""
+    from kinfer.localcluster.processes import ProcessTable
+
+    record = ProcessTable(Path(cluster.kubeconfig).parent).get("prometheus")
+    assert record is not None, "the local cluster records no prometheus process"
+    os.kill(record.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(record.pid, signal.SIGCONT)
+
+
+def test_load_step_scales_out_then_in(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    if not cluster.prometheus_url:
+        pytest.skip("no Prometheus for this cluster (set KINFER_PROMETHEUS_URL)")
+    name = "scaled"
+    cluster.apply(autoscaled(namespace, models, name))
+    cluster.wait_ready(namespace, name)
+    assert spec_replicas(cluster, namespace, name) == 1
+
+    load = LoadGenerator(
+        endpoints(cluster, namespace, name),
+        "mlp",
+        infer_body(),
+        rate_qps=LOAD_QPS,
+        max_duration_s=600,
+        max_requests=LOAD_QPS * 600,
+    )
+    with load:
+        # Scale-out: metrics pipeline (2 s scrapes, 20 s window) + a 5 s period + pod start.
+        wait_for(
+            "scale-out to 4 replicas under load",
+            lambda: spec_replicas(cluster, namespace, name) >= 4,
+            timeout_s=180,
+            interval_s=2,
+        )
+        cluster.wait_ready(namespace, name, timeout_s=180)
+        isvc = cluster.get("kisvc", name, "-n", namespace)
+        assert isvc["status"]["autoscaling"]["lastMetrics"]["qps"] > TARGET_QPS_PER_REPLICA
+        assert any(" -> " in message for message in scaled_events(cluster, namespace, name))
+        assert condition_of(isvc, "MetricsAvailable")["status"] == "True"
+    assert load.result.ok > 0
+
+    # Scale-in after the load ends and the 20 s stabilization window passes.
+    wait_for(
+        "scale-in to 1 replica after the load",
+        lambda: spec_replicas(cluster, namespace, name) == 1,
+        timeout_s=240,
+        interval_s=2,
+    )
+
+
+def metrics_condition(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return condition_of(cluster.get("kisvc", name, "-n", namespace), "MetricsAvailable") or {}
+
+
+def wait_next_decision(cluster: Cluster, namespace: str, name: str) -> None:
+    def decided_at() -> str:
+        return cluster.get("kisvc", name, "-n", namespace)["status"]["autoscaling"][
+            "lastDecisionTime"
+        ]
+
+    before = decided_at()
+    wait_for("the autoscaler's next decision", lambda: decided_at() != before, 60, 1)
+
+
+def test_prometheus_loss_holds_replicas_with_a_condition(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    if not cluster.is_local:
+        pytest.skip("stops the local cluster's Prometheus")
+    name = "held"
+    cluster.apply(autoscaled(namespace, models, name))
+    cluster.wait_ready(namespace, name)
+    wait_for(
+        "metrics from the idle pod",
+        lambda: metrics_condition(cluster, namespace, name).get("status") == "True",
+        timeout_s=120,
+        interval_s=2,
+    )
+    with prometheus_paused(cluster):
+        wait_for(
+            "MetricsAvailable=False while Prometheus is stopped",
+            lambda: (
+                metrics_condition(cluster, namespace, name).get("reason") == "PrometheusUnavailable"
+            ),
+            timeout_s=120,
+            interval_s=2,
+        )
+        # Idle, the autoscaler would scale 3 back to 1; without metrics it must hold.
+        cluster.kubectl("scale", f"kisvc/{name}", "-n", namespace, "--replicas=3")
+        seen = cluster.get("kisvc", name, "-n", namespace)["status"]["autoscaling"]
+        for _ in range(2):
+            before = seen["lastDecisionTime"]
+            seen = wait_for(
+                "another decision without Prometheus",
+                lambda before=before: (lambda a: a if a["lastDecisionTime"] != before else None)(
+                    cluster.get("kisvc", name, "-n", namespace)["status"]["autoscaling"]
+                ),
+                timeout_s=60,
+                interval_s=1,
+            )
+        assert spec_replicas(cluster, namespace, name) == 3
+        assert "metrics unavailable" in metrics_condition(cluster, namespace, name)["message"]
+    # Back: metrics flow again, and the idle service scales in.
+    wait_for(
+        "scale-in once Prometheus is back",
+        lambda: spec_replicas(cluster, namespace, name) == 1,
+        timeout_s=240,
+        interval_s=2,
+    )
+    assert metrics_condition(cluster, namespace, name)["status"] == "True"
