@@ -63,17 +63,25 @@ def test_spike_windows_of_the_project_spike_trace():
 def test_all_writes_table_json_and_plots(tmp_path, capsys):
     assert main(["bench", "autoscale", "--all", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "autoscale.md").read_text()
-    assert table.startswith("| trace | cold start s | policy |")
+    assert table.startswith("| trace | cold start s | max pods | policy |")
     runs = json.loads((tmp_path / "autoscale.json").read_text())
-    assert [(run["trace"], run["cold_start_s"]) for run in runs] == [
-        ("step", 30),
-        ("spike", 30),
-        ("diurnal", 30),
-        ("bursty", 30),
-        ("spike", 60),
-        ("spike", 120),
+    assert [(run["trace"], run["cold_start_s"], run["max_pods"]) for run in runs] == [
+        ("step", 30, None),
+        ("spike", 30, None),
+        ("diurnal", 30, None),
+        ("bursty", 30, None),
+        ("spike", 60, None),
+        ("spike", 120, None),
+        ("spike", 60, 12),
     ]
-    for name in ("step", "spike", "diurnal", "bursty", "spike-cold-start-60s"):
+    for name in (
+        "step",
+        "spike",
+        "diurnal",
+        "bursty",
+        "spike-cold-start-60s",
+        "spike-gpu-limited-12-pods",
+    ):
         png = (tmp_path / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG")
-    assert "| bursty | 30 | oracle |" in capsys.readouterr().out
+    assert "| bursty | 30 | - | oracle |" in capsys.readouterr().out

@@ -210,3 +210,40 @@ def test_kinfer_in_the_simulator_is_the_operator_policy():
     )
     assert max(result.replicas) >= 13
     assert any(reason.startswith("scaled 5 -> ") for _, reason in result.reasons)
+
+
+def test_pods_beyond_the_cluster_stay_pending_and_hold_no_gpu():
+    model = replace(EXACT, max_pods=4)
+    trace = Trace("flat", ((0, 100), (300, 100)))
+    seen = {}
+
+    def step(view):
+        seen[view.t] = (view.replicas, view.max_additional)
+        if view.t < 100:
+            return Command(6)
+        return Command(3)
+
+    result = simulate(model, trace, Controller("c", 1, step), initial_replicas=2)
+    assert seen[50] == (6, 0)
+    assert result.replicas[50] == 4  # two Pending pods hold no GPU
+    assert result.ready[80] == 4
+    assert seen[150] == (3, 1)
+    assert result.replicas[150] == 3
+    assert result.replica_seconds == 2 * 0 + sum(result.replicas)
+
+
+def test_scale_down_drops_pending_pods_first():
+    model = replace(EXACT, max_pods=3, cold_start_s=10)
+    trace = Trace("flat", ((0, 100), (300, 100)))
+    seen = {}
+
+    def step(view):
+        seen[view.t] = view.replicas
+        return Command(5 if view.t < 100 else 3)
+
+    result = simulate(model, trace, Controller("c", 1, step), initial_replicas=1)
+    assert seen[50] == 5
+    assert result.ready[50] == 3
+    assert seen[150] == 3
+    # The three placed pods stayed Ready through the scale-down.
+    assert result.ready[100:] == [3] * 500

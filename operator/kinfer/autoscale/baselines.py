@@ -29,7 +29,7 @@ def kinfer(config: PolicyConfig, name: str = "kinfer") -> Controller:
         decision, state = decide(
             config,
             view.prometheus(),
-            Replicas(current=view.replicas, ready=view.ready),
+            Replicas(current=view.replicas, ready=view.ready, max_additional=view.max_additional),
             state,
             float(view.t),
         )

@@ -28,6 +28,9 @@ KINFER_SCALE_DOWN_STABILIZATION_S = 120
 POLICIES = ("kinfer", "kinfer-tiers", "hpa", "kpa", "kpa-native", "oracle")
 # Cold starts the tier comparison runs the spike trace with (issue 6).
 TIER_COLD_STARTS_S = (60, 120)
+# And a cluster with room for only this many pods (no free GPU during the larger spikes).
+GPU_LIMITED_MAX_PODS = 12
+GPU_LIMITED_COLD_START_S = 60
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def report(trace: Trace, scenario: Scenario, results: dict[str, Result]) -> dict
         "trace": trace.name,
         "trace_length_s": trace.duration_s,
         "cold_start_s": scenario.model.cold_start_s,
+        "max_pods": scenario.model.max_pods,
         "slo_ms": scenario.model.slo_ms,
         "seed": scenario.model.seed,
         "policies": {name: result.summary() for name, result in results.items()},
@@ -249,6 +253,23 @@ def _handle(args: argparse.Namespace) -> int:
                 results,
                 args.out / f"spike-cold-start-{cold_start_s}s.png",
             )
+    limited = replace(
+        scenario,
+        model=replace(
+            scenario.model,
+            cold_start_s=float(GPU_LIMITED_COLD_START_S),
+            max_pods=GPU_LIMITED_MAX_PODS,
+        ),
+    )
+    results = run_trace(spike, limited)
+    summaries.append(report(spike, limited, results))
+    if args.out is not None:
+        plots.plot(
+            spike,
+            scenario.model.slo_ms,
+            results,
+            args.out / f"spike-gpu-limited-{GPU_LIMITED_MAX_PODS}-pods.png",
+        )
     table = _markdown(summaries)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -263,9 +284,9 @@ def _handle(args: argparse.Namespace) -> int:
 
 def _markdown(summaries: list[dict[str, object]]) -> str:
     lines = [
-        "| trace | cold start s | policy | SLO violation | replica-s | vs oracle | scale events"
-        " | tier switches | violation vs HPA |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| trace | cold start s | max pods | policy | SLO violation | replica-s | vs oracle"
+        " | scale events | tier switches | violation vs HPA |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for summary in summaries:
         policies: dict[str, dict[str, float]] = summary["policies"]  # type: ignore[assignment]
@@ -278,7 +299,8 @@ def _markdown(summaries: list[dict[str, object]]) -> str:
                 else "-"
             )
             lines.append(
-                f"| {summary['trace']} | {summary['cold_start_s']:g} | {name}"
+                f"| {summary['trace']} | {summary['cold_start_s']:g}"
+                f" | {summary['max_pods'] or '-'} | {name}"
                 f" | {figures['slo_violation_fraction']:.2%} | {figures['replica_seconds']}"
                 f" | {figures['replica_seconds'] / oracle_rs:.2f}x | {figures['scale_events']}"
                 f" | {figures['tier_switches']} | {versus_hpa} |"

@@ -106,6 +106,8 @@ class ServiceModel:
     # Requests that would wait longer are shed (rejected, counted, SLO missed): an online client
     # gives up after a couple of seconds, and a deeper queue only delays recovery.
     max_queue_s: float = 2.0
+    # Pods the cluster can place (its GPUs); beyond it pods stay Pending. None: no limit.
+    max_pods: int | None = None
     seed: int = 0
     # False: exactly the trace's QPS arrives every second (for analytic checks).
     poisson_arrivals: bool = True
@@ -140,7 +142,15 @@ class View:
 
     @property
     def replicas(self) -> int:
-        return len(self._sim.pods)
+        """spec.replicas: placed pods and Pending ones."""
+        return len(self._sim.pods) + self._sim.pending
+
+    @property
+    def max_additional(self) -> int | None:
+        """How many more pods the cluster can place (None: no limit)."""
+        if self._sim.model.max_pods is None:
+            return None
+        return max(self._sim.model.max_pods - len(self._sim.pods) - self._sim.pending, 0)
 
     @property
     def ready(self) -> int:
@@ -239,6 +249,8 @@ class Run:
         seconds = len(self.arrivals)
         # Pods as the second each becomes Ready; the initial ones are Ready from the start.
         self.pods: list[int] = [-1] * initial_replicas
+        # Pods asked for that the cluster cannot place (no free GPU): Pending, never Ready.
+        self.pending = 0
         self.tier = initial_tier
         self.pending_tier: tuple[int, int] | None = None
         self.backlog = 0.0
@@ -342,15 +354,26 @@ class Run:
     def apply(self, t: int, command: Command, instant: bool) -> tuple[bool, bool]:
         scaled = tiered = False
         desired = max(command.replicas, 0)
-        if desired > len(self.pods):
-            ready_at = t if instant else t + int(self.model.cold_start_s)
-            self.pods.extend([ready_at] * (desired - len(self.pods)))
+        total = len(self.pods) + self.pending
+        if desired > total:
+            self.pending += desired - total
             scaled = True
-        elif desired < len(self.pods):
-            # Starting pods go first (latest Ready time first), as a ReplicaSet deletes them.
+        elif desired < total:
+            # Pending pods go first, then starting ones (latest Ready time first), as a
+            # ReplicaSet deletes them.
+            drop_pending = min(self.pending, total - desired)
+            self.pending -= drop_pending
             self.pods.sort()
-            del self.pods[desired:]
+            del self.pods[desired - self.pending :]
             scaled = True
+        # Pending pods are placed while the cluster has room; each then starts from now.
+        room = self.pending
+        if self.model.max_pods is not None:
+            room = min(room, max(self.model.max_pods - len(self.pods), 0))
+        if room > 0:
+            ready_at = t if instant else t + int(self.model.cold_start_s)
+            self.pods.extend([ready_at] * room)
+            self.pending -= room
         if command.tier is not None:
             target = self.pending_tier[0] if self.pending_tier else self.tier
             if command.tier != target:
