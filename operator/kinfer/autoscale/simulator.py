@@ -9,7 +9,9 @@ The model, per second t:
 - p95 latency: each replica is an M/M/1 queue, p95 = ln(20) / (mu - x) for a per-replica load x
   below 98 % of mu; above it (or with a backlog) the saturated p95 plus the backlog's wait;
 - a new replica is Ready `cold_start_s` after it is asked for; a removed replica goes at once
-  (starting ones first); a tier switch takes effect `tier_switch_s` after it is asked for.
+  (Pending, then starting ones first); a tier switch takes effect `tier_switch_s` after it is
+  asked for; with `max_pods` the cluster places no more pods than that (the rest stay Pending,
+  hold no GPU and count in no replica-second).
 
 Metrics pipeline (the same for kinfer and HPA, which read Prometheus): the server's counters are
 scraped every `scrape_interval_s` (phase drawn from the seed), and a read at time t sees
