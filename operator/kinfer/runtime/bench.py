@@ -25,6 +25,7 @@ import numpy as np
 
 DEFAULT_CONCURRENCY = (1, 8, 32)
 MODEL = "mlp"
+NOOP_CALLS = 1000
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Cell:
     throughput_vs_raw: float | None = None
     throughput_vs_triton: float | None = None  # against Triton on the same protocol
     p50_vs_triton: float | None = None
+    # p50 of a no-op call (ServerLive) through the same client and server at concurrency 1:
+    # the floor of the transport, so p50 - noop_p50 is what the inference path costs.
+    noop_p50_ms: float | None = None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -63,7 +67,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell (default 1)"
     )
     parser.add_argument(
-        "--max-requests", type=int, default=200_000, help="hard cap on requests per cell"
+        "--max-requests", type=int, default=1_000_000, help="hard cap on requests per cell"
     )
     parser.add_argument(
         "--targets",
@@ -307,6 +311,14 @@ async def _load(
     outputs = [client_module.InferRequestedOutput("output")]
     latencies: list[float] = []
     failures = 0
+    noop_p50_ms = None
+    if concurrency == 1:
+        noop: list[float] = []
+        for _ in range(NOOP_CALLS):
+            start = time.perf_counter()
+            await client.is_server_live()
+            noop.append(time.perf_counter() - start)
+        noop_p50_ms = float(np.percentile(noop[NOOP_CALLS // 5 :], 50) * 1000.0)
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
     stop_at = measure_from + duration_s
@@ -334,7 +346,9 @@ async def _load(
     finally:
         await client.close()
     elapsed = min(duration_s, time.perf_counter() - measure_from)
-    return _summarise(target, concurrency, latencies, failures, elapsed)
+    cell = _summarise(target, concurrency, latencies, failures, elapsed)
+    cell.noop_p50_ms = noop_p50_ms
+    return cell
 
 
 def _add_ratios(cells: list[Cell]) -> None:
@@ -368,7 +382,7 @@ def format_table(report: dict) -> str:
         f"{machine['onnxruntime']}",
         f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'req/s':>9} "
-        f"{'p50+raw ms':>10} {'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
+        f"{'p50+raw ms':>10} {'noop p50':>8} {'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
     ]
     for cell in report["cells"]:
         lines.append(
@@ -376,6 +390,7 @@ def format_table(report: dict) -> str:
             f"{cell['failures']:>4} "
             f"{cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f} {cell['throughput_rps']:>9.0f} "
             f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} "
+            f"{fmt(cell.get('noop_p50_ms'), '{:.3f}'):>8} "
             f"{fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
             f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} "
             f"{fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
