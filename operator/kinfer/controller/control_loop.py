@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from kinfer.api import constants as c
@@ -94,18 +95,69 @@ def _scaling_conditions(decision: Decision, observation: Observation) -> list[Co
     return [metrics, active]
 
 
+@dataclass
+class LoopMemory:
+    """What one InferenceService's loop keeps between ticks (in the daemon, not the API).
+
+    The policy's history lives here, as HPA keeps its recommendations in memory;
+    status gets a copy when it is written, so a restarted operator resumes from it.
+    """
+
+    last_decision_s: float = 0.0
+    last_written_s: float = 0.0
+    state: PolicyState | None = None
+
+
+# Status is refreshed at most this often when only the figures (QPS, p95) move;
+# a new decision, condition or tier is written at once. Nothing moves: no write.
+STATUS_REFRESH_S = 30.0
+DEFAULT_POD_START_S = 60.0
+
+
+def observed_pod_start_s(pods: list[dict[str, Any]]) -> float:
+    """How long this InferenceService's pods took from creation to Ready (the slowest),
+    which is how long new capacity takes to arrive: the tier policy's horizon."""
+    durations = []
+    for pod in pods:
+        created = (pod.get("metadata") or {}).get("creationTimestamp")
+        ready = next(
+            (
+                cond.get("lastTransitionTime")
+                for cond in (pod.get("status") or {}).get("conditions") or []
+                if cond.get("type") == "Ready" and cond.get("status") == "True"
+            ),
+            None,
+        )
+        if created and ready:
+            start = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(ready).replace("Z", "+00:00"))
+            durations.append((end - start).total_seconds())
+    return min(max(durations), 600.0) if durations else DEFAULT_POD_START_S
+
+
+def _figures(record: dict[str, Any] | None) -> dict[str, Any]:
+    """A status record without what changes every period by itself."""
+    return {k: v for k, v in (record or {}).items() if k not in ("lastDecisionTime", "state")}
+
+
 def scaling_period(
     body: dict[str, Any],
     isvc: InferenceService,
     kube: Kube,
     reader: MetricsReader | None,
+    memory: LoopMemory,
     now_s: float,
 ) -> tuple[PeriodResult, int | None]:
     """One autoscaling decision; returns what to write and the tier index to serve."""
     status = body.get("status") or {}
     autoscaling = status.get("autoscaling") or {}
-    state = PolicyState.from_dict(autoscaling.get("state"))
-    config = policy_config_from_spec(isvc.spec.scaling, isvc.spec.precision)
+    if memory.state is None:
+        memory.state = PolicyState.from_dict(autoscaling.get("state"))
+    before = memory.state
+    pods = kube.list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
+    config = policy_config_from_spec(
+        isvc.spec.scaling, isvc.spec.precision, expected_pod_start_s=observed_pod_start_s(pods)
+    )
     if reader is None:
         observation = Observation(error="no Prometheus configured (--prometheus-url)")
     else:
@@ -118,46 +170,52 @@ def scaling_period(
         ready=int(status.get("readyReplicas") or 0),
         max_additional=None if capacity.resource is None else capacity.placeable_replicas,
     )
-    decision, state = decide(config, observation, replicas, state, now_s)
+    decision, memory.state = decide(config, observation, replicas, before, now_s)
     result = PeriodResult()
     record: dict[str, Any] = {
         "lastMetrics": observation.to_dict(),
         "desiredReplicas": decision.desired_replicas,
         "reason": decision.reason,
         "lastDecisionTime": now_rfc3339(),
-        "state": state.to_dict(),
+        "lastScaleTime": autoscaling.get("lastScaleTime"),
+        "state": memory.state.to_dict(),
     }
     if decision.desired_replicas != isvc.spec.replicas:
         result.replicas = decision.desired_replicas
         record["lastScaleTime"] = record["lastDecisionTime"]
         result.events.append(Event("Normal", "Scaled", decision.reason))
-    else:
-        record["lastScaleTime"] = autoscaling.get("lastScaleTime")
-    result.status_patch["autoscaling"] = record
-    result.status_patch.update(
-        _conditions_patch(body, _scaling_conditions(decision, observation), isvc.generation)
+    conditions = _conditions_patch(
+        body, _scaling_conditions(decision, observation), isvc.generation
     )
+    result.status_patch.update(conditions)
+    decided = (
+        result.replicas is not None
+        or decision.tier_changed
+        or bool(conditions)
+        or record["desiredReplicas"] != autoscaling.get("desiredReplicas")
+    )
+    moved = _figures(record) != _figures(autoscaling)
+    if decided or (moved and now_s - memory.last_written_s >= STATUS_REFRESH_S):
+        result.status_patch["autoscaling"] = record
+        memory.last_written_s = now_s
     tier_index = decision.tier_index if tiers_switchable(isvc) else None
     if decision.tier_changed:
-        names = isvc.spec.precision.tier_names()
-        before = names[(PolicyState.from_dict(autoscaling.get("state"))).active_tier]
-        result.events.append(
-            Event(
-                "Normal",
-                "TierSwitched",
-                f"tier {before} -> {names[tier_index]}: {decision.tier_reason}",
-            )
-        )
+        # tier_reason reads "tier fp32 -> fp16: p95 ... > ... target and ...".
+        result.events.append(Event("Normal", "TierSwitched", decision.tier_reason))
     return result, tier_index
 
 
-def desired_tier_index(body: dict[str, Any], isvc: InferenceService) -> int:
+def desired_tier_index(isvc: InferenceService, memory: LoopMemory, body: dict[str, Any]) -> int:
     """The tier to serve when no decision was made this tick: pinned, else the policy's."""
     precision = isvc.spec.precision
     if precision.pinned:
         return precision.index_of(precision.pinned)
-    state = ((body.get("status") or {}).get("autoscaling") or {}).get("state")
-    index = PolicyState.from_dict(state).active_tier
+    state = memory.state
+    if state is None:
+        state = PolicyState.from_dict(
+            ((body.get("status") or {}).get("autoscaling") or {}).get("state")
+        )
+    index = state.active_tier
     return index if 0 <= index < len(precision.tiers) else 0
 
 
@@ -200,22 +258,22 @@ def tier_period(
 
 
 def run_period(
-    body: dict[str, Any], kube: Kube, reader: MetricsReader | None, last_decision_s: float
-) -> tuple[PeriodResult, float]:
-    """One tick; returns what to write and the time of the last scaling decision."""
+    body: dict[str, Any], kube: Kube, reader: MetricsReader | None, memory: LoopMemory
+) -> PeriodResult:
+    """One tick: a scaling decision when a period has passed, tier convergence always."""
     if validate_object(body):
-        return PeriodResult(), last_decision_s
+        return PeriodResult()
     isvc = parse(body)
     result = PeriodResult()
     now_s = time.time()
     tier_index: int | None = None
-    if isvc.spec.scaling.enabled and now_s - last_decision_s >= isvc.spec.scaling.period_s:
-        result, tier_index = scaling_period(body, isvc, kube, reader, now_s)
-        last_decision_s = now_s
+    if isvc.spec.scaling.enabled and now_s - memory.last_decision_s >= isvc.spec.scaling.period_s:
+        result, tier_index = scaling_period(body, isvc, kube, reader, memory, now_s)
+        memory.last_decision_s = now_s
     if tiers_switchable(isvc):
         if isvc.spec.precision.pinned or tier_index is None:
-            tier_index = desired_tier_index(body, isvc)
+            tier_index = desired_tier_index(isvc, memory, body)
         # Conditions from both halves merge onto the same list.
         merged_body = {**body, "status": {**(body.get("status") or {}), **result.status_patch}}
         result.status_patch.update(tier_period(merged_body, isvc, kube, tier_index))
-    return result, last_decision_s
+    return result

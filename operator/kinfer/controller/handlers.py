@@ -94,18 +94,14 @@ async def inference_service_control_loop(
     stopped: kopf.DaemonStopped, name: str, namespace: str, **_: Any
 ) -> None:
     """Autoscaling and tier convergence of one InferenceService (see control_loop)."""
-    last_decision_s = 0.0
+    memory = control_loop.LoopMemory()
     while not stopped:
         body = await asyncio.to_thread(_kube().get, c.API_VERSION, c.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         try:
-            result, last_decision_s = await asyncio.to_thread(
-                control_loop.run_period,
-                body,
-                _kube(),
-                STATE.get("metrics_reader"),
-                last_decision_s,
+            result = await asyncio.to_thread(
+                control_loop.run_period, body, _kube(), STATE.get("metrics_reader"), memory
             )
             await asyncio.to_thread(_write_period, body, result)
         except Exception:
