@@ -113,3 +113,6 @@ def test_matches_ignores_server_added_fields_and_normalises_scalars():
     assert not matches(desired, live)
     assert not matches({"a": [1, 2]}, {"a": [1]})
     assert not matches({"a": True}, {"a": "1"})
+    # The API server drops empty lists: "env": [] is what it stored.
+    assert matches({"spec": {"env": [], "x": 1}}, {"spec": {"x": 1}})
+    assert not matches({"spec": {"env": [{"name": "A"}]}}, {"spec": {}})

@@ -361,7 +361,14 @@ def spec_schema() -> Schema:
                 "description": "Server-side dynamic batching.",
                 "default": {},
                 "properties": {
-                    "maxBatchSize": _int(0, 1024, default=c.DEFAULT_MAX_BATCH_SIZE),
+                    "maxBatchSize": _int(
+                        1,
+                        1024,
+                        default=c.DEFAULT_MAX_BATCH_SIZE,
+                        description="Largest batch (first dimension) the server runs: "
+                        "concurrent requests are merged up to it, a request above it is "
+                        "rejected. (0 is not offered: Triton reads it as unset.)",
+                    ),
                     "maxQueueDelayMicroseconds": _int(
                         0, 1_000_000, default=c.DEFAULT_MAX_QUEUE_DELAY_US
                     ),

@@ -115,9 +115,7 @@ def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
         for index, item in enumerate(items):
             name = item.get("name") if isinstance(item, dict) else None
             if name in seen:
-                errors.append(
-                    FieldError(f"{'.'.join(path)}[{index}]", name, "Duplicate value")
-                )
+                errors.append(FieldError(f"{'.'.join(path)}[{index}]", name, "Duplicate value"))
             seen.add(name)
     return errors
 

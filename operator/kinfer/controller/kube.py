@@ -40,8 +40,10 @@ def matches(desired: Any, live: Any) -> bool:
     (a limit of 1 comes back as "1").
     """
     if isinstance(desired, dict):
+        # The API server drops empty lists and maps: absent matches empty.
         return isinstance(live, dict) and all(
-            key in live and matches(value, live[key]) for key, value in desired.items()
+            matches(value, live[key]) if key in live else value in ([], {}, None)
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (

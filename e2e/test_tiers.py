@@ -1,0 +1,276 @@
+"""Precision tiers on the local cluster with real servers and real fp32/fp16/int8 models.
+
+Under a load spike with a cold start, the tier steps down, pods scale out and
+the tier returns to fp32, while a load generator running through every switch
+sees zero failed requests. A pinned tier never moves, and a new pod comes up
+on the active tier.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from e2e.harness import Cluster, Models, Operator, condition_of, wait_for
+from kinfer.runtime import testmodels
+from kinfer.runtime.loadgen import LoadGenerator
+from kinfer.runtime.switch import active_version
+
+# Big enough that compute, not HTTP, dominates a request, so the tiers differ in speed
+# the way they would on a GPU: on a CPU int8 is ~3x faster than fp32, fp16 no faster.
+HEAVY = testmodels.MLPShape(hidden=(1024, 1024, 1024))
+REQUEST_BATCH = 128
+COLD_START_S = 45
+TIERS = ("fp32", "fp16", "int8")
+
+
+@pytest.fixture(scope="module")
+def heavy_models(models: Models) -> dict[str, str]:
+    """The heavy MLP's tiers, served by the e2e model store: tier -> relative path."""
+    built = testmodels.build_tier_models(models.local_root / ".heavy-build", shape=HEAVY)
+    relative = {}
+    for tier, path in built.items():
+        target = models.local_root / "heavy" / tier / "model.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        relative[tier] = f"heavy/{tier}/model.onnx"
+    return relative
+
+
+def service_time_ms(path: Path) -> float:
+    """Median single-thread time of one request, as one model-server instance runs it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    batch = testmodels.sample_input(REQUEST_BATCH, HEAVY)
+    times = []
+    for _ in range(25):
+        started = time.perf_counter()
+        session.run(None, {testmodels.INPUT_NAME: batch})
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times[5:]))
+
+
+def tiered(
+    namespace: str, models: Models, heavy: dict[str, str], name: str, **precision: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "kinfer.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"kinfer.dev/simulated-cold-start-seconds": str(COLD_START_S)},
+        },
+        "spec": {
+            "runtime": "onnxruntime",
+            "model": {"name": "mlp"},
+            "precision": {
+                "tiers": [{"name": t, "storageUri": models.uri(heavy[t])} for t in TIERS],
+                "dwellSeconds": 10,
+                **precision,
+            },
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            # One request is one full batch: the server never merges two, so a pod's
+            # capacity is 1 / service time, as a GPU's would be.
+            "batching": {"maxBatchSize": REQUEST_BATCH, "maxQueueDelayMicroseconds": 0},
+            "replicas": 1,
+        },
+    }
+
+
+def request_payload() -> tuple[bytes, dict[str, str]]:
+    """One inference request with binary tensors (cheap to send at a high rate)."""
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput(testmodels.INPUT_NAME, [REQUEST_BATCH, 64], "FP32")
+    tensor.set_data_from_numpy(testmodels.sample_input(REQUEST_BATCH, HEAVY), binary_data=True)
+    output = httpclient.InferRequestedOutput(testmodels.OUTPUT_NAME, binary_data=True)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(
+        [tensor], outputs=[output]
+    )
+    headers = {"Content-Type": "application/octet-stream"}
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+    return body, headers
+
+
+def load_on(cluster: Cluster, namespace: str, name: str, rate_qps: float) -> LoadGenerator:
+    body, headers = request_payload()
+    return LoadGenerator(
+        lambda: [
+            f"http://{p['status']['podIP']}:8000" for p in cluster.ready_pods(namespace, name)
+        ],
+        "mlp",
+        body,
+        headers=headers,
+        rate_qps=rate_qps,
+        max_duration_s=900,
+        max_requests=int(rate_qps * 900),
+        timeout_s=60,
+    )
+
+
+def pod_versions(cluster: Cluster, namespace: str, name: str) -> dict[str, int | None]:
+    return {
+        pod["metadata"]["name"]: active_version(f"{pod['status']['podIP']}:8001", "mlp")
+        for pod in cluster.ready_pods(namespace, name)
+    }
+
+
+def tier_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    events = cluster.items(
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name},reason=TierSwitched",
+    )
+    return [event["message"] for event in sorted(events, key=lambda e: e["metadata"]["name"])]
+
+
+def active_tier(cluster: Cluster, namespace: str, name: str) -> str | None:
+    return cluster.get("kisvc", name, "-n", namespace).get("status", {}).get("activeTier")
+
+
+def require_local(cluster: Cluster) -> None:
+    if not cluster.is_local or not cluster.prometheus_url:
+        pytest.skip("needs the local cluster's pod IPs, cold-start emulation and Prometheus")
+
+
+def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
+    cluster: Cluster,
+    operator: Operator,
+    models: Models,
+    heavy_models: dict[str, str],
+    namespace: str,
+) -> None:
+    require_local(cluster)
+    fp32_ms = service_time_ms(models.local(heavy_models["fp32"]))
+    int8_ms = service_time_ms(models.local(heavy_models["int8"]))
+    assert int8_ms < fp32_ms, "int8 must be faster than fp32 on this CPU for this scenario"
+    # A spike of 1.2x what one fp32 pod can serve: its queue grows without bound, while
+    # int8 (about 3x faster) holds it, and so do four fp32 pods.
+    rate = 1.2 * 1000.0 / fp32_ms
+    slo_ms = 8 * fp32_ms
+    name = "spiky"
+    isvc = tiered(namespace, models, heavy_models, name)
+    isvc["spec"]["scaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "targetLatencyP95Ms": round(slo_ms, 1),
+        "targetQPSPerReplica": round(rate / 3.5, 1),
+        "periodSeconds": 5,
+        "metricsWindowSeconds": 15,
+        "scaleDownStabilizationSeconds": 600,
+    }
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name, timeout_s=COLD_START_S + 240)
+    wait_for("the first tier active", lambda: active_tier(cluster, namespace, name) == "fp32", 60)
+
+    with load_on(cluster, namespace, name, rate) as load:
+        wait_for(
+            "a step down from fp32 under the spike",
+            lambda: active_tier(cluster, namespace, name) in ("fp16", "int8"),
+            timeout_s=180,
+            interval_s=1,
+        )
+        stepped_down_at = time.monotonic()
+        assert int(cluster.get("kisvc", name, "-n", namespace)["spec"]["replicas"]) > 1, (
+            "the step down must come with a scale-out"
+        )
+        wait_for(
+            "the new pods Ready and the tier back at fp32",
+            lambda: (
+                active_tier(cluster, namespace, name) == "fp32"
+                and len(cluster.ready_pods(namespace, name)) > 1
+            ),
+            timeout_s=COLD_START_S + 300,
+            interval_s=2,
+        )
+        returned_after_s = time.monotonic() - stepped_down_at
+        versions = pod_versions(cluster, namespace, name)
+        assert set(versions.values()) == {1}, versions
+    result = load.result
+    events = tier_events(cluster, namespace, name)
+    assert any("fp32 ->" in e for e in events) and any("-> fp32" in e for e in events), events
+    assert result.ok > 100
+    assert result.failed == 0, f"{result.failed} failed requests, e.g. {result.errors[:3]}"
+    print(
+        f"fp32 {fp32_ms:.1f} ms, int8 {int8_ms:.1f} ms, load {rate:.0f} qps, SLO {slo_ms:.0f} ms;"
+        f" tier back at fp32 {returned_after_s:.0f} s after the step down; events: {events}"
+    )
+
+
+def test_pinned_tier_never_moves_under_a_spike(
+    cluster: Cluster,
+    operator: Operator,
+    models: Models,
+    heavy_models: dict[str, str],
+    namespace: str,
+) -> None:
+    require_local(cluster)
+    fp32_ms = service_time_ms(models.local(heavy_models["fp32"]))
+    name = "pinned"
+    isvc = tiered(namespace, models, heavy_models, name, pinned="fp32")
+    isvc["metadata"]["annotations"] = {}
+    isvc["spec"]["scaling"] = {
+        "maxReplicas": 2,
+        "targetLatencyP95Ms": round(4 * fp32_ms, 1),
+        "periodSeconds": 5,
+        "metricsWindowSeconds": 15,
+    }
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    with load_on(cluster, namespace, name, 1.3 * 1000.0 / fp32_ms):
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            assert active_tier(cluster, namespace, name) == "fp32"
+            assert set(pod_versions(cluster, namespace, name).values()) <= {1}
+            time.sleep(3)
+    autoscaling = cluster.get("kisvc", name, "-n", namespace)["status"].get("autoscaling") or {}
+    assert autoscaling.get("lastMetrics", {}).get("latencyP95Ms"), "the spike was never measured"
+    assert tier_events(cluster, namespace, name) == []
+
+
+def test_new_pod_comes_up_on_the_active_tier(
+    cluster: Cluster,
+    operator: Operator,
+    models: Models,
+    heavy_models: dict[str, str],
+    namespace: str,
+) -> None:
+    require_local(cluster)
+    name = "restarts"
+    isvc = tiered(namespace, models, heavy_models, name, pinned="int8")
+    isvc["metadata"]["annotations"] = {}
+    isvc["spec"]["replicas"] = 2
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+
+    def converged() -> bool:
+        obj = cluster.get("kisvc", name, "-n", namespace)
+        versions = pod_versions(cluster, namespace, name)
+        return (
+            (condition_of(obj, "TierConverged") or {}).get("status") == "True"
+            and obj["status"].get("activeTier") == "int8"
+            and len(versions) == 2
+            and set(versions.values()) == {3}
+        )
+
+    # The pods start on the config's first version; the operator brings them to int8.
+    wait_for("both pods on int8 (version 3)", converged, timeout_s=120, interval_s=1)
+    victim = cluster.ready_pods(namespace, name)[0]["metadata"]["name"]
+    cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    wait_for(
+        "the replacement pod Ready and on int8",
+        lambda: victim not in pod_versions(cluster, namespace, name) and converged(),
+        timeout_s=180,
+        interval_s=1,
+    )
