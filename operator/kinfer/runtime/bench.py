@@ -75,6 +75,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="comma-separated subset of raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
     )
     parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra kinfer-ort-server flag, repeatable (e.g. --server-arg=--event-loop=asyncio)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="sweeps over all cells; medians reported (default 3)"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of the table"
     )
     parser.set_defaults(handler=run)
@@ -104,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not 1 <= args.repeat <= 20:
+        print(f"kinfer bench runtime: --repeat={args.repeat} must be in 1..20", file=sys.stderr)
+        return 2
     if args.duration_s <= 0 or args.duration_s > 120:
         print(
             f"kinfer bench runtime: --duration-s={args.duration_s} must be in (0, 120]",
@@ -117,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         args.warmup_s,
         args.max_requests,
         progress=not args.json,
+        repeat=args.repeat,
+        server_args=tuple(args.server_arg),
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -137,8 +152,12 @@ def benchmark(
     warmup_s: float,
     max_requests: int,
     progress: bool = True,
+    repeat: int = 3,
+    server_args: tuple[str, ...] = (),
 ) -> dict:
-    """Run every target at every concurrency; returns {"machine", "model", "cells": [...]}."""
+    """Every target at every concurrency, `repeat` sweeps: {"machine", "model", "cells", ...}.
+
+    Each cell holds the medians over the sweeps (requests and failures summed)."""
     from kinfer.runtime.local_triton import available as triton_available
     from kinfer.runtime.local_triton import start_local_triton
     from kinfer.runtime.ort_server import start_ort_server
@@ -146,62 +165,80 @@ def benchmark(
     from kinfer.runtime.testmodels import MLPShape, build_tier_models, sample_input
 
     logging.getLogger().setLevel(logging.ERROR)
-    cells: list[Cell] = []
+    rounds: list[list[Cell]] = []
     with tempfile.TemporaryDirectory(prefix="kinfer-bench-") as tmp:
         work = Path(tmp)
         models = build_tier_models(work / "models", tiers=("fp32",))
         batch = sample_input(1)
-        if "raw" in targets:
-            for concurrency in concurrencies:
-                _log(progress, f"raw onnxruntime, concurrency {concurrency} ...")
-                cells.append(
-                    _bench_raw(
-                        models["fp32"], batch, concurrency, duration_s, warmup_s, max_requests
-                    )
-                )
         servers = []
-        if any(t.startswith("kinfer") for t in targets):
-            repo = work / "ort-repo"
-            write_model_repository(repo, MODEL, models)
-            _log(progress, "starting kinfer-ort-server ...")
-            servers.append(
-                ("kinfer", start_ort_server(repo, load_models=[MODEL], work_dir=work / "ort"))
-            )
-        if any(t.startswith("triton") for t in targets):
-            if triton_available():
-                repo = work / "triton-repo"
-                write_model_repository(repo, MODEL, models, flavour="python")
-                _log(progress, "starting the local Triton ...")
-                servers.append(
-                    (
-                        "triton",
-                        start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton"),
-                    )
-                )
-            else:
-                _log(progress, "the local Triton is not installed (nvidia-pytriton): skipping it")
         try:
-            for name, handle in servers:
-                for protocol in ("http", "grpc"):
-                    target = f"{name}-{protocol}"
-                    if target not in targets:
-                        continue
+            if any(t.startswith("kinfer") for t in targets):
+                repo = work / "ort-repo"
+                write_model_repository(repo, MODEL, models)
+                _log(progress, "starting kinfer-ort-server ...")
+                handle = start_ort_server(
+                    repo, load_models=[MODEL], work_dir=work / "ort", extra_args=server_args
+                )
+                servers.append(("kinfer", handle))
+            if any(t.startswith("triton") for t in targets):
+                if triton_available():
+                    repo = work / "triton-repo"
+                    write_model_repository(repo, MODEL, models, flavour="python")
+                    _log(progress, "starting the local Triton ...")
+                    handle = start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton")
+                    servers.append(("triton", handle))
+                else:
+                    _log(
+                        progress, "the local Triton is not installed (nvidia-pytriton): skipping it"
+                    )
+            # Whole sweeps, repeated: a load change on a shared machine then hits every
+            # target alike instead of whichever ran at that moment; medians are reported.
+            for round_index in range(repeat):
+                cells: list[Cell] = []
+                if "raw" in targets:
                     for concurrency in concurrencies:
-                        _log(progress, f"{target}, concurrency {concurrency} ...")
-                        cell = _bench_server(
-                            target,
-                            handle,
-                            protocol,
-                            batch,
-                            concurrency,
-                            duration_s,
-                            warmup_s,
-                            max_requests,
+                        _log(
+                            progress,
+                            f"[{round_index + 1}/{repeat}] raw onnxruntime, concurrency "
+                            f"{concurrency}",
                         )
-                        cells.append(cell)
+                        cells.append(
+                            _bench_raw(
+                                models["fp32"],
+                                batch,
+                                concurrency,
+                                duration_s,
+                                warmup_s,
+                                max_requests,
+                            )
+                        )
+                for name, handle in servers:
+                    for protocol in ("http", "grpc"):
+                        target = f"{name}-{protocol}"
+                        if target not in targets:
+                            continue
+                        for concurrency in concurrencies:
+                            _log(
+                                progress,
+                                f"[{round_index + 1}/{repeat}] {target}, concurrency {concurrency}",
+                            )
+                            cells.append(
+                                _bench_server(
+                                    target,
+                                    handle,
+                                    protocol,
+                                    batch,
+                                    concurrency,
+                                    duration_s,
+                                    warmup_s,
+                                    max_requests,
+                                )
+                            )
+                rounds.append(cells)
         finally:
             for _, handle in servers:
                 handle.stop()
+    cells = _median_cells(rounds)
     _add_ratios(cells)
     return {
         "machine": {
@@ -212,6 +249,8 @@ def benchmark(
         },
         "model": {"name": "kinfer test MLP fp32", "shape": asdict(MLPShape()), "batch": 1},
         "duration_s": duration_s,
+        "repeat": repeat,
+        "server_args": list(server_args),
         "cells": [asdict(cell) for cell in cells],
     }
 
@@ -349,6 +388,27 @@ async def _load(
     cell = _summarise(target, concurrency, latencies, failures, elapsed)
     cell.noop_p50_ms = noop_p50_ms
     return cell
+
+
+def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
+    merged = []
+    for cells in zip(*rounds, strict=True):
+        first = cells[0]
+        noop = [c.noop_p50_ms for c in cells if c.noop_p50_ms is not None]
+        merged.append(
+            Cell(
+                target=first.target,
+                concurrency=first.concurrency,
+                requests=sum(c.requests for c in cells),
+                failures=sum(c.failures for c in cells),
+                duration_s=sum(c.duration_s for c in cells),
+                p50_ms=float(np.median([c.p50_ms for c in cells])),
+                p99_ms=float(np.median([c.p99_ms for c in cells])),
+                throughput_rps=float(np.median([c.throughput_rps for c in cells])),
+                noop_p50_ms=float(np.median(noop)) if noop else None,
+            )
+        )
+    return merged
 
 
 def _add_ratios(cells: list[Cell]) -> None:
