@@ -47,6 +47,10 @@ class Cell:
     # p50 of a no-op call (ServerLive) through the same client and server at concurrency 1:
     # the floor of the transport, so p50 - noop_p50 is what the inference path costs.
     noop_p50_ms: float | None = None
+    # Mean server-side latency from the server's own metrics (kinfer: its request-duration
+    # histogram; Triton: nv_inference_request_duration_us / nv_inference_request_success),
+    # warm-up included: what the server spends, without the client and the network stack.
+    server_mean_ms: float | None = None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -358,6 +362,7 @@ async def _load(
             await client.is_server_live()
             noop.append(time.perf_counter() - start)
         noop_p50_ms = float(np.percentile(noop[NOOP_CALLS // 5 :], 50) * 1000.0)
+    before = _server_totals(handle)
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
     stop_at = measure_from + duration_s
@@ -387,7 +392,33 @@ async def _load(
     elapsed = min(duration_s, time.perf_counter() - measure_from)
     cell = _summarise(target, concurrency, latencies, failures, elapsed)
     cell.noop_p50_ms = noop_p50_ms
+    after = _server_totals(handle)
+    if before is not None and after is not None and after[1] > before[1]:
+        cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
     return cell
+
+
+def _server_totals(handle) -> tuple[float, float] | None:
+    """(seconds, requests) the server reports so far over all models: its latency sum and count."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(handle.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    sums = {"seconds": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name == "kinfer_inference_request_duration_seconds_sum":
+            sums["seconds"] += float(line.rsplit(" ", 1)[1])
+        elif name == "kinfer_inference_request_duration_seconds_count":
+            sums["count"] += float(line.rsplit(" ", 1)[1])
+        elif name == "nv_inference_request_duration_us":
+            sums["seconds"] += float(line.rsplit(" ", 1)[1]) / 1e6
+        elif name == "nv_inference_request_success":
+            sums["count"] += float(line.rsplit(" ", 1)[1])
+    return sums["seconds"], sums["count"]
 
 
 def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
@@ -395,6 +426,7 @@ def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
     for cells in zip(*rounds, strict=True):
         first = cells[0]
         noop = [c.noop_p50_ms for c in cells if c.noop_p50_ms is not None]
+        server = [c.server_mean_ms for c in cells if c.server_mean_ms is not None]
         merged.append(
             Cell(
                 target=first.target,
@@ -406,6 +438,7 @@ def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
                 p99_ms=float(np.median([c.p99_ms for c in cells])),
                 throughput_rps=float(np.median([c.throughput_rps for c in cells])),
                 noop_p50_ms=float(np.median(noop)) if noop else None,
+                server_mean_ms=float(np.median(server)) if server else None,
             )
         )
     return merged
@@ -442,7 +475,8 @@ def format_table(report: dict) -> str:
         f"{machine['onnxruntime']}",
         f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'req/s':>9} "
-        f"{'p50+raw ms':>10} {'noop p50':>8} {'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
+        f"{'p50+raw ms':>10} {'noop p50':>8} {'srv mean':>8} "
+        f"{'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
     ]
     for cell in report["cells"]:
         lines.append(
@@ -451,6 +485,7 @@ def format_table(report: dict) -> str:
             f"{cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f} {cell['throughput_rps']:>9.0f} "
             f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} "
             f"{fmt(cell.get('noop_p50_ms'), '{:.3f}'):>8} "
+            f"{fmt(cell.get('server_mean_ms'), '{:.3f}'):>8} "
             f"{fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
             f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} "
             f"{fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
