@@ -1,0 +1,186 @@
+"""kubectl scale, deletion through the real garbage collector, pod restarts and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import (
+    ISVC_LABEL,
+    Cluster,
+    Models,
+    Operator,
+    infer_both_protocols,
+    load_sample,
+    pod_endpoint,
+    wait_for,
+)
+from kinfer.runtime import testmodels
+
+CHILD_KINDS = ("deployments", "replicasets", "services", "configmaps", "pods")
+
+
+def _children(cluster: Cluster, namespace: str, name: str) -> list[dict]:
+    return cluster.items(",".join(CHILD_KINDS), "-n", namespace, "-l", f"{ISVC_LABEL}={name}")
+
+
+def _status(cluster: Cluster, namespace: str, name: str) -> dict:
+    return cluster.get("kisvc", name, "-n", namespace).get("status") or {}
+
+
+def test_kubectl_scale_is_honoured(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+
+    cluster.kubectl("scale", f"kisvc/{name}", "-n", namespace, "--replicas=3")
+    wait_for(
+        "3 ready replicas after kubectl scale --replicas=3",
+        lambda: (
+            _status(cluster, namespace, name).get("readyReplicas") == 3
+            and len(cluster.ready_pods(namespace, name)) == 3
+        ),
+        300,
+    )
+    deployment = cluster.get("deployment", name, "-n", namespace)
+    assert deployment["spec"]["replicas"] == 3
+
+    cluster.kubectl("scale", f"kisvc/{name}", "-n", namespace, "--replicas=1")
+    wait_for(
+        "1 pod after kubectl scale --replicas=1",
+        lambda: (
+            len(cluster.pods(namespace, name)) == 1
+            and _status(cluster, namespace, name).get("readyReplicas") == 1
+        ),
+        300,
+    )
+
+
+def test_delete_removes_every_child_through_the_garbage_collector(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    isvc = load_sample("triton-gpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    uid = cluster.get("kisvc", name, "-n", namespace)["metadata"]["uid"]
+    children = _children(cluster, namespace, name)
+    kinds = {c["kind"] for c in children}
+    assert {"Deployment", "Service", "ConfigMap", "ReplicaSet", "Pod"} <= kinds
+    for child in children:
+        if child["kind"] in ("Deployment", "Service", "ConfigMap"):
+            owners = child["metadata"].get("ownerReferences") or []
+            assert [o["uid"] for o in owners if o.get("controller")] == [uid], child["metadata"]
+
+    cluster.kubectl("delete", "kisvc", name, "-n", namespace, "--wait=true", "--timeout=120s")
+    wait_for(
+        f"every child of {name} gone",
+        lambda: not _children(cluster, namespace, name),
+        240,
+    )
+
+
+def _server_record(cluster: Cluster, pod: dict) -> dict:
+    """The pod runner's record of a pod's server process (local cluster only)."""
+    state_dir = cluster.kubeconfig.parent
+    meta = pod["metadata"]
+    work = state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+    return json.loads((work / "server.json").read_text())
+
+
+def _accepts(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((address, port)) == 0
+
+
+def test_a_dead_server_is_restarted_and_the_restart_is_visible(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    if not (cluster.kubeconfig.parent / "cluster.json").exists():
+        pytest.skip("needs kinfer's local cluster (its pod runner)")
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    (pod,) = cluster.ready_pods(namespace, name)
+    record = _server_record(cluster, pod)
+    # The server is this suite's own process (started by the runner of the
+    # cluster it brought up): kill it by its recorded PID, as a crash would.
+    os.killpg(record["pid"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        current = cluster.get("pod", pod["metadata"]["name"], "-n", namespace)
+        statuses = current["status"].get("containerStatuses") or []
+        return bool(statuses) and statuses[0]["restartCount"] >= 1 and statuses[0]["ready"]
+
+    wait_for("restartCount >= 1 and Ready again", restarted, 180)
+    cluster.wait_ready(namespace, name)
+
+
+def test_a_deleted_pods_server_stops(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    (pod,) = cluster.ready_pods(namespace, name)
+    ip = pod["status"]["podIP"]
+    if not ip.startswith("127."):
+        pytest.skip("the pod's server is not a local process on this cluster")
+    assert _accepts(ip, 8000)
+    cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=false")
+    wait_for(f"nothing listening on {ip}:8000", lambda: not _accepts(ip, 8000), 120)
+    # The Deployment replaces it and the replacement serves.
+    cluster.wait_ready(namespace, name)
+    wait_for("a new ready pod", lambda: cluster.ready_pods(namespace, name), 180)
+
+
+def _query(prometheus_url: str, promql: str) -> list[dict]:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return list(json.loads(response.read())["data"]["result"])
+
+
+@pytest.mark.parametrize("sample", ["onnxruntime-cpu.yaml", "triton-gpu.yaml"])
+def test_prometheus_scrapes_pods_with_namespace_and_inferenceservice_labels(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str, sample: str
+) -> None:
+    if not cluster.prometheus_url:
+        pytest.skip("no Prometheus URL for this cluster (KINFER_PROMETHEUS_URL)")
+    isvc = load_sample(sample, namespace, models)
+    name = isvc["metadata"]["name"]
+    runtime = isvc["spec"]["runtime"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    (pod,) = cluster.ready_pods(namespace, name)
+    batch = testmodels.sample_input(batch=1)
+    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
+        for _ in range(5):
+            infer_both_protocols(http_url, grpc_url, isvc["spec"]["model"]["name"], batch)
+    metric = {
+        "onnxruntime": "kinfer_inference_requests_total",
+        "triton": "nv_inference_request_success",
+    }[runtime]
+    selector = f'{metric}{{namespace="{namespace}",inferenceservice="{name}"}}'
+
+    def series() -> list[dict]:
+        found = _query(cluster.prometheus_url or "", selector)
+        return [s for s in found if float(s["value"][1]) >= 10]
+
+    found = wait_for(f"{selector} >= 10 in Prometheus", series, 120, interval_s=1)
+    labels = found[0]["metric"]
+    assert labels["pod"] == pod["metadata"]["name"]
+    assert labels["runtime"] == runtime
+    assert Path(labels["instance"].split(":")[0]).name.startswith("127.") or not cluster.is_local
