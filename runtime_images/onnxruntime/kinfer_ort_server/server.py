@@ -142,8 +142,21 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
     await stop.wait()
     core.ready = False
     log.info("stopping: waiting up to %s s for in-flight requests", options.exit_timeout_s)
+    for listener in listeners:
+        listener.close()  # no new connections; open ones finish their requests below
     if grpc_server is not None:
         await grpc_server.stop(options.exit_timeout_s)
-    for listener in listeners:
-        listener.close()
+    await _drain(repository, options.exit_timeout_s)
     return exit_code
+
+
+async def _drain(repository: Repository, timeout_s: float) -> None:
+    """Wait (bounded) until no HTTP request is in flight on any loaded version."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline and any(
+        version.metrics.inflight
+        for model in repository.models.values()
+        for version in model.versions.values()
+    ):
+        await asyncio.sleep(0.01)

@@ -1,0 +1,89 @@
+"""kinfer-ort-server start-up and shutdown, and the runtime benchmark's pure parts."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kinfer.runtime import bench
+from kinfer.runtime.ort_server import start_ort_server
+from kinfer.runtime.repository import write_model_repository
+
+pytestmark = pytest.mark.slow
+
+
+def test_sigterm_stops_the_server_cleanly(tier_models, tmp_path):
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "m", {"fp32": tier_models["fp32"]})
+    handle = start_ort_server(repo, load_models=["m"], work_dir=tmp_path / "work")
+    assert handle.stop() == 0
+    assert "stopping" in handle.log_tail()
+
+
+def test_a_startup_model_that_fails_to_load_stops_the_server(tmp_path):
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(RuntimeError, match="exited with code 1") as caught:
+        start_ort_server(tmp_path / "repo", load_models=["missing"], work_dir=tmp_path / "work")
+    assert "failed to load 'missing'" in str(caught.value)
+
+
+def _cell(target: str, concurrency: int, p50_ms: float, rps: float) -> bench.Cell:
+    return bench.Cell(target, concurrency, 100, 0, 1.0, p50_ms, p50_ms * 2, rps)
+
+
+def test_ratios_compare_with_raw_and_with_triton_on_the_same_protocol():
+    cells = [
+        _cell("raw", 1, 0.01, 50_000),
+        _cell("kinfer-http", 1, 0.41, 2_000),
+        _cell("kinfer-grpc", 1, 0.81, 1_000),
+        _cell("triton-http", 1, 1.01, 500),
+        _cell("triton-grpc", 1, 1.61, 800),
+    ]
+    bench._add_ratios(cells)
+    by_target = {cell.target: cell for cell in cells}
+    assert by_target["kinfer-http"].p50_added_ms == pytest.approx(0.40)
+    assert by_target["kinfer-http"].throughput_vs_triton == pytest.approx(4.0)
+    assert by_target["kinfer-grpc"].throughput_vs_triton == pytest.approx(1.25)
+    assert by_target["triton-http"].throughput_vs_triton is None
+    assert by_target["raw"].p50_added_ms is None
+    table = bench.format_table(
+        {
+            "machine": {"cpu": "cpu", "cores": 2, "onnxruntime": "1"},
+            "model": {"name": "m", "shape": {}},
+            "cells": [vars(cell) for cell in cells],
+        }
+    )
+    assert "kinfer-http" in table and "4.00" in table
+
+
+def test_repeated_sweeps_report_medians_and_sum_counts():
+    rounds = [[_cell("raw", 1, p50, rps)] for p50, rps in ((1.0, 10.0), (3.0, 30.0), (2.0, 20.0))]
+    (merged,) = bench._median_cells(rounds)
+    assert (merged.p50_ms, merged.throughput_rps, merged.requests) == (2.0, 20.0, 300)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("concurrency", "0"),
+        ("concurrency", "a"),
+        ("targets", "raw,gpu"),
+        ("repeat", 0),
+        ("duration_s", 0),
+    ],
+)
+def test_bad_bench_options_exit_2(option, value, capsys):
+    args = argparse.Namespace(
+        concurrency="1",
+        targets="raw",
+        repeat=1,
+        duration_s=1.0,
+        warmup_s=0.0,
+        max_requests=10,
+        json=False,
+        server_arg=[],
+    )
+    setattr(args, option, value)
+    assert bench.run(args) == 2
+    assert option.split("_")[0] in capsys.readouterr().err
