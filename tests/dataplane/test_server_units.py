@@ -236,3 +236,13 @@ def test_concurrent_loads_of_one_model_are_serialised(ort_server):
     finally:
         client.close()
     select_version(ort_server.grpc_url, SWITCH_MODEL, 1, timeout_s=60)
+
+
+def test_a_long_pipeline_is_answered_in_full(ort_server):
+    # More requests than the server queues before it pauses reading (64): all are answered.
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((ort_server.host, ort_server.http_port), timeout=60) as sock:
+        sock.sendall(live * 199 + last)
+        received = _read_all(sock)
+    assert received.count(b"HTTP/1.1 200 OK") == 200

@@ -19,6 +19,8 @@ import httptools
 
 log = logging.getLogger("kinfer_ort_server.http")
 
+# Requests queued on one connection before reading pauses (HTTP/1.1 pipelining).
+MAX_PIPELINED = 64
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -72,6 +74,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._queue: deque[tuple[HttpRequest, bool, bool]] = deque()
         self._running = False
+        self._paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -141,6 +144,10 @@ class HttpProtocol(asyncio.Protocol):
         body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         request = HttpRequest(self._parser.get_method().decode(), path, self._headers, body)
         self._queue.append((request, self._parser.should_keep_alive(), self._oversize))
+        if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
+            # A client pipelining faster than we answer: stop reading until we catch up.
+            self._paused = True
+            self._transport.pause_reading()
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._serve_queue())
@@ -150,6 +157,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self._queue and self._transport is not None:
                 request, keep_alive, oversize = self._queue.popleft()
+                if self._paused and len(self._queue) <= MAX_PIPELINED // 2:
+                    self._paused = False
+                    self._transport.resume_reading()
                 if oversize:
                     response = self._too_large(request)
                     keep_alive = False  # the rest of that body was not read: start clean
