@@ -6,7 +6,6 @@ change a model's state (switch, load, unload) each own a model name of their own
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -33,8 +32,6 @@ SERVERS = ("kinfer", "triton")
 
 @pytest.fixture(scope="session")
 def tier_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    # onnxruntime's quantizer logs a pre-processing hint on the root logger; it is noise here.
-    logging.getLogger().setLevel(logging.ERROR)
     return build_tier_models(tmp_path_factory.mktemp("models"))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import platform
 import sys
@@ -168,7 +167,6 @@ def benchmark(
     from kinfer.runtime.repository import write_model_repository
     from kinfer.runtime.testmodels import MLPShape, build_tier_models, sample_input
 
-    logging.getLogger().setLevel(logging.ERROR)
     rounds: list[list[Cell]] = []
     with tempfile.TemporaryDirectory(prefix="kinfer-bench-") as tmp:
         work = Path(tmp)
