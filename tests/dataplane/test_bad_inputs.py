@@ -124,6 +124,19 @@ HTTP_CASES = [
         ["not an integer"],
     ),
     (
+        "classification",
+        INFER,
+        json.dumps(
+            {
+                "inputs": json.loads(_json_request([1, 64]))["inputs"],
+                "outputs": [{"name": "output", "parameters": {"classification": 3}}],
+            }
+        ).encode(),
+        None,
+        400,
+        ["'classification' is not supported"],
+    ),
+    (
         "oversize-body",
         INFER,
         _json_request([1, 64]) + b" " * MAX_REQUEST_BYTES,

@@ -13,6 +13,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
 from kinfer_ort_server.errors import BadRequest, PayloadTooLarge, ServerError
+from kinfer_ort_server.http_api import UNSUPPORTED_PARAMETERS
 
 log = logging.getLogger("kinfer_ort_server.grpc")
 
@@ -31,6 +32,13 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+
+
+def _refuse_unsupported(what: str, parameters) -> None:
+    # Extensions this server does not implement must fail loudly, not be ignored.
+    for key in UNSUPPORTED_PARAMETERS:
+        if key in parameters:
+            raise BadRequest(f"{what}: parameter '{key}' is not supported by this server")
 
 
 def _fail(context: grpc.aio.ServicerContext, error: ServerError) -> None:
@@ -162,6 +170,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         inputs: dict[str, np.ndarray] = {}
         for index, tensor in enumerate(request.inputs):
             name = tensor.name
+            _refuse_unsupported(f"input '{name}'", tensor.parameters)
             if name in inputs:
                 raise BadRequest(f"input '{name}' appears twice")
             dtype = PROTOCOL_TO_NUMPY.get(tensor.datatype)
@@ -195,6 +204,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 array = np.array(values, dtype=dtype).reshape(shape)
             inputs[name] = array
         model = version.model
+        for output in request.outputs:
+            _refuse_unsupported(f"output '{output.name}'", output.parameters)
         requested = [output.name for output in request.outputs] or model.output_names
         for name in requested:
             model.output_info(name)

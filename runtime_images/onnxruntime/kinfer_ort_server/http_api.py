@@ -21,6 +21,8 @@ _HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _OK = HttpResponse(200)
+# Triton extensions kinfer-ort-server does not serve (classification, shared memory).
+UNSUPPORTED_PARAMETERS = ("classification", "shared_memory_region")
 
 
 def _json(payload: object, status: int = 200) -> HttpResponse:
@@ -196,11 +198,19 @@ class HttpApi:
                     raise BadRequest("each of 'outputs' must be an object with a string 'name'")
                 model.output_info(entry["name"])
                 parameters = entry.get("parameters") or {}
+                _refuse_unsupported(f"output '{entry['name']}'", parameters)
                 chosen.append((entry["name"], bool(parameters.get("binary_data", binary_default))))
         else:
             chosen = [(name, binary_default) for name in model.output_names]
         outputs = await version.infer(inputs)
         return _encode_response(header, version, outputs, chosen)
+
+
+def _refuse_unsupported(what: str, parameters: dict) -> None:
+    # Extensions this server does not implement must fail loudly, not be ignored.
+    for key in UNSUPPORTED_PARAMETERS:
+        if key in parameters:
+            raise BadRequest(f"{what}: parameter '{key}' is not supported by this server")
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
@@ -256,6 +266,8 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
         for dim in shape:
             count *= dim
         parameters = entry.get("parameters") or {}
+        if isinstance(parameters, dict):
+            _refuse_unsupported(f"input '{name}'", parameters)
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
