@@ -87,3 +87,30 @@ def test_bad_bench_options_exit_2(option, value, capsys):
     setattr(args, option, value)
     assert bench.run(args) == 2
     assert option.split("_")[0] in capsys.readouterr().err
+
+
+def test_exit_on_error_false_serves_the_other_models_and_strict_readiness_says_not_ready(
+    tier_models, tmp_path
+):
+    import urllib.error
+    import urllib.request
+
+    repo = tmp_path / "repo"
+    write_model_repository(repo, "good", {"fp32": tier_models["fp32"]})
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    handle = start_ort_server(
+        repo,
+        load_models=["good"],
+        work_dir=tmp_path / "work",
+        extra_args=["--load-model=broken", "--exit-on-error=false", "--strict-readiness=false"],
+    )
+    try:
+        url = f"http://{handle.http_url}/v2/models/good/ready"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://{handle.http_url}/v2/models/broken/ready", timeout=10)
+        assert "failed to load 'broken' version 1" in handle.log_tail()
+    finally:
+        assert handle.stop() == 0

@@ -68,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-grpc", type=_bool, default=True)
     parser.add_argument("--allow-metrics", type=_bool, default=True)
     parser.add_argument(
+        "--exit-on-error",
+        type=_bool,
+        default=True,
+        help="exit when a start-up model fails to load (false: serve the others)",
+    )
+    parser.add_argument(
+        "--strict-readiness",
+        type=_bool,
+        default=True,
+        help="not ready while a start-up model failed to load (false: ready anyway)",
+    )
+    parser.add_argument(
         "--exit-timeout-secs",
         type=float,
         default=30.0,
@@ -187,6 +199,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         allow_metrics=args.allow_metrics,
         max_request_bytes=args.max_request_bytes,
         exit_timeout_s=args.exit_timeout_secs,
+        exit_on_error=args.exit_on_error,
+        strict_readiness=args.strict_readiness,
         runtime=runtime,
     )
 

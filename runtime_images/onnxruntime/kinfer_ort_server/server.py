@@ -39,6 +39,8 @@ class ServerOptions:
     allow_metrics: bool = True
     max_request_bytes: int = 64 * 1024 * 1024
     exit_timeout_s: float = 30.0
+    exit_on_error: bool = True
+    strict_readiness: bool = True
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
@@ -126,18 +128,22 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
     to_load = list(options.load_models)
     if options.model_control_mode == "none" or "*" in to_load:
         to_load = repository.names_on_disk()
+    failed = []
     for name in to_load:
         try:
             await repository.load(name)
         except ServerError as error:
-            # Triton exits when a startup model fails to load (--exit-on-error default): so do we.
             log.error("%s", error.message)
-            exit_code = 1
-            stop.set()
-            break
-    else:
-        core.ready = True
-        log.info("ready: models %s", sorted(repository.models))
+            failed.append(name)
+            if options.exit_on_error:
+                # Triton's --exit-on-error (default true): a start-up model that fails stops it.
+                exit_code = 1
+                stop.set()
+                break
+    if not exit_code:
+        # Strict readiness (Triton's default): not ready while a start-up model failed.
+        core.ready = not (failed and options.strict_readiness)
+        log.info("ready=%s: models %s, failed %s", core.ready, sorted(repository.models), failed)
 
     await stop.wait()
     core.ready = False
