@@ -137,3 +137,22 @@ def _config_json(server, model: str) -> str:
         return json.dumps(client.get_model_config(model, as_json=True)["config"])
     finally:
         client.close()
+
+
+def test_a_kind_gpu_model_is_served_on_cpu_where_there_is_no_gpu(ort_server, tier_models):
+    # The operator renders KIND_GPU for GPU pods; the local cluster runs them on CPU hosts.
+    client = grpcclient.InferenceServerClient(ort_server.grpc_url)
+    try:
+        config = client.get_model_config(READ_ONLY_MODEL, as_json=True)["config"]
+        config["name"] = LOAD_MODEL
+        config["instance_group"] = [{"count": 1, "kind": "KIND_GPU"}]
+        client.load_model(LOAD_MODEL, config=json.dumps(config))
+        batch = sample_input(2)
+        output, _ = infer(ort_server, LOAD_MODEL, batch, "grpc")
+        np.testing.assert_allclose(
+            output, run_reference(tier_models["fp32"], batch), rtol=1e-5, atol=1e-6
+        )
+        assert "asks for KIND_GPU instances; no CUDA provider here" in ort_server.log_tail(20000)
+    finally:
+        client.unload_model(LOAD_MODEL)
+        client.close()

@@ -173,10 +173,11 @@ class Repository:
             config, available_versions(model_dir, config.default_model_filename)
         )
         sessions = {}
+        providers = self._providers_for(config)
         for version in versions:
             path = model_dir / str(version) / config.default_model_filename
             try:
-                sessions[version] = (path, self._session(path))
+                sessions[version] = (path, self._session(path, providers))
             except Exception as error:  # onnxruntime raises its own exception types for a bad file
                 raise LoadFailed(
                     f"failed to load '{name}' version {version} from {path}: {error}"
@@ -213,7 +214,28 @@ class Repository:
                 )
         return probe, sessions
 
-    def _session(self, path: Path) -> ort.InferenceSession:
+    def _providers_for(self, config) -> list[str]:
+        """The flags' providers; a KIND_GPU instance group puts CUDA first when this build has it.
+
+        Like Triton's onnxruntime backend, a GPU instance runs on the GPU; unlike Triton, a
+        machine without one serves on the CPU with a warning instead of failing the load
+        (the local cluster runs GPU pods' servers on CPU-only hosts)."""
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        wants_gpu = any(
+            group.kind == mc.ModelInstanceGroup.KIND_GPU for group in config.instance_group
+        )
+        if not wants_gpu or "CUDAExecutionProvider" in self._providers:
+            return self._providers
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", *self._providers]
+        log.warning(
+            "model %s asks for KIND_GPU instances; no CUDA provider here: serving on CPU",
+            config.name,
+        )
+        return self._providers
+
+    def _session(self, path: Path, providers: list[str]) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.options.intra_op_threads
         options.inter_op_num_threads = self.options.inter_op_threads
@@ -223,7 +245,7 @@ class Repository:
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.options.graph_optimization]
-        return ort.InferenceSession(str(path), options, providers=self._providers)
+        return ort.InferenceSession(str(path), options, providers=providers)
 
     def _serve_version(self, model: LoadedModel, version: int, path: Path, session) -> ModelVersion:
         tier = model.tier_of(version)
