@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install test unit e2e lint fmt crds demo cluster-up cluster-down bench bench-runtime bench-autoscale
+.PHONY: help install test unit e2e lint fmt crds demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,18 +35,35 @@ crds: install  ## regenerate crds/ (and its copy in manifests/crd/) from the API
 unit: install  ## unit + data-plane tests (no cluster)
 	$(BIN)/pytest tests
 
-e2e: install  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
+e2e: install cluster-deps  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
 	$(BIN)/pytest e2e
 
 test: install  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
 	$(MAKE) lint
 	$(BIN)/pytest tests e2e
 
-demo: install  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
+demo: install cluster-deps  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
 	$(BIN)/kinfer cluster demo
 
-cluster-up: install  ## start the local cluster (builds it the first time)
+# Debian's prometheus and rclone for the local cluster; Go builds the rest. The
+# packaged Prometheus service is never used: stop it where systemd started it.
+cluster-deps:  ## apt packages the local cluster needs (prometheus, rclone)
+	@missing=""; for tool in prometheus rclone; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then $$sudo systemctl disable --now prometheus; fi; \
+	fi
+	@command -v go >/dev/null || { echo "the local cluster builds its binaries with Go >= 1.26: install Go"; exit 1; }
+
+cluster-build: install  ## build the local cluster's binaries into ~/.cache/kinfer (once)
+	$(BIN)/kinfer cluster build
+
+cluster-up: install cluster-deps  ## start the local cluster (builds it the first time)
 	$(BIN)/kinfer cluster up
+
+cluster-status: install  ## what the local cluster runs
+	$(BIN)/kinfer cluster status
 
 cluster-down: install  ## stop the local cluster and remove its state
 	$(BIN)/kinfer cluster down
