@@ -156,3 +156,51 @@ def test_a_kind_gpu_model_is_served_on_cpu_where_there_is_no_gpu(ort_server, tie
     finally:
         client.unload_model(LOAD_MODEL)
         client.close()
+
+
+def _cast_model(path) -> None:
+    """INT64 [3] -> FP16 [3] (doubled), no batch dimension: the non-batching, non-FP32 path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "x"], ["twice"]),
+            helper.make_node("Cast", ["twice"], ["y"], to=TensorProto.FLOAT16),
+        ],
+        "cast",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_a_model_without_config_or_batch_dim_is_completed_and_served(ort_server, ort_repository):
+    # No config.pbtxt at all: the server completes it from the ONNX model (Triton's
+    # auto-complete); a static first dimension means no batching (max_batch_size 0).
+    (ort_repository / "cast" / "1").mkdir(parents=True, exist_ok=True)
+    _cast_model(ort_repository / "cast" / "1" / "model.onnx")
+    http = httpclient.InferenceServerClient(ort_server.http_url)
+    try:
+        http.load_model("cast")
+        config = http.get_model_config("cast")
+        assert config.get("max_batch_size", 0) == 0
+        assert config["input"][0]["data_type"] == "TYPE_INT64"
+        assert http.get_model_metadata("cast")["outputs"] == [
+            {"name": "y", "datatype": "FP16", "shape": [3]}
+        ]
+        values = np.array([1, 2, 3], dtype=np.int64)
+        for binary in (True, False):
+            tensor = httpclient.InferInput("x", [3], "INT64")
+            tensor.set_data_from_numpy(values, binary_data=binary)
+            result = http.infer(
+                "cast", [tensor], outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)]
+            )
+            output = result.as_numpy("y")
+            assert output.dtype == np.float16
+            np.testing.assert_array_equal(output, np.array([2, 4, 6], dtype=np.float16))
+    finally:
+        http.unload_model("cast")
+        http.close()
