@@ -99,3 +99,24 @@ def test_switch_tiers_under_load_with_zero_failed_requests(server, tier_models):
         f"{len(failures)} failed of {sum(seen.values()) + len(failures)}: {failures[:5]}"
     )
     assert set(seen) == {1, 2, 3}
+
+
+@pytest.fixture(scope="module")
+def thread_pool_server(ort_repository, tmp_path_factory):
+    # The same server with every run on the thread pool (no inline execution): requests
+    # then wait in the batcher's queue and in worker threads while a switch swaps the model.
+    from kinfer.runtime.ort_server import start_ort_server
+
+    handle = start_ort_server(
+        ort_repository,
+        load_models=[SWITCH_MODEL],
+        work_dir=tmp_path_factory.mktemp("ort-thread-pool"),
+        extra_args=["--inline-execution-us=0"],
+        ready_timeout_s=120,
+    )
+    yield handle
+    handle.stop()
+
+
+def test_switch_with_requests_queued_on_the_thread_pool(thread_pool_server, tier_models):
+    test_switch_tiers_under_load_with_zero_failed_requests(thread_pool_server, tier_models)
