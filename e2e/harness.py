@@ -31,6 +31,7 @@ ENV_OPERATOR = (
 ENV_MODEL_BASE_URL = "KINFER_E2E_MODEL_BASE_URL"  # where pods fetch models (kind: in-cluster)
 ENV_STATE_DIR = "KINFER_E2E_STATE_DIR"  # the e2e local cluster's state dir
 ENV_KEEP = "KINFER_E2E_KEEP_CLUSTER"  # "1": leave the e2e local cluster up
+ENV_REAL_GPUS = "KINFER_E2E_REAL_GPUS"  # "1": the (non-local) cluster's GPU nodes are real
 
 
 class WaitTimeout(AssertionError):
@@ -213,6 +214,22 @@ class Models:
 
     def local(self, relative: str) -> Path:
         return self.local_root / relative
+
+
+def serves_on_gpu(cluster: Cluster, isvc: dict[str, Any]) -> str | None:
+    """Why this cluster cannot serve `isvc` (None if it can).
+
+    The local cluster runs every runtime as a local process whatever GPU a pod
+    asked for. On kind the GPUs are only advertised (scheduling works), and
+    Triton's GPU instance group needs a real one.
+    """
+    resources = isvc["spec"].get("resources") or {}
+    wants_gpu = int(resources.get("gpus", 0) or 0) > 0 or bool(resources.get("migProfile"))
+    if cluster.is_local or not wants_gpu or isvc["spec"]["runtime"] != "triton":
+        return None
+    if os.environ.get(ENV_REAL_GPUS) == "1":
+        return None
+    return f"Triton on a simulated GPU cannot serve on this cluster (set {ENV_REAL_GPUS}=1 with real GPUs)"
 
 
 def load_sample(name: str, namespace: str, models: Models) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def test_kubectl_scale_is_honoured(
 def test_delete_removes_every_child_through_the_garbage_collector(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("triton-gpu.yaml", namespace, models)
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
     name = isvc["metadata"]["name"]
     cluster.apply(isvc)
     cluster.wait_ready(namespace, name)

@@ -14,6 +14,7 @@ from e2e.harness import (
     infer_both_protocols,
     load_sample,
     pod_endpoint,
+    serves_on_gpu,
 )
 from kinfer.runtime import testmodels
 
@@ -28,6 +29,9 @@ def test_sample_becomes_ready_and_serves_the_right_answer(
 ) -> None:
     isvc = load_sample(sample, namespace, models)
     name = isvc["metadata"]["name"]
+    reason = serves_on_gpu(cluster, isvc)
+    if reason:
+        pytest.skip(reason)
     cluster.apply(isvc)
     cluster.wait_ready(namespace, name)
 

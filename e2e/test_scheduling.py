@@ -11,6 +11,16 @@ def _node(cluster: Cluster, name: str) -> dict:
     return cluster.get("node", name)
 
 
+def _scheduled(cluster: Cluster, namespace: str, name: str, replicas: int) -> list[dict]:
+    """The pods once the real scheduler has bound all of them (placement needs no serving)."""
+
+    def bound() -> list[dict]:
+        pods = [p for p in cluster.pods(namespace, name) if p["spec"].get("nodeName")]
+        return pods if len(pods) >= replicas else []
+
+    return list(wait_for(f"{replicas} scheduled pods of {name}", bound, 180))
+
+
 def test_gpu_pods_land_only_on_nodes_of_the_requested_product(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -18,12 +28,12 @@ def test_gpu_pods_land_only_on_nodes_of_the_requested_product(
     for sample in ("triton-gpu.yaml", "tiers-gpu.yaml"):
         isvc = load_sample(sample, namespace, models)
         cluster.apply(isvc)
-        placed[isvc["metadata"]["name"]] = isvc["spec"]["resources"]["gpuProduct"]
-    for name, product in placed.items():
-        cluster.wait_ready(namespace, name)
-        pods = cluster.ready_pods(namespace, name)
-        assert pods
-        for pod in pods:
+        placed[isvc["metadata"]["name"]] = (
+            isvc["spec"]["resources"]["gpuProduct"],
+            isvc["spec"].get("replicas", 1),
+        )
+    for name, (product, replicas) in placed.items():
+        for pod in _scheduled(cluster, namespace, name, replicas):
             node = _node(cluster, pod["spec"]["nodeName"])
             assert node["metadata"]["labels"].get(GPU_PRODUCT_LABEL) == product, (
                 f"pod {pod['metadata']['name']} of {name} asked for {product}, "
@@ -40,8 +50,7 @@ def test_mig_pods_land_on_a_node_with_that_mig_profile(
     name = isvc["metadata"]["name"]
     profile = isvc["spec"]["resources"]["migProfile"]
     cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
-    for pod in cluster.ready_pods(namespace, name):
+    for pod in _scheduled(cluster, namespace, name, isvc["spec"].get("replicas", 1)):
         limits = pod["spec"]["containers"][0]["resources"]["limits"]
         assert f"nvidia.com/mig-{profile}" in limits
         node = _node(cluster, pod["spec"]["nodeName"])

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from e2e.harness import Cluster, Models, Operator, load_sample, wait_for
+from e2e.harness import Cluster, Models, Operator, load_sample, serves_on_gpu, wait_for
 from tests.api.test_validation import INVALID_SPECS, apply_change
 
 MINIMAL = {
@@ -48,6 +48,8 @@ def test_restricted_pod_security_namespace_accepts_kinfers_pods(
     )
     for sample in ("onnxruntime-cpu.yaml", "triton-gpu.yaml"):
         isvc = load_sample(sample, namespace, models)
+        if serves_on_gpu(cluster, isvc):
+            continue
         cluster.apply(isvc)
         cluster.wait_ready(namespace, isvc["metadata"]["name"])
     # The ReplicaSet controller would report pods PodSecurity forbade.
