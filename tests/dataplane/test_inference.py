@@ -97,3 +97,35 @@ def test_health_and_metadata_match_across_protocols(server):
     finally:
         http.close()
         grpc_client.close()
+
+
+def test_grpc_stream_answers_each_request_in_order(ort_server, tier_models):
+    import queue
+
+    answers: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(ort_server.grpc_url)
+    batches = [sample_input(1 + i % 2, seed=200 + i) for i in range(5)]
+    try:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for index, batch in enumerate(batches):
+            tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch)
+            client.async_stream_infer(READ_ONLY_MODEL, [tensor], request_id=str(index))
+        bad = grpcclient.InferInput(INPUT_NAME, [1, 3], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 3), np.float32))
+        client.async_stream_infer(READ_ONLY_MODEL, [bad], request_id="bad")
+        received = [answers.get(timeout=60) for _ in range(len(batches) + 1)]
+    finally:
+        client.stop_stream()
+        client.close()
+    for index, batch in enumerate(batches):
+        result, error = received[index]
+        assert error is None and result.get_response().id == str(index)
+        np.testing.assert_allclose(
+            result.as_numpy(OUTPUT_NAME),
+            run_reference(tier_models["fp32"], batch),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    result, error = received[-1]
+    assert result is None and "shape [1, 3]" in str(error)

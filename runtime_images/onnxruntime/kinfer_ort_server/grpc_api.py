@@ -130,6 +130,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise BadRequest("the repository API needs --model-control-mode=explicit")
 
     async def ModelInfer(self, request, context):
+        response, error = await self._serve(request)
+        if error is not None:
+            _fail(context, error)
+            return pb.ModelInferResponse()
+        return response
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        # One response per request, in order; a failed request answers with error_message
+        # and the stream goes on (tritonclient's start_stream / async_stream_infer).
+        async for request in request_iterator:
+            response, error = await self._serve(request)
+            if error is not None:
+                yield pb.ModelStreamInferResponse(error_message=error.message)
+            else:
+                yield pb.ModelStreamInferResponse(infer_response=response)
+
+    async def _serve(self, request) -> tuple[pb.ModelInferResponse | None, ServerError | None]:
+        """One inference with its metrics: (response, None) or (None, the error to report)."""
         started_s = time.perf_counter()
         version = None
         try:
@@ -142,16 +160,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 metrics.inflight -= 1
         except ServerError as error:
             self.core.record_failure(request.model_name, version, error)
-            _fail(context, error)
-            return pb.ModelInferResponse()
+            return None, error
         except Exception as error:  # the server must answer and stay up whatever happens
             log.exception("inference on %s failed", request.model_name)
             failure = ServerError(f"internal error: {type(error).__name__}: {error}")
             self.core.record_failure(request.model_name, version, failure)
-            _fail(context, failure)
-            return pb.ModelInferResponse()
+            return None, failure
         version.metrics.success(time.perf_counter() - started_s)
-        return response
+        return response, None
 
     async def _infer(self, request, version) -> pb.ModelInferResponse:
         raw_contents = request.raw_input_contents
