@@ -291,7 +291,7 @@ def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
                 )
             try:
                 array = np.asarray(data, dtype=dtype)
-            except (TypeError, ValueError) as error:
+            except (TypeError, ValueError, OverflowError) as error:
                 raise BadRequest(f"input '{name}': data is not {datatype}: {error}") from None
             if array.size != count:
                 raise BadRequest(
