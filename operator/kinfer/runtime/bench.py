@@ -168,6 +168,8 @@ def benchmark(
     from kinfer.runtime.testmodels import MLPShape, build_tier_models, sample_input
 
     rounds: list[list[Cell]] = []
+    # Other work on the machine skews every figure: the load average says how much there was.
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="kinfer-bench-") as tmp:
         work = Path(tmp)
         models = build_tier_models(work / "models", tiers=("fp32",))
@@ -248,6 +250,8 @@ def benchmark(
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "onnxruntime": _version("onnxruntime"),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         },
         "model": {"name": "kinfer test MLP fp32", "shape": asdict(MLPShape()), "batch": 1},
         "duration_s": duration_s,
@@ -470,7 +474,8 @@ def format_table(report: dict) -> str:
     lines = [
         f"model: {report['model']['name']} {report['model']['shape']}, batch 1; "
         f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime "
-        f"{machine['onnxruntime']}",
+        f"{machine['onnxruntime']}; load average {machine.get('load_average_before', ['?'])[0]} "
+        f"-> {machine.get('load_average_after', ['?'])[0]}",
         f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'req/s':>9} "
         f"{'p50+raw ms':>10} {'noop p50':>8} {'srv mean':>8} "
