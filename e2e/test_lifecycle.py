@@ -184,3 +184,31 @@ def test_prometheus_scrapes_pods_with_namespace_and_inferenceservice_labels(
     assert labels["pod"] == pod["metadata"]["name"]
     assert labels["runtime"] == runtime
     assert Path(labels["instance"].split(":")[0]).name.startswith("127.") or not cluster.is_local
+
+
+def test_simulated_cold_start_keeps_a_running_pod_unready_without_a_server(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    if not (cluster.kubeconfig.parent / "cluster.json").exists():
+        pytest.skip("needs kinfer's local cluster (its pod runner)")
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    # Long enough that the checks below land inside it on a loaded machine.
+    isvc["metadata"]["annotations"] = {"kinfer.dev/simulated-cold-start-seconds": "40"}
+    cluster.apply(isvc)
+
+    def running() -> dict | None:
+        pods = [p for p in cluster.pods(namespace, name) if p["status"].get("phase") == "Running"]
+        return pods[0] if pods else None
+
+    pod = wait_for("a Running pod", running, 120)
+    ip = pod["status"]["podIP"]
+    # The runner is waiting out the cold start: no server yet, so not Ready.
+    assert not _accepts(ip, 8000)
+    current = cluster.get("pod", pod["metadata"]["name"], "-n", namespace)
+    assert (
+        next(c["status"] for c in current["status"]["conditions"] if c["type"] == "Ready")
+        == "False"
+    )
+    cluster.wait_ready(namespace, name, timeout_s=300)
+    assert _accepts(ip, 8000)
