@@ -36,6 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("plain", "full", "json"),
+        default="full",
+        help="json: one object a line, with the InferenceService's namespace and name",
+    )
     metrics.add_arguments(parser)
     parser.set_defaults(handler=run_operator)
 
@@ -46,7 +52,11 @@ def run_operator(args: argparse.Namespace) -> int:
     from kinfer.controller import handlers
     from kinfer.controller.kube import Kube, load_api_client
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=getattr(kopf.LogFormat, args.log_format.upper()),
+        log_prefix=args.log_format != "json",
+    )
     if args.kubeconfig:
         # kopf's default login reads the same kubeconfig as our own client.
         os.environ["KUBECONFIG"] = args.kubeconfig
