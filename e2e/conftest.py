@@ -37,7 +37,11 @@ E2E_TIMEOUT_S = 1800
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # This hook sees every collected item (tests/ too): touch only e2e's.
+    e2e_dir = Path(__file__).parent
     for item in items:
+        if e2e_dir not in item.path.parents:
+            continue
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
 

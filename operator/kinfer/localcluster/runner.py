@@ -498,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # A previous runner of this cluster that died left its servers bound to
+    # the pod IPs; stop them so this one can start the pods afresh.
+    stop_recorded_servers(args.state_dir)
     runner = PodRunner(args.state_dir, args.kubeconfig, args.cold_start_seconds)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stop_event.set())
