@@ -76,25 +76,13 @@ def missing(cache_dir: Path) -> list[Binary]:
     return [b for b in BINARIES if not (directory / b.name).is_file()]
 
 
-def _relay_progress(
-    stream: TextIO, binary: Binary, started: float, out: TextIO, tail: list[str]
-) -> None:
-    """Count the packages `go build -v` names and print a line now and then (builds are slow)."""
-    packages = 0
-    last_print = time.monotonic()
+def _count_packages(stream: TextIO, counter: list[int], tail: list[str]) -> None:
+    """Count the packages `go build -v` names as it compiles them; keep the output's tail."""
     for line in stream:
         tail.append(line.rstrip())
         del tail[:-40]
-        if line and not line.startswith(("go: ", "#")) and " " not in line.strip():
-            packages += 1
-        now = time.monotonic()
-        if now - last_print >= PROGRESS_EVERY_S:
-            last_print = now
-            print(
-                f"  ... {binary.name}: {packages} packages compiled, {int(now - started)}s elapsed",
-                file=out,
-                flush=True,
-            )
+        if line.strip() and not line.startswith(("go: ", "#")) and " " not in line.strip():
+            counter[0] += 1
 
 
 def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> Path:
@@ -104,25 +92,36 @@ def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> P
     module_dir = modules_dir() / binary.module
     started = time.monotonic()
     print(f"building {binary.name} ({binary.package}) ...", file=out, flush=True)
-    env = dict(os.environ)
     # `-mod=readonly`: the pinned go.sum is the truth; never rewrite the shipped module files.
     command = [go_executable(), "build", "-v", "-mod=readonly", "-o", str(partial), binary.package]
     process = subprocess.Popen(
         command,
         cwd=module_dir,
-        env=env,
+        env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     tail: list[str] = []
+    packages = [0]
     assert process.stdout is not None
-    relay = threading.Thread(
-        target=_relay_progress, args=(process.stdout, binary, started, out, tail), daemon=True
+    reader = threading.Thread(
+        target=_count_packages, args=(process.stdout, packages, tail), daemon=True
     )
-    relay.start()
-    code = process.wait()
-    relay.join(timeout=5)
+    reader.start()
+    # A tick whether or not Go prints: linking a big binary is silent for a while.
+    while True:
+        try:
+            code = process.wait(timeout=PROGRESS_EVERY_S)
+            break
+        except subprocess.TimeoutExpired:
+            done = f"{packages[0]} packages compiled" if packages[0] else "linking cached packages"
+            print(
+                f"  ... {binary.name}: {done}, {int(time.monotonic() - started)}s elapsed",
+                file=out,
+                flush=True,
+            )
+    reader.join(timeout=5)
     if code != 0:
         raise BuildError(
             f"go build of {binary.package} (module {module_dir}) failed with exit code {code}:\n"
