@@ -93,7 +93,10 @@ def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> P
     started = time.monotonic()
     print(f"building {binary.name} ({binary.package}) ...", file=out, flush=True)
     # `-mod=readonly`: the pinned go.sum is the truth; never rewrite the shipped module files.
-    command = [go_executable(), "build", "-v", "-mod=readonly", "-o", str(partial), binary.package]
+    # `-buildvcs=false`: the modules sit inside kinfer's checkout, whose git state
+    # says nothing about these binaries.
+    command = [go_executable(), "build", "-v", "-mod=readonly", "-buildvcs=false"]
+    command += ["-o", str(partial), binary.package]
     process = subprocess.Popen(
         command,
         cwd=module_dir,
