@@ -159,6 +159,11 @@ def _status(args: argparse.Namespace) -> int:
     for process in status["processes"]:
         state = "running" if process["alive"] else "DEAD"
         print(f"  {process['name']:<24} pid {process['pid']:<8} {state:<8} {process['log']}")
+    if status["modelServers"]:
+        print("  model servers (one per pod, run by the pod runner):")
+    for server in status["modelServers"]:
+        state = "running" if server["alive"] else "exited"
+        print(f"    {server['pod']:<40} pid {server['pid']:<8} {state:<8} {server['log']}")
     return 0 if status["running"] else 3
 
 

@@ -99,7 +99,23 @@ class LocalCluster:
             "podCIDR": state.pod_cidr if state else None,
             "nodes": state.nodes if state else [],
             "processes": processes,
+            "modelServers": self._model_servers(),
         }
+
+    def _model_servers(self) -> list[dict[str, Any]]:
+        """The pod runner's servers: one per running pod, with its PID and log."""
+        from kinfer.localcluster.processes import ProcessRecord
+        from kinfer.localcluster.runner import SERVER_RECORD
+
+        servers = []
+        for path in sorted((self.state_dir / "pods").glob(f"*/{SERVER_RECORD}")):
+            try:
+                record = ProcessRecord(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            entry = {"pod": record.name, "pid": record.pid, "log": record.log}
+            servers.append({**entry, "alive": is_alive(record)})
+        return servers
 
     # -- up ---------------------------------------------------------------
     def up(self) -> ClusterState:
