@@ -123,3 +123,11 @@ def test_unknown_server_command_is_refused() -> None:
     pod["metadata"]["labels"].pop("kinfer.dev/runtime")
     with pytest.raises(podplan.UnsupportedPod, match="no known model server"):
         podplan.plan_pod(pod, STATE)
+
+
+def test_a_remote_destination_is_refused() -> None:
+    pod = _pod("onnxruntime-cpu.yaml", "http://127.0.0.1:1/m.onnx")
+    init = pod["spec"]["initContainers"][0]
+    init["args"] = ["copyto", init["args"][1], ":s3:bucket/stolen.onnx", *init["args"][3:]]
+    with pytest.raises(podplan.UnsupportedPod, match="not a local path"):
+        podplan.plan_pod(pod, STATE)

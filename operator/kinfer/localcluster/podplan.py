@@ -141,7 +141,12 @@ def _check_fetch_is_local(container: dict[str, Any], args: list[str]) -> None:
             f"init container {container['name']!r}: expected `rclone copy|copyto SRC DST`, "
             f"got args {args}"
         )
-    source = positional[1]
+    source, destination = positional[1], positional[2]
+    if not destination.startswith("/"):
+        raise UnsupportedPod(
+            f"init container {container['name']!r}: destination {destination!r} is not a "
+            "local path; the local cluster only fetches into the pod's volumes"
+        )
     flags = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
     if source.startswith(":http:"):
         url = flags.get("--http-url", "")
