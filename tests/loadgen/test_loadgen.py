@@ -13,6 +13,7 @@ from aiohttp import web
 from kinfer.runtime.loadgen import LoadGenerator, require_loopback
 
 
+# Refused before any connection is tried: nothing is ever sent to these addresses.
 @pytest.mark.parametrize(
     "url", ["http://10.0.0.1:8000", "http://192.168.1.2", "http://example.com"]
 )
