@@ -75,6 +75,7 @@ class PodRunner:
         self.api_client = api_client
         self.pods: dict[str, PodServer] = {}
         self.refused: dict[str, str] = {}
+        self.stopping_ips: dict[str, threading.Thread] = {}
         self.stop_event = threading.Event()
 
     # -- the loop ---------------------------------------------------------
@@ -101,7 +102,7 @@ class PodRunner:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(server.process.pid, signal.SIGTERM)
         for key in list(self.pods):
-            self._stop_pod(key)
+            self._stop_pod(key, wait=True)
 
     def _list_pods(self) -> dict[str, dict[str, Any]]:
         response = self.core.list_pod_for_all_namespaces(
@@ -161,6 +162,9 @@ class PodRunner:
             log.info("pod %s: simulated cold start %.1fs", plan.key, delay)
             if server.stopping.wait(delay):
                 return
+        previous = self.stopping_ips.get(plan.pod_ip)
+        if previous is not None:
+            previous.join(timeout=30)
         backoff = 1.0
         while not server.stopping.is_set():
             started = time.monotonic()
@@ -320,14 +324,27 @@ class PodRunner:
         server.reported_ready = ready
         server.reported_restarts = server.restarts
 
-    def _stop_pod(self, key: str) -> None:
+    def _stop_pod(self, key: str, wait: bool = False) -> None:
+        """Stop a pod's server in the background (a slow shutdown must not hold up the loop)."""
         server = self.pods.pop(key)
         server.stopping.set()
+        stopper = threading.Thread(
+            target=self._finish_stop, args=(key, server), name=f"stop-{key}", daemon=True
+        )
+        # KWOK may hand the freed pod IP to a new pod: its server waits for this one.
+        self.stopping_ips[server.plan.pod_ip] = stopper
+        stopper.start()
+        if wait:
+            stopper.join(timeout=30)
+
+    def _finish_stop(self, key: str, server: PodServer) -> None:
         if server.process is not None:
             _terminate(server.process)
         if server.thread is not None:
             server.thread.join(timeout=15)
         shutil.rmtree(server.plan.work_dir, ignore_errors=True)
+        if self.stopping_ips.get(server.plan.pod_ip) is threading.current_thread():
+            del self.stopping_ips[server.plan.pod_ip]
         log.info("pod %s: stopped and cleaned up", key)
 
     def _event(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
