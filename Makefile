@@ -38,7 +38,7 @@ unit: install  ## unit + data-plane tests (no cluster)
 e2e: install cluster-deps  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
 	$(BIN)/pytest e2e
 
-test: install  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
+test: install cluster-deps  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
 	$(MAKE) lint
 	$(BIN)/pytest tests e2e
 
