@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from urllib.parse import urlsplit
 
@@ -50,17 +49,21 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     from kinfer.controller import handlers
-    from kinfer.controller.kube import Kube, load_api_client
+    from kinfer.controller.kube import Kube, connection_info, load_api_client
 
     kopf.configure(
         verbose=args.verbose,
         log_format=getattr(kopf.LogFormat, args.log_format.upper()),
         log_prefix=args.log_format != "json",
     )
-    if args.kubeconfig:
-        # kopf's default login reads the same kubeconfig as our own client.
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    handlers.STATE["kube"] = Kube(load_api_client(args.kubeconfig))
+    api_client = load_api_client(args.kubeconfig)
+    handlers.STATE["kube"] = Kube(api_client)
+
+    @kopf.on.login()
+    def login(**_: object) -> kopf.ConnectionInfo:
+        # The credentials our client loaded (--kubeconfig, in-cluster, or the default).
+        return kopf.ConnectionInfo(**connection_info(api_client))
+
     handlers.STATE["render_options"] = RenderOptions()
     try:
         settings = metrics.settings_from_args(args)

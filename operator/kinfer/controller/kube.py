@@ -32,6 +32,26 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient()
 
 
+def connection_info(api_client: client.ApiClient) -> dict[str, Any]:
+    """kopf's ConnectionInfo fields for the credentials our own client loaded, so kopf
+    and kinfer's client always talk to the same cluster as the same user."""
+    cfg = api_client.configuration
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return {
+        "server": cfg.host,
+        "ca_path": cfg.ssl_ca_cert,
+        "insecure": not cfg.verify_ssl,
+        "scheme": scheme,
+        "token": token,
+        "certificate_path": cfg.cert_file,
+        "private_key_path": cfg.key_file,
+    }
+
+
 def matches(desired: Any, live: Any) -> bool:
     """True when every field kinfer sets already has that value on the live object.
 
