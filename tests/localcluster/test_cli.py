@@ -38,6 +38,7 @@ def test_down_without_a_cluster_is_harmless(
 def test_up_rejects_a_non_loopback_pod_cidr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Refused before anything starts: nothing ever listens on or dials this range.
     code = main(
         ["cluster", "up", "--state-dir", str(tmp_path / "s"), "--pod-cidr", "10.244.0.0/16"]
     )

@@ -51,6 +51,7 @@ def test_cpu_node_has_no_gpu_labels_or_taint() -> None:
     assert "taints" not in node["spec"]
 
 
+# Pure validation of configuration: non-loopback ranges are refused, never used.
 @pytest.mark.parametrize(
     "cidr", ["10.0.0.0/16", "192.168.0.0/16", "127.0.0.0/16", "127.1.0.0/24", "not-a-cidr"]
 )
