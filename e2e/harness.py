@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from kinfer.localcluster.kubectl import Kubectl
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
 CRDS = REPO / "crds"
@@ -68,25 +70,14 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        return Kubectl(self.kubectl_binary, self.kubeconfig).env
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout_s: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.kubectl_binary, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout_s,
-            check=False,
+        return Kubectl(self.kubectl_binary, self.kubeconfig)(
+            *args, stdin=stdin, check=check, timeout_s=timeout_s
         )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-            )
-        return result
 
     def get(self, *args: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from kinfer.localcluster.config import ClusterConfig
+from kinfer.localcluster.kubectl import Kubectl, KubectlError
 
 NAMESPACE = "kinfer-demo"
 NAME = "demo-mlp"
@@ -40,33 +41,6 @@ def _crd_path() -> Path:
     if not path.is_dir():
         raise DemoError(f"no crds/ next to the kinfer package ({path}); run from a checkout")
     return path
-
-
-class Kubectl:
-    def __init__(self, binary: str, kubeconfig: Path) -> None:
-        self.binary = binary
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, check: bool = True, timeout_s: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.binary, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout_s,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise DemoError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def show(self, *args: str) -> None:
-        print(f"$ kubectl {' '.join(args)}")
-        result = self(*args, check=False)
-        print((result.stdout or result.stderr).rstrip())
 
 
 def inference_service(model_uri: str, gpu_product: str | None) -> dict[str, Any]:
@@ -123,7 +97,7 @@ def run(config: ClusterConfig, timeout_s: float = 600.0) -> int:
     started = time.monotonic()
     try:
         _run(config, timeout_s)
-    except DemoError as error:
+    except (DemoError, KubectlError) as error:
         print(f"\nDEMO FAILED after {time.monotonic() - started:.0f}s: {error}", flush=True)
         return 1
     except Exception as error:  # the demo's promise: a clear verdict, never a bare trace
