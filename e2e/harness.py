@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -255,39 +254,8 @@ def pod_endpoint(cluster: Cluster, pod: dict[str, Any]) -> Iterator[tuple[str, s
     if cluster.is_local:
         ip = pod["status"]["podIP"]
         assert ip.startswith("127."), f"pod IP {ip} is not loopback"
-        yield f"{ip}:8000", f"{ip}:8001"
-        return
-    meta = pod["metadata"]
-    process = subprocess.Popen(
-        [
-            cluster.kubectl_binary,
-            "port-forward",
-            "-n",
-            meta["namespace"],
-            f"pod/{meta['name']}",
-            ":8000",
-            ":8001",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=cluster.env,
-    )
-    try:
-        ports: dict[str, str] = {}
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while len(ports) < 2 and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            match = re.search(r"127\.0\.0\.1:(\d+) -> (800[01])", line)
-            if match:
-                ports[match.group(2)] = match.group(1)
-        if len(ports) < 2:
-            raise AssertionError(f"kubectl port-forward to {meta['name']} did not start")
-        yield f"127.0.0.1:{ports['8000']}", f"127.0.0.1:{ports['8001']}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with Kubectl(cluster.kubectl_binary, cluster.kubeconfig).pod_endpoints(pod) as endpoints:
+        yield endpoints
 
 
 def infer_both_protocols(http_url: str, grpc_url: str, model: str, batch: Any) -> tuple[Any, Any]:

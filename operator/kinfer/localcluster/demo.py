@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,38 +56,6 @@ def inference_service(model_uri: str, gpu_product: str | None) -> dict[str, Any]
             "replicas": 1,
         },
     }
-
-
-@contextlib.contextmanager
-def _endpoint(kubectl: Kubectl, pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    ip = pod["status"]["podIP"]
-    if ip.startswith("127."):
-        # The local cluster's pods are processes on loopback addresses.
-        yield f"{ip}:8000", f"{ip}:8001"
-        return
-    meta = pod["metadata"]
-    target = f"pod/{meta['name']}"
-    process = subprocess.Popen(
-        [kubectl.binary, "port-forward", "-n", meta["namespace"], target, ":8000", ":8001"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=kubectl.env,
-    )
-    try:
-        ports: dict[str, str] = {}
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while len(ports) < 2 and time.monotonic() < deadline:
-            match = re.search(r"127\.0\.0\.1:(\d+) -> (800[01])", process.stdout.readline())
-            if match:
-                ports[match.group(2)] = match.group(1)
-        if len(ports) < 2:
-            raise DemoError(f"kubectl port-forward to pod {meta['name']} did not start")
-        yield f"127.0.0.1:{ports['8000']}", f"127.0.0.1:{ports['8001']}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def run(config: ClusterConfig, timeout_s: float = 600.0) -> int:
@@ -286,7 +251,7 @@ def _infer(kubectl: Kubectl, model_path: Path) -> None:
     batch = testmodels.sample_input(batch=4)
     expected = testmodels.run_reference(model_path, batch)
     for pod in ready:
-        with _endpoint(kubectl, pod) as (http_url, grpc_url):
+        with kubectl.pod_endpoints(pod) as (http_url, grpc_url):
             http = httpclient.InferenceServerClient(http_url, network_timeout=60)
             latencies = []
             for _ in range(20):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+# The model server ports a pod endpoint forwards: HTTP, gRPC (as Triton).
+PORTS = (":8000", ":8001")
 
 
 class KubectlError(RuntimeError):
@@ -45,3 +53,43 @@ class Kubectl:
         print(f"$ kubectl {' '.join(args)}")
         result = self(*args, check=False)
         print((result.stdout or result.stderr).rstrip())
+
+    @contextlib.contextmanager
+    def pod_endpoints(
+        self, pod: dict[str, Any], timeout_s: float = 60
+    ) -> Iterator[tuple[str, str]]:
+        """(HTTP "host:port", gRPC "host:port") of a pod's model server (ports 8000, 8001).
+
+        kinfer's local cluster runs pods as processes on loopback pod IPs, dialled directly;
+        elsewhere (kind, a real cluster) the pod network is out of reach, so `kubectl
+        port-forward` bridges it for as long as the context is open.
+        """
+        ip = pod["status"]["podIP"]
+        if ip.startswith("127."):
+            yield f"{ip}:8000", f"{ip}:8001"
+            return
+        meta = pod["metadata"]
+        process = subprocess.Popen(
+            [self.binary, "port-forward", "-n", meta["namespace"], f"pod/{meta['name']}", *PORTS],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        try:
+            ports: dict[str, str] = {}
+            assert process.stdout is not None
+            deadline = time.monotonic() + timeout_s
+            while len(ports) < 2 and time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if not line:  # kubectl exited
+                    break
+                match = re.search(r"127\.0\.0\.1:(\d+) -> (800[01])", line)
+                if match:
+                    ports[match.group(2)] = match.group(1)
+            if len(ports) < 2:
+                raise KubectlError(f"kubectl port-forward to pod {meta['name']} did not start")
+            yield f"127.0.0.1:{ports['8000']}", f"127.0.0.1:{ports['8001']}"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -432,13 +432,17 @@ def to_python_backend(repository: Path) -> None:
             for tensor in inputs:
                 config.input.append(
                     mc.ModelInput(
-                        name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims
+                        name=tensor.name,
+                        data_type=runtime_repository.triton_type(tensor.dtype),
+                        dims=tensor.dims,
                     )
                 )
             for tensor in outputs:
                 config.output.append(
                     mc.ModelOutput(
-                        name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims
+                        name=tensor.name,
+                        data_type=runtime_repository.triton_type(tensor.dtype),
+                        dims=tensor.dims,
                     )
                 )
         config.platform = ""
@@ -451,25 +455,6 @@ def to_python_backend(repository: Path) -> None:
         config_path.write_text(text_format.MessageToString(config))
         for version in versions:
             (version / "model.py").write_text(runtime_repository.PYTHON_BACKEND_MODEL)
-
-
-_TRITON_TYPES = {
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "float64": "TYPE_FP64",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "uint8": "TYPE_UINT8",
-    "bool": "TYPE_BOOL",
-}
-
-
-def _triton_type(numpy_dtype: str) -> int:
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    return int(mc.DataType.Value(_TRITON_TYPES[numpy_dtype]))
 
 
 def _http_ok(url: str) -> bool:

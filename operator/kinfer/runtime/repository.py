@@ -87,11 +87,11 @@ def render_config_pbtxt(spec: ModelConfigSpec, flavour: str = "onnxruntime") -> 
     config.version_policy.specific.versions.append(spec.version)
     for tensor in spec.inputs:
         config.input.append(
-            mc.ModelInput(name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims)
+            mc.ModelInput(name=tensor.name, data_type=triton_type(tensor.dtype), dims=tensor.dims)
         )
     for tensor in spec.outputs:
         config.output.append(
-            mc.ModelOutput(name=tensor.name, data_type=_triton_type(tensor.dtype), dims=tensor.dims)
+            mc.ModelOutput(name=tensor.name, data_type=triton_type(tensor.dtype), dims=tensor.dims)
         )
     config.instance_group.append(
         mc.ModelInstanceGroup(count=spec.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)
@@ -106,7 +106,8 @@ def render_config_pbtxt(spec: ModelConfigSpec, flavour: str = "onnxruntime") -> 
     return text_format.MessageToString(config)
 
 
-def _triton_type(numpy_dtype: str) -> int:
+def triton_type(numpy_dtype: str) -> int:
+    """The Triton model-config DataType of a numpy dtype name ("float32" -> TYPE_FP32)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     try:
