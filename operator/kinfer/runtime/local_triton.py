@@ -7,13 +7,11 @@ It has only the Python backend, so it serves repositories written with
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
-from kinfer.runtime.process import ServerHandle, free_port, spawn
+from kinfer.runtime.process import ServerHandle, start_server
 
 
 def pytriton_dir() -> Path:
@@ -95,35 +93,23 @@ def start_local_triton(
     Ports default to free ones; `work_dir` (default: a temporary directory removed on
     stop) holds the backend directory and the log `tritonserver.log`.
     """
-    owned_dir = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="kinfer-triton-")) if owned_dir else Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    http_port = http_port or free_port(host)
-    grpc_port = grpc_port or free_port(host)
-    metrics_port = metrics_port or free_port(host)
-    argv = [
-        str(tritonserver_binary()),
-        f"--model-repository={Path(repo).resolve()}",
-        f"--backend-directory={prepare_backend_dir(work)}",
-        f"--cache-directory={work / 'caches'}",
-        "--model-control-mode=explicit",
-        f"--http-address={host}",
-        f"--grpc-address={host}",
-        f"--metrics-address={host}",
-        f"--http-port={http_port}",
-        f"--grpc-port={grpc_port}",
-        f"--metrics-port={metrics_port}",
-        "--metrics-config=summary_latencies=true",
-        "--exit-timeout-secs=10",
-        *[f"--load-model={name}" for name in load_models],
-        *extra_args,
-    ]
-    log_path = work / "tritonserver.log"
-    process = spawn("tritonserver", argv, triton_env(), log_path, cwd=work)
-    handle = ServerHandle(
-        "tritonserver", process, host, http_port, grpc_port, metrics_port, log_path
+    return start_server(
+        "tritonserver",
+        lambda work: [
+            str(tritonserver_binary()),
+            f"--backend-directory={prepare_backend_dir(work)}",
+            f"--cache-directory={work / 'caches'}",
+            "--metrics-config=summary_latencies=true",
+            "--exit-timeout-secs=10",
+        ],
+        triton_env(),
+        repo,
+        http_port,
+        grpc_port,
+        metrics_port,
+        host,
+        load_models,
+        work_dir,
+        extra_args,
+        ready_timeout_s,
     )
-    if owned_dir:
-        handle.cleanup.append(lambda: shutil.rmtree(work, ignore_errors=True))
-    handle.wait_ready(ready_timeout_s)
-    return handle

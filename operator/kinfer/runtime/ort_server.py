@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from kinfer.runtime.process import ServerHandle, free_port, spawn
+from kinfer.runtime.process import ServerHandle, start_server
 
 
 def start_ort_server(
@@ -26,33 +24,17 @@ def start_ort_server(
 
     Same shape as `start_local_triton`; the log is `<work_dir>/kinfer-ort-server.log`.
     """
-    owned_dir = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="kinfer-ort-")) if owned_dir else Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    http_port = http_port or free_port(host)
-    grpc_port = grpc_port or free_port(host)
-    metrics_port = metrics_port or free_port(host)
-    argv = [
-        sys.executable,
-        "-m",
-        "kinfer_ort_server",
-        f"--model-repository={Path(repo).resolve()}",
-        "--model-control-mode=explicit",
-        f"--http-address={host}",
-        f"--grpc-address={host}",
-        f"--metrics-address={host}",
-        f"--http-port={http_port}",
-        f"--grpc-port={grpc_port}",
-        f"--metrics-port={metrics_port}",
-        *[f"--load-model={name}" for name in load_models],
-        *extra_args,
-    ]
-    log_path = work / "kinfer-ort-server.log"
-    process = spawn("kinfer-ort-server", argv, dict(os.environ), log_path, cwd=work)
-    handle = ServerHandle(
-        "kinfer-ort-server", process, host, http_port, grpc_port, metrics_port, log_path
+    return start_server(
+        "kinfer-ort-server",
+        lambda work: [sys.executable, "-m", "kinfer_ort_server"],
+        dict(os.environ),
+        repo,
+        http_port,
+        grpc_port,
+        metrics_port,
+        host,
+        load_models,
+        work_dir,
+        extra_args,
+        ready_timeout_s,
     )
-    if owned_dir:
-        handle.cleanup.append(lambda: shutil.rmtree(work, ignore_errors=True))
-    handle.wait_ready(ready_timeout_s)
-    return handle

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,3 +120,52 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def start_server(
+    name: str,
+    command: Callable[[Path], list[str]],
+    env: dict[str, str],
+    repo: str | Path,
+    http_port: int | None,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    host: str,
+    load_models: tuple[str, ...] | list[str],
+    work_dir: str | Path | None,
+    extra_args: tuple[str, ...] | list[str],
+    ready_timeout_s: float,
+) -> ServerHandle:
+    """Start a model server in explicit mode on `host` and wait until /v2/health/ready.
+
+    Both runtimes take tritonserver's flags for the repository, control mode, addresses,
+    ports and models, so only `command(work_dir)` (the executable and its own flags)
+    differs. Ports default to free ones; `work_dir` (default: a temporary directory removed
+    on stop) holds the log `<name>.log`.
+    """
+    owned_dir = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix=f"kinfer-{name}-")) if owned_dir else Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    http_port = http_port or free_port(host)
+    grpc_port = grpc_port or free_port(host)
+    metrics_port = metrics_port or free_port(host)
+    argv = [
+        *command(work),
+        f"--model-repository={Path(repo).resolve()}",
+        "--model-control-mode=explicit",
+        f"--http-address={host}",
+        f"--grpc-address={host}",
+        f"--metrics-address={host}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        *[f"--load-model={model}" for model in load_models],
+        *extra_args,
+    ]
+    log_path = work / f"{name}.log"
+    process = spawn(name, argv, env, log_path, cwd=work)
+    handle = ServerHandle(name, process, host, http_port, grpc_port, metrics_port, log_path)
+    if owned_dir:
+        handle.cleanup.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    handle.wait_ready(ready_timeout_s)
+    return handle
