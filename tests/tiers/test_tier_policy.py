@@ -90,6 +90,36 @@ def test_an_unmeasured_tier_is_tried_one_step():
     assert decision.index == 1
 
 
+def test_saturated_pods_step_straight_to_the_fastest_unmeasured_tier():
+    # p95 600 ms = 6x target: the pods queue, the QPS they report is their capacity.
+    decision = tier(profiles={}, latency_p95_ms=600.0)
+    assert decision.index == 2
+    assert decision.reason == "tier fp32 -> int8: p95 600 ms > 100 ms target and saturated"
+
+
+def test_saturated_pods_do_not_stop_at_a_measured_tier_that_holds_the_reported_qps():
+    # fp16 holds the 600 QPS the saturated pods report on 5 replicas (750), but that QPS is
+    # only what fp32 could serve: int8 is measured faster, so the step goes there.
+    assert tier(latency_p95_ms=600.0).index == 2
+    assert tier(latency_p95_ms=300.0).index == 1
+
+
+def test_saturated_step_still_skips_a_tier_that_measures_no_faster():
+    profiles = dict(MEASURED, int8=TierProfile(capacity_qps_per_replica=140))
+    assert tier(profiles=profiles, latency_p95_ms=600.0).index == 1
+
+
+def test_saturated_step_respects_the_accuracy_floor():
+    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    decision = tier(floored, profiles={}, latency_p95_ms=600.0)
+    assert decision.index == 1
+    assert decision.reason.endswith("new capacity is not Ready")
+
+
+def test_saturated_step_needs_pending_capacity_too():
+    assert not tier(latency_p95_ms=600.0, capacity_pending=False).changed
+
+
 def test_accuracy_floor_bounds_the_step_down():
     floored = TierConfig(names=TIERS.names, min_tier="fp16")
     assert tier(floored, qps=1000.0).index == 1

@@ -17,6 +17,12 @@ LN20 = math.log(20.0)
 # Weight of a new capacity sample in the profile's moving average: two samples outweigh history,
 # so a tier re-measured after a rollout forgets its old figure within a minute or so.
 PROFILE_EWMA_WEIGHT = 0.5
+# p95 at this multiple of the target means the pods are saturated: they queue, their served rate is
+# their capacity and the load beyond it is unmeasured. Stepping one tier per period would then cost
+# a scrape per tier to learn that the next one does not hold it either, so the step-down goes as
+# far as the faster tiers allow (M/M/1: 5x the target is a utilization of 94 % or more at the
+# bench's 100/s service rate and 100 ms target; a moderate breach still walks one tier at a time).
+SATURATED_P95_FACTOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -168,23 +174,31 @@ def decide_tier(
         # Walk down from the active tier. An unmeasured tier is tried (that is how it gets
         # measured); a measured one counts only when faster than the best above it by more than
         # the hysteresis (fp16 on a CPU is not), and the walk stops at the first one that holds
-        # the load on the Ready replicas.
+        # the load on the Ready replicas. Saturated pods hide the load (QPS is their capacity), so
+        # then neither an unmeasured tier nor "holds the QPS" ends the walk: it goes to the
+        # fastest tier allowed, and the step-up rule brings quality back once the load is known.
+        saturated = latency_p95_ms >= SATURATED_P95_FACTOR * target_latency_p95_ms
         best = capacity(active)
         chosen: int | None = None
         for candidate in range(active + 1, floor + 1):
             candidate_capacity = capacity(candidate)
             if candidate_capacity is None or best is None:
                 chosen = candidate
+                if saturated:
+                    # Unknown against unknown: the lower tier is presumed faster, as when tried.
+                    best = candidate_capacity
+                    continue
                 break
             if candidate_capacity > best * (1 + config.hysteresis):
                 chosen, best = candidate, candidate_capacity
-                if ready_replicas * candidate_capacity >= qps:
+                if not saturated and ready_replicas * candidate_capacity >= qps:
                     break
         if chosen is not None:
+            why = "saturated" if saturated and chosen > active + 1 else "new capacity is not Ready"
             return TierDecision(
                 chosen,
                 f"tier {names[active]} -> {names[chosen]}: p95 {latency_p95_ms:.0f} ms"
-                f" > {target_latency_p95_ms:.0f} ms target and new capacity is not Ready",
+                f" > {target_latency_p95_ms:.0f} ms target and {why}",
                 True,
             )
         return TierDecision(
