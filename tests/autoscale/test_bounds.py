@@ -1,0 +1,54 @@
+"""The spike lower bound: exact on deterministic arrivals, and never above what a policy pays."""
+
+from kinfer.autoscale import bench
+from kinfer.autoscale.bounds import spike_bound
+from kinfer.autoscale.simulator import ServiceModel, Trace
+
+# Seed 0 puts the first scrape at t=2, then every 15 s: 92, 107, ...
+MODEL = ServiceModel(
+    capacity_qps_per_replica=100.0,
+    slo_ms=100.0,
+    cold_start_s=60.0,
+    tier_speedups=(1.0, 1.8, 2.6),
+    seed=0,
+    poisson_arrivals=False,
+)
+
+
+def _spike(qps: float) -> Trace:
+    return Trace("spike", ((0.0, 300.0), (100.0, qps), (160.0, 300.0), (400.0, 300.0)))
+
+
+def test_a_spike_the_fastest_tier_holds_costs_only_the_detection() -> None:
+    # 900 QPS on 5 pods: 180 per pod, int8 (mu 260) holds it at 37 ms once switched at 107 + 1.
+    bound = spike_bound(MODEL, _spike(900.0), 100, 160, replicas=5, fastest_tier=2)
+    assert bound.first_scrape_s == 107
+    assert bound.violation_s == 8
+
+
+def test_a_spike_over_the_fastest_tier_lasting_less_than_a_cold_start_is_lost_whole() -> None:
+    # 1200 QPS on 5 pods: 240 per pod, int8's p95 150 ms > 100 ms; pods Ready at 167 > 160.
+    bound = spike_bound(MODEL, _spike(1200.0), 100, 160, replicas=5, fastest_tier=2)
+    assert bound.violation_s == 60
+
+
+def test_without_tiers_only_new_pods_end_the_violation() -> None:
+    short = ServiceModel(**{**MODEL.__dict__, "cold_start_s": 30.0})
+    bound = spike_bound(short, _spike(600.0), 100, 160, replicas=5)
+    assert bound.violation_s == 107 + 30 - 100
+
+
+def test_no_policy_beats_the_bound_on_the_project_spike_trace() -> None:
+    trace = bench.project_trace("spike")
+    scenario = bench.default_scenario(60.0, 0)
+    results = bench.run_trace(trace, scenario)
+    for start, end in ((600, 720), (1200, 1320), (1800, 1860)):
+        with_tiers = spike_bound(scenario.model, trace, start, end, replicas=5, fastest_tier=2)
+        without = spike_bound(scenario.model, trace, start, end, replicas=5)
+        for name, result in results.items():
+            if name == "oracle":
+                continue
+            paid = sum(result.violated[start:end])
+            assert paid >= with_tiers.violation_s, name
+            if name != "kinfer-tiers":
+                assert paid >= without.violation_s, name
