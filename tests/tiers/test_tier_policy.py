@@ -306,6 +306,61 @@ def test_no_step_down_when_pods_start_faster_than_a_period():
     assert not decision.tier_changed
 
 
+STEP_UP_CONFIG = PolicyConfig(
+    max_replicas=40,
+    target_qps_per_replica=65,
+    target_latency_p95_ms=100,
+    expected_pod_start_s=60,
+    tiers=TierConfig(names=("fp32", "fp16", "int8")),
+)
+
+
+def _on_int8(qps: float, ready: int) -> tuple[object, PolicyState]:
+    """A settled service on int8 (switched long ago), fp32 measured at 70/replica."""
+    observation = Observation(
+        qps=qps,
+        latency_p95_ms=40,
+        pods_reporting=ready,
+        newest_sample_age_s=3,
+        versions={3: VersionObservation(qps, 40)},
+    )
+    state = PolicyState(
+        active_tier=2,
+        last_tier_switch_s=0.0,
+        last_tier_switch_down=True,
+        tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)},
+        ready_seen=ready,
+        ready_changed_s=0.0,
+    )
+    return decide(STEP_UP_CONFIG, observation, Replicas(ready, ready), state, 1000.0)
+
+
+def test_on_a_lower_tier_replicas_are_sized_for_the_step_up_headroom():
+    # 900 QPS: the QPS target asks 14 (64/replica), but fp32 holds 14 x 70 x 0.9 = 882 < 900
+    # only with the step-up headroom at 15 (945): sized at 14 the service would stay on int8.
+    decision, _ = _on_int8(900, 14)
+    assert decision.desired_replicas == 15
+    assert decision.reason == (
+        "scaled 14 -> 15: QPS 900 at int8: 15 x 70/replica hold it at fp32 with 10% headroom"
+    )
+    assert decision.tier_index == 2
+
+
+def test_once_the_headroom_is_ready_the_tier_steps_up():
+    decision, state = _on_int8(900, 15)
+    assert decision.desired_replicas == 15
+    assert decision.tier_index == 0
+    assert decision.tier_changed
+    assert state.active_tier == 0
+
+
+def test_the_step_up_sizing_is_off_at_the_first_tier():
+    observation = Observation(qps=900, latency_p95_ms=85, pods_reporting=14, newest_sample_age_s=3)
+    state = PolicyState(tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)})
+    decision, _ = decide(STEP_UP_CONFIG, observation, Replicas(14, 14), state, 1000.0)
+    assert decision.desired_replicas == 14
+
+
 def test_failed_metrics_hold_the_tier():
     state = PolicyState(active_tier=2)
     decision, _ = decide(CONFIG, Observation(error="timeout"), Replicas(4, 4), state, 100.0)

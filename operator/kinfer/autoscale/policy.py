@@ -483,6 +483,26 @@ def _latency_recommendation(
     wanted = current
     if capacity is not None and capacity > 0 and planned_qps is not None:
         wanted = math.ceil(planned_qps / capacity - 1e-9)
+    if state.active_tier > 0 and top is not None and planned_qps is not None:
+        # A lower tier serves. It steps back up only when the first tier holds the QPS on the
+        # Ready pods with the hysteresis' headroom, so size for exactly that: sized at the QPS
+        # target alone (65/replica against a 70/replica capacity less 10 %) the service would
+        # stay on the lower tier for as long as the load stays up.
+        hint = config.target_qps_per_replica
+        step_up = (
+            capacity
+            if capacity is not None
+            else (None if hint is None else hint * (1 + config.tolerance))
+        )
+        if step_up is not None and step_up > 0:
+            headroom = config.tiers.hysteresis
+            needed = math.ceil(planned_qps / (step_up * (1 - headroom)) - 1e-9)
+            if needed > wanted:
+                return needed, (
+                    f"QPS {planned_qps:.0f} at {config.tiers.names[state.active_tier]}:"
+                    f" {needed} x {step_up:.0f}/replica hold it at {top} with"
+                    f" {headroom:.0%} headroom{trend_note}"
+                )
     if over:
         return wanted, f"p95 {p95:.0f} ms > {target_ms:g} ms target{trend_note}"
     if capacity is None and config.target_qps_per_replica is None:
