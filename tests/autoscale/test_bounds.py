@@ -1,7 +1,7 @@
 """The spike lower bound: exact on deterministic arrivals, and never above what a policy pays."""
 
 from kinfer.autoscale import bench
-from kinfer.autoscale.bounds import spike_bound
+from kinfer.autoscale.bounds import bursts, hold_cost_bound, spike_bound
 from kinfer.autoscale.simulator import ServiceModel, Trace
 
 # Seed 0 puts the first scrape at t=2, then every 15 s: 92, 107, ...
@@ -52,3 +52,23 @@ def test_no_policy_beats_the_bound_on_the_project_spike_trace() -> None:
             assert paid >= with_tiers.violation_s, name
             if name != "kinfer-tiers":
                 assert paid >= without.violation_s, name
+
+
+def test_bursts_are_the_runs_above_the_first_load() -> None:
+    trace = Trace(
+        "b", ((0.0, 300.0), (100.0, 600.0), (130.0, 300.0), (400.0, 900.0), (420.0, 300.0))
+    )
+    assert [(b.start_s, b.end_s, b.peak_qps, b.gap_s) for b in bursts(trace)] == [
+        (100, 130, 600.0, 100),
+        (400, 420, 900.0, 270),
+    ]
+
+
+def test_holding_is_free_only_when_the_budget_covers_every_reactive_burst() -> None:
+    trace = Trace(
+        "b", ((0.0, 300.0), (100.0, 600.0), (130.0, 300.0), (400.0, 900.0), (420.0, 300.0))
+    )
+    short = ServiceModel(**{**MODEL.__dict__, "cold_start_s": 30.0})
+    assert hold_cost_bound(short, trace, violation_budget_s=1000) == (0, 0)
+    # Nothing may be paid: both bursts held, 5 -> 9 pods over 100 s and 5 -> 13 over 270 s.
+    assert hold_cost_bound(short, trace, violation_budget_s=0) == (4 * 100 + 8 * 270, 2)
