@@ -246,3 +246,64 @@ def test_a_long_pipeline_is_answered_in_full(ort_server):
         sock.sendall(live * 199 + last)
         received = _read_all(sock)
     assert received.count(b"HTTP/1.1 200 OK") == 200
+
+
+def test_pending_metrics_match_prometheus_observe():
+    # The hot path counts into plain buckets that a scrape folds into prometheus_client's
+    # children (private layout): the exposition must equal prometheus' own observe().
+    from prometheus_client import generate_latest
+
+    from kinfer_ort_server.metrics import LATENCY_BUCKETS_S, Metrics
+
+    fast, reference = Metrics(), Metrics()
+    series = fast.for_version("m", "1", "fp32")
+    labels = ("m", "1", "fp32")
+    reference.requests.labels(*labels).inc(0)
+    values = [0.0, 5e-5, *LATENCY_BUCKETS_S, 0.00031, 20.0, -1.0]
+    for value in values:
+        series.success(value)
+        series.queue_duration.observe(value / 2)
+        series.batch_size.observe(3)
+        reference.requests.labels(*labels).inc()
+        reference.request_duration.labels(*labels).observe(value)
+        reference.queue_duration.labels(*labels).observe(value / 2)
+        reference.batch_size.labels(*labels).observe(3)
+    series.failure("bad_request")
+    reference.requests.labels(*labels).inc()
+    reference.failures.labels(*labels, "bad_request").inc()
+
+    def samples(metrics: Metrics) -> list[str]:
+        # _created timestamps differ between the two registries; everything else must not.
+        return [
+            line
+            for line in generate_latest(metrics.registry).decode().splitlines()
+            if "_created" not in line and not line.startswith("kinfer_inference_inflight")
+        ]
+
+    assert samples(fast) == samples(reference)
+    assert samples(fast) == samples(reference), "a second scrape adds nothing"
+
+
+def test_run_estimate_ignores_one_slow_run_but_follows_a_slower_model(monkeypatch):
+    # A thread-pool run is timed until its thread gets the GIL back (up to 5 ms late under
+    # load): one such run must not push a 10 us model off the event loop for good.
+    import kinfer_ort_server.batcher as batcher_module
+
+    clock = [0.0]
+    durations: list[float] = []
+
+    def run(feeds):
+        clock[0] += durations.pop(0)
+        return [feeds["x"]]
+
+    monkeypatch.setattr(batcher_module.time, "perf_counter", lambda: clock[0])
+    batcher = Batcher(run, None, 4, 0.0, 1, inline_max_s=100e-6)
+    feeds = {"x": np.zeros((1, 2), np.float32)}
+    durations.extend([10e-6, 5e-3, 10e-6])
+    batcher._timed_run(feeds)
+    batcher._timed_run(feeds)
+    assert batcher.run_now(feeds, 1) is not None, "one late run: still inline"
+    durations.extend([1e-3] * 15)
+    for _ in range(15):
+        batcher._timed_run(feeds)
+    assert batcher.run_now(feeds, 1) is None, "a model that got slower leaves the loop"

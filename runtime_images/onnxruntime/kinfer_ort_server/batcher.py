@@ -61,7 +61,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._inline_max_s = inline_max_s
         # Unknown until measured: the first run goes to the thread pool.
-        self._run_ewma_s: float | None = None
+        self._run_estimate_s: float | None = None
 
     async def submit(
         self, feeds: dict[str, np.ndarray], rows: int
@@ -78,6 +78,27 @@ class Batcher:
         self._pending_rows += rows
         self._dispatch()
         return await future
+
+    def run_now(self, feeds: dict[str, np.ndarray], rows: int) -> list[np.ndarray] | None:
+        """Run `feeds` right here if the batcher would anyway; None: use `submit`.
+
+        The common case of a fast model: nothing queued, no batch running, runs short
+        enough for the event loop. `submit` would run the same single-request batch inline
+        too, only with a queue item and a future around it; this skips them. Raises what the
+        run raises, classified as `submit` would.
+        """
+        estimate_s = self._run_estimate_s
+        if self._pending or self._busy or estimate_s is None or estimate_s > self._inline_max_s:
+            return None
+        self._last_batch_requests = 1
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        try:
+            return self._timed_run(feeds)
+        except ServerError:
+            raise
+        except Exception as error:
+            raise _classify(error) from error
 
     def _dispatch(self) -> None:
         while self._pending and self._busy < self._instances:
@@ -124,8 +145,8 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(rows)
         feeds = batch[0].feeds if len(batch) == 1 else _concatenate([item.feeds for item in batch])
-        ewma_s = self._run_ewma_s
-        if self._busy == 0 and ewma_s is not None and ewma_s <= self._inline_max_s:
+        estimate_s = self._run_estimate_s
+        if self._busy == 0 and estimate_s is not None and estimate_s <= self._inline_max_s:
             # A model this fast costs less to run than the two thread hand-offs around it,
             # so it runs right here (blocking the loop for microseconds, not milliseconds).
             try:
@@ -142,10 +163,20 @@ class Batcher:
     def _timed_run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         start = time.perf_counter()
         outputs = self._run(feeds)
-        # A moving average of the run time decides between inline and thread execution.
+        # The run-time estimate decides between inline and thread execution. A run on the
+        # thread pool is timed until its thread holds the GIL again, which under load can
+        # take up to the interpreter's switch interval (5 ms) longer than the run: such
+        # waits only ever add time, so the estimate falls at once to a faster run and
+        # rises slowly: one 5 ms wait adds 50 us, while a model that really takes 1 ms
+        # moves off the loop after about ten runs. An average would stay inflated and keep
+        # a 10 us model on the thread pool, two thread hand-offs per batch, for as long as
+        # the load lasts.
         elapsed_s = time.perf_counter() - start
-        ewma_s = self._run_ewma_s
-        self._run_ewma_s = elapsed_s if ewma_s is None else ewma_s + 0.1 * (elapsed_s - ewma_s)
+        estimate_s = self._run_estimate_s
+        if estimate_s is None or elapsed_s < estimate_s:
+            self._run_estimate_s = elapsed_s
+        else:
+            self._run_estimate_s = estimate_s + 0.01 * (elapsed_s - estimate_s)
         return outputs
 
     def _on_done(self, batch: list[_Item], started_s: float, done: asyncio.Future) -> None:
