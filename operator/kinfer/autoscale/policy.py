@@ -9,7 +9,8 @@ same function, so the benchmark measures what runs. Rules, in order:
 2. QPS recommendation: ceil(QPS / targetQPSPerReplica), inside the tolerance band -> no change;
 3. latency recommendation: replicas needed for p95 <= target, from a capacity estimate of one
    replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target),
-   at least doubling the Ready replicas (capped) while p95 is over target;
+   at least doubling the Ready replicas (capped) while p95 is over target; while a lower tier
+   serves, sized so the first tier holds the QPS with the tier step-up's headroom;
 4. trend: while QPS rises, both recommendations use the QPS projected trend_lookahead_s ahead
    (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
