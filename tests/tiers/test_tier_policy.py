@@ -354,6 +354,28 @@ def test_once_the_headroom_is_ready_the_tier_steps_up():
     assert state.active_tier == 0
 
 
+def test_the_step_up_sizing_is_off_with_a_pinned_tier():
+    pinned = PolicyConfig(
+        max_replicas=40,
+        target_qps_per_replica=65,
+        target_latency_p95_ms=100,
+        tiers=TierConfig(names=("fp32", "fp16", "int8"), pinned="int8"),
+    )
+    observation = Observation(
+        qps=900,
+        latency_p95_ms=40,
+        pods_reporting=14,
+        newest_sample_age_s=3,
+        versions={3: VersionObservation(900, 40)},
+    )
+    state = PolicyState(
+        active_tier=2, tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)}
+    )
+    decision, _ = decide(pinned, observation, Replicas(14, 14), state, 1000.0)
+    assert decision.desired_replicas == 14
+    assert decision.tier_index == 2
+
+
 def test_the_step_up_sizing_is_off_at_the_first_tier():
     observation = Observation(qps=900, latency_p95_ms=85, pods_reporting=14, newest_sample_age_s=3)
     state = PolicyState(tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)})

@@ -484,7 +484,9 @@ def _latency_recommendation(
     wanted = current
     if capacity is not None and capacity > 0 and planned_qps is not None:
         wanted = math.ceil(planned_qps / capacity - 1e-9)
-    if state.active_tier > 0 and top is not None and planned_qps is not None:
+    # Not with a pinned tier: it never steps up, the headroom would be pods for nothing.
+    stepping_up = state.active_tier > 0 and config.tiers.pinned is None
+    if stepping_up and top is not None and planned_qps is not None:
         # A lower tier serves. It steps back up only when the first tier holds the QPS on the
         # Ready pods with the hysteresis' headroom, so size for exactly that: sized at the QPS
         # target alone (65/replica against a 70/replica capacity less 10 %) the service would
