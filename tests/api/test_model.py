@@ -24,6 +24,7 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
     parsed = {
         "spec.model.format": spec.model.format,
         "spec.precision.dwellSeconds": spec.precision.dwell_s,
+        "spec.precision.scaleDownStabilizationSeconds": spec.precision.scale_down_stabilization_s,
         "spec.resources.gpus": spec.resources.gpus,
         "spec.resources.cpu": spec.resources.cpu,
         "spec.resources.memory": spec.resources.memory,

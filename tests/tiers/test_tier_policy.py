@@ -16,6 +16,7 @@ from kinfer.tiers.policy import (
     TierProfile,
     capacity_at_target,
     decide_tier,
+    faster_tier,
     update_profile,
 )
 
@@ -454,3 +455,32 @@ def test_never_reverses_a_switch_within_the_dwell_time(seed):
     for (t0, d0), (t1, d1) in itertools.pairwise(switches):
         if d0 != d1:
             assert t1 - t0 >= 30, switches
+
+
+# faster_tier: whether a lower tier can absorb a burst (the tier-aware scale-down's condition).
+
+
+def test_faster_tier_is_the_lowest_measured_faster_tier():
+    assert faster_tier(TIERS, MEASURED) == 2
+
+
+def test_faster_tier_counts_an_unmeasured_tier_as_the_walk_does():
+    assert faster_tier(TIERS, {}) == 2
+    assert faster_tier(TIERS, {"fp32": TierProfile(capacity_qps_per_replica=70)}) == 2
+
+
+def test_faster_tier_skips_tiers_measured_no_faster():
+    # fp16 and int8 on a CPU: no faster than fp32 by more than the hysteresis.
+    cpu = {name: TierProfile(capacity_qps_per_replica=72) for name in ("fp32", "fp16", "int8")}
+    assert faster_tier(TIERS, cpu) is None
+    cpu["fp16"] = TierProfile(capacity_qps_per_replica=150)
+    assert faster_tier(TIERS, cpu) == 1
+
+
+def test_faster_tier_respects_the_floor_and_the_pin():
+    assert faster_tier(TierConfig(names=("fp32", "fp16", "int8"), min_tier="fp16"), MEASURED) == 1
+    assert (
+        faster_tier(TierConfig(names=("fp32", "fp16", "int8"), min_tier="fp32"), MEASURED) is None
+    )
+    assert faster_tier(TierConfig(names=("fp32", "fp16", "int8"), pinned="int8"), MEASURED) is None
+    assert faster_tier(TierConfig(names=("fp32",)), MEASURED) is None

@@ -77,6 +77,9 @@ DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT = 50
 DEFAULT_SCALING_PERIOD_S = 5
 DEFAULT_METRICS_WINDOW_S = 60
 DEFAULT_TIER_DWELL_S = 30
+# With tiers, the scale-down window: a faster tier absorbs a burst that comes back within a second,
+# so released pods are cheap to be wrong about (docs/autoscaling.md, tier-aware scale-down).
+DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S = 30
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_QUEUE_DELAY_US = 500
 

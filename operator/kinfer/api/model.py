@@ -34,6 +34,7 @@ class PrecisionSpec:
     pinned: str | None = None
     min_tier: str | None = None
     dwell_s: int = c.DEFAULT_TIER_DWELL_S
+    scale_down_stabilization_s: int = c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
 
     def tier_names(self) -> list[str]:
         return [tier.name for tier in self.tiers]
@@ -196,6 +197,11 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
             pinned=precision.get("pinned"),
             min_tier=precision.get("minTier"),
             dwell_s=int(precision.get("dwellSeconds", c.DEFAULT_TIER_DWELL_S)),
+            scale_down_stabilization_s=int(
+                precision.get(
+                    "scaleDownStabilizationSeconds", c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
+                )
+            ),
         ),
         resources=ResourcesSpec(
             gpus=int(resources.get("gpus", c.DEFAULT_GPUS)),

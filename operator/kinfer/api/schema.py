@@ -261,6 +261,17 @@ def spec_schema() -> Schema:
                         default=c.DEFAULT_TIER_DWELL_S,
                         description="Minimum time between two tier switches.",
                     ),
+                    "scaleDownStabilizationSeconds": _int(
+                        0,
+                        3600,
+                        default=c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S,
+                        description=(
+                            "Scale-down stabilization window while a faster tier than the "
+                            "first is measured to be faster and no tier is pinned (the shorter "
+                            "of this and scaling.scaleDownStabilizationSeconds): a burst that "
+                            "comes back is absorbed by stepping down a tier."
+                        ),
+                    ),
                 },
             },
             "resources": {

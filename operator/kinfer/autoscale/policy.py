@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kinfer.api import constants as c
@@ -34,6 +34,7 @@ from kinfer.tiers.policy import (
     TierProfile,
     capacity_at_target,
     decide_tier,
+    faster_tier,
     update_profile,
 )
 
@@ -102,6 +103,7 @@ def policy_config_from_spec(scaling: Any, precision: Any = None, **tuning: Any) 
             pinned=precision.pinned,
             min_tier=precision.min_tier,
             dwell_s=float(precision.dwell_s),
+            scale_down_stabilization_s=float(precision.scale_down_stabilization_s),
         )
     return PolicyConfig(
         min_replicas=scaling.min_replicas,
@@ -255,12 +257,19 @@ def decide(
 
     if tiers_enabled and not stale:
         _update_tier_profiles(config, observation, replicas, state, now_s)
+    # 9. tier-aware scale-down: with a tier measured faster than the first, a burst that comes
+    # back is absorbed by stepping down within a second, so a scale-down may follow the load
+    # sooner (the short rate, a shorter window) as long as it keeps a margin (below).
+    fast = faster_tier(config.tiers, state.tier_profiles) if tiers_enabled else None
 
     # 4. trend: the QPS the recommendations plan for.
     planned_qps, trend_note = qps, ""
     recent = observation.qps_recent
     if qps is not None and recent is not None and recent > qps * (1 + config.tolerance):
         # The short window sees a step a whole window earlier; only a rise is trusted from it.
+        planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
+    elif fast is not None and qps is not None and recent is not None and recent < qps:
+        # The 60 s rate still holds a burst a whole window after it ended; the short one does not.
         planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
     if planned_qps is not None and not stale:
         window_start = now_s - config.metrics_window_s
@@ -305,6 +314,10 @@ def decide(
 
     # 5. the larger recommendation wins; its text is the reason.
     recommended, why = max(recs, key=lambda rec: rec[0])
+    if fast is not None and recommended < current and state.active_tier == 0:
+        recommended, why = _scale_down_margin(
+            config, state, observation, planned_qps, current, recommended, why
+        )
     if recommended < current and (stale or partial):
         recommended = current
         why += (
@@ -353,7 +366,16 @@ def decide(
     state.recommendations = [(t, n) for t, n in state.recommendations if t > now_s - window]
     state.recommendations.append((now_s, recommended))
     history = state.recommendations + ([(now_s, floor)] if floor > recommended else [])
-    desired, notes = apply_behavior(config, history, current, max(urgent, floor), now_s)
+    behavior = config
+    if fast is not None and config.tiers.scale_down_stabilization_s < (
+        config.scale_down_stabilization_s
+    ):
+        behavior = replace(
+            config, scale_down_stabilization_s=config.tiers.scale_down_stabilization_s
+        )
+    desired, notes = apply_behavior(behavior, history, current, max(urgent, floor), now_s)
+    if behavior is not config and desired < current:
+        notes.append(f"{config.tiers.names[fast]} absorbs a burst that comes back")
 
     # 7. free GPU capacity.
     uncapped = desired
@@ -514,6 +536,46 @@ def _latency_recommendation(
     if wanted >= current:
         return wanted, f"p95 {p95:.0f} ms <= {target_ms:g} ms target{trend_note}"
     return wanted, f"p95 {p95:.0f} ms, {wanted} replicas hold {target_ms:g} ms target"
+
+
+def _scale_down_margin(
+    config: PolicyConfig,
+    state: PolicyState,
+    observation: Observation,
+    planned_qps: float | None,
+    current: int,
+    recommended: int,
+    why: str,
+) -> tuple[int, str]:
+    """A scale-down only to a count that holds the planned QPS plus the tolerance at the latency
+    target, at the first tier's capacity as the latency rule sees it (the lower of its profile and
+    this window's estimate). Without it the QPS rule (65/replica) releases a pod that the latency
+    rule asks back a period later when the load moves by a few percent: the two disagree at the
+    margin, and a short scale-down window no longer hides that."""
+    target_ms = config.target_latency_p95_ms
+    p95 = observation.latency_p95_ms
+    if target_ms is None or p95 is None or planned_qps is None or p95 > target_ms:
+        return recommended, why
+    profile = state.tier_profiles.get(config.tiers.names[0])
+    capacity = None if profile is None else profile.capacity_qps_per_replica
+    if observation.qps and p95 > 0:
+        reporting = max(observation.pods_reporting, 1)
+        measured = capacity_at_target(observation.qps / reporting, p95, target_ms)
+        capacity = measured if capacity is None else min(capacity, measured)
+    if capacity is None:
+        return recommended, why
+    holds = (
+        current
+        if capacity <= 0
+        else math.ceil(planned_qps * (1 + config.tolerance) / capacity - 1e-9)
+    )
+    if holds <= recommended:
+        return recommended, why
+    holds = min(holds, current)
+    return holds, (
+        f"{why}; {holds} x {capacity:.0f}/replica hold it"
+        f" +{config.tolerance:.0%} at the {target_ms:g} ms target"
+    )
 
 
 def apply_behavior(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from kinfer.api.constants import DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
+
 # M/M/1 sojourn time is exponential with rate (mu - lambda), so its 95th percentile is
 # ln(20) / (mu - lambda): the model that turns one (load, p95) sample into a capacity estimate.
 LN20 = math.log(20.0)
@@ -36,6 +38,9 @@ class TierConfig:
     dwell_s: float = 30.0
     # A higher tier must hold the load with this much headroom before the policy steps back up.
     hysteresis: float = 0.1
+    # The scale-down window while a faster tier is measured to be faster (and none is pinned):
+    # a burst that comes back is absorbed by stepping down, so pods can go sooner.
+    scale_down_stabilization_s: float = DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
 
     def floor_index(self) -> int:
         if self.min_tier is None or self.min_tier not in self.names:
@@ -224,6 +229,21 @@ def decide_tier(
     return TierDecision(
         active, f"tier {names[active]}: higher tiers would not hold QPS {qps:.0f}", False
     )
+
+
+def faster_tier(config: TierConfig, profiles: dict[str, TierProfile]) -> int | None:
+    """The lowest tier the step-down walk would go to from the first tier, or None (no tier below
+    the first above the floor, a pinned tier, or every lower tier measured no faster than the
+    first). As in the walk, an unmeasured tier counts (it would be tried) and a measured one only
+    when faster than the first by more than the hysteresis (fp16 on a CPU is not)."""
+    if len(config.names) <= 1 or config.pinned is not None:
+        return None
+    first = profiles.get(config.names[0], TierProfile()).capacity_qps_per_replica
+    for index in range(config.floor_index(), 0, -1):
+        measured = profiles.get(config.names[index], TierProfile()).capacity_qps_per_replica
+        if measured is None or first is None or measured > first * (1 + config.hysteresis):
+            return index
+    return None
 
 
 def _opt_float(value: object) -> float | None:
