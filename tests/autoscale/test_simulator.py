@@ -13,6 +13,7 @@ from kinfer.autoscale.bench import PROJECT_TRACES, default_scenario, project_tra
 from kinfer.autoscale.simulator import (
     Command,
     Controller,
+    Result,
     ServiceModel,
     Trace,
     arrivals_for,
@@ -247,3 +248,23 @@ def test_scale_down_drops_pending_pods_first():
     assert seen[150] == 3
     # The three placed pods stayed Ready through the scale-down.
     assert result.ready[100:] == [3] * 500
+
+
+def _result(offered: list[float], replicas: list[int]) -> Result:
+    return Result(
+        policy="p", trace="t", seconds=len(replicas), offered_qps=offered, replicas=replicas
+    )
+
+
+def test_reversals_and_flaps_count_changes_undone_within_a_minute():
+    # 5 -> 4 at t=100, back to 5 at t=130 (a reversal), 5 -> 6 at t=300 and 6 -> 5 at t=400
+    # (100 s apart: not one).
+    replicas = [5] * 100 + [4] * 30 + [5] * 170 + [6] * 100 + [5] * 100
+    steady = _result([300.0] * len(replicas), replicas)
+    assert steady.reversals() == [(100, 130)]
+    assert steady.flaps() == [(100, 130)]
+    assert steady.summary()["reversals"] == steady.summary()["flaps"] == 1
+    # The same reversal while the offered load rises by 50 %: the load explains it.
+    burst = _result([300.0] * 120 + [450.0] * (len(replicas) - 120), replicas)
+    assert burst.reversals() == [(100, 130)]
+    assert burst.flaps() == []

@@ -287,8 +287,8 @@ def _handle(args: argparse.Namespace) -> int:
 def _markdown(summaries: list[dict[str, object]]) -> str:
     lines = [
         "| trace | cold start s | max pods | policy | SLO violation | replica-s | vs oracle"
-        " | scale events | tier switches | violation vs HPA |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        " | scale events | tier switches | lower tier | reversals / flaps | violation vs HPA |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for summary in summaries:
         policies: dict[str, dict[str, float]] = summary["policies"]  # type: ignore[assignment]
@@ -305,6 +305,7 @@ def _markdown(summaries: list[dict[str, object]]) -> str:
                 f" | {summary['max_pods'] or '-'} | {name}"
                 f" | {figures['slo_violation_fraction']:.2%} | {figures['replica_seconds']}"
                 f" | {figures['replica_seconds'] / oracle_rs:.2f}x | {figures['scale_events']}"
-                f" | {figures['tier_switches']} | {versus_hpa} |"
+                f" | {figures['tier_switches']} | {figures['lower_tier_fraction']:.1%}"
+                f" | {figures['reversals']} / {figures['flaps']} | {versus_hpa} |"
             )
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -37,6 +38,12 @@ from kinfer.autoscale.observation import Observation, VersionObservation
 LN20 = math.log(20.0)
 # Above this utilisation a replica is treated as saturated (its M/M/1 p95 would be unbounded).
 SATURATION = 0.98
+# A change of the replica count undone (down then up, or up then down) within this long is a
+# reversal; it is a flap when the offered load moved by no more than FLAP_LOAD_CHANGE over the
+# reversal and this long before it (the rate window a policy reads): nothing the load did
+# explains it. A burst that starts just after a release is a reversal, not a flap.
+REVERSAL_WINDOW_S = 60
+FLAP_LOAD_CHANGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,29 @@ class Result:
     def replica_seconds(self) -> int:
         return sum(self.replicas)
 
+    def reversals(self) -> list[tuple[int, int]]:
+        """(first, second) times of replica changes in opposite directions within
+        REVERSAL_WINDOW_S of each other (consecutive changes only)."""
+        changes = [
+            (t, self.replicas[t] > self.replicas[t - 1])
+            for t in range(1, len(self.replicas))
+            if self.replicas[t] != self.replicas[t - 1]
+        ]
+        return [
+            (first, second)
+            for (first, up_first), (second, up_second) in itertools.pairwise(changes)
+            if up_first != up_second and second - first <= REVERSAL_WINDOW_S
+        ]
+
+    def flaps(self) -> list[tuple[int, int]]:
+        """The reversals the offered load does not explain (see FLAP_LOAD_CHANGE)."""
+        found = []
+        for first, second in self.reversals():
+            load = self.offered_qps[max(first - REVERSAL_WINDOW_S, 0) : second + 1]
+            if max(load) <= min(load) * (1 + FLAP_LOAD_CHANGE):
+                found.append((first, second))
+        return found
+
     def summary(self) -> dict[str, float | int]:
         return {
             "slo_violation_fraction": round(self.slo_violation_fraction, 4),
@@ -223,6 +253,11 @@ class Result:
             "scale_events": self.scale_events,
             "tier_switches": self.tier_switches,
             "rejected_requests": round(self.rejected),
+            "lower_tier_fraction": round(
+                sum(1 for tier in self.tier if tier > 0) / max(len(self.tier), 1), 4
+            ),
+            "reversals": len(self.reversals()),
+            "flaps": len(self.flaps()),
         }
 
 
