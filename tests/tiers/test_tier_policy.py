@@ -316,8 +316,9 @@ STEP_UP_CONFIG = PolicyConfig(
 )
 
 
-def _on_int8(qps: float, ready: int) -> tuple[object, PolicyState]:
-    """A settled service on int8 (switched long ago), fp32 measured at 70/replica."""
+def _on_int8(qps: float, ready: int, switched_s: float = 0.0) -> tuple[object, PolicyState]:
+    """A settled service on int8 (switched at switched_s; now is 1000), fp32 measured at
+    70/replica."""
     observation = Observation(
         qps=qps,
         latency_p95_ms=40,
@@ -327,7 +328,7 @@ def _on_int8(qps: float, ready: int) -> tuple[object, PolicyState]:
     )
     state = PolicyState(
         active_tier=2,
-        last_tier_switch_s=0.0,
+        last_tier_switch_s=switched_s,
         last_tier_switch_down=True,
         tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)},
         ready_seen=ready,
@@ -345,6 +346,15 @@ def test_on_a_lower_tier_replicas_are_sized_for_the_step_up_headroom():
         "scaled 14 -> 15: QPS 900 at int8: 15 x 70/replica hold it at fp32 with 10% headroom"
     )
     assert decision.tier_index == 2
+
+
+def test_the_step_up_sizing_waits_for_the_lower_tier_to_serve_a_metrics_window():
+    # Switched to int8 30 s ago: a burst that short is the lower tier's alone; the QPS target
+    # sizes (900 / 65 -> 14) until the tier has served a whole window (60 s).
+    decision, _ = _on_int8(900, 14, switched_s=970.0)
+    assert decision.desired_replicas == 14
+    decision, _ = _on_int8(900, 14, switched_s=940.0)
+    assert decision.desired_replicas == 15
 
 
 def test_once_the_headroom_is_ready_the_tier_steps_up():

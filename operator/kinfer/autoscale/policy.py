@@ -296,7 +296,9 @@ def decide(
     # 3. latency recommendation.
     if p95 is not None and target_ms is not None:
         recs.append(
-            _latency_recommendation(config, state, replicas, observation, planned_qps, trend_note)
+            _latency_recommendation(
+                config, state, replicas, observation, planned_qps, trend_note, now_s
+            )
         )
 
     if not recs:
@@ -486,6 +488,7 @@ def _latency_recommendation(
     observation: Observation,
     planned_qps: float | None,
     trend_note: str,
+    now_s: float,
 ) -> tuple[int, str]:
     """Replicas that hold p95 <= target for the planned QPS at the first tier's capacity (the tier
     we scale for: lower tiers only bridge the wait for pods)."""
@@ -506,8 +509,17 @@ def _latency_recommendation(
     wanted = current
     if capacity is not None and capacity > 0 and planned_qps is not None:
         wanted = math.ceil(planned_qps / capacity - 1e-9)
-    # Not with a pinned tier: it never steps up, the headroom would be pods for nothing.
-    stepping_up = state.active_tier > 0 and config.tiers.pinned is None
+    # Not with a pinned tier: it never steps up, the headroom would be pods for nothing. Nor
+    # before the lower tier has served a metrics window: a burst shorter than that is over before
+    # such pods would be Ready (the lower tier holds it alone), and its load is not measured yet.
+    stepping_up = (
+        state.active_tier > 0
+        and config.tiers.pinned is None
+        and (
+            state.last_tier_switch_s is None
+            or now_s - state.last_tier_switch_s >= config.metrics_window_s
+        )
+    )
     if stepping_up and top is not None and planned_qps is not None:
         # A lower tier serves. It steps back up only when the first tier holds the QPS on the
         # Ready pods with the hysteresis' headroom, so size for exactly that: sized at the QPS
