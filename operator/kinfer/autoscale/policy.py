@@ -9,15 +9,17 @@ same function, so the benchmark measures what runs. Rules, in order:
 2. QPS recommendation: ceil(QPS / targetQPSPerReplica), inside the tolerance band -> no change;
 3. latency recommendation: replicas needed for p95 <= target, from a capacity estimate of one
    replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target),
-   at least doubling the Ready replicas (capped) while p95 is over target; while a lower tier
-   serves, sized so the first tier holds the QPS with the tier step-up's headroom;
+   at least doubling the Ready replicas (capped) while p95 is over target; once a lower tier
+   has served a metrics window, sized so the first tier holds the QPS with the step-up's headroom;
 4. trend: while QPS rises, both recommendations use the QPS projected trend_lookahead_s ahead
    (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
 6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
    window, down to the highest of the down window), step limits per period, min/max;
 7. free GPU capacity caps a scale-up;
-8. the tier decision (tiers.policy.decide_tier) with the outcome of the above.
+8. the tier decision (tiers.policy.decide_tier) with the outcome of the above;
+9. tier-aware scale-down: while a lower tier could absorb a burst, the tiers' shorter scale-down
+   window, the short rate for a scale-down, and a margin of the tolerance at the latency target.
 """
 
 from __future__ import annotations
