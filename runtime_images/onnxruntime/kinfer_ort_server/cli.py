@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--inline-execution-us",
         type=int,
         default=100,
-        help="a model whose session.run averages under this runs on the event loop, skipping "
-        "the thread hand-off (0: always the thread pool)",
+        help="a model whose session.run takes under this (estimated from its recent runs) runs "
+        "on the event loop, skipping the thread hand-off (0: always the thread pool)",
     )
     session.add_argument(
         "--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all"

@@ -49,7 +49,7 @@ class RuntimeOptions:
     default_max_queue_delay_us: int = 0
     graph_optimization: str = "all"
     execution_threads: int = 0  # 0: 2 threads
-    inline_max_us: int = 100  # models running faster than this on average run on the event loop
+    inline_max_us: int = 100  # models whose run-time estimate is under this run on the event loop
 
 
 def ort_providers(names: tuple[str, ...]) -> list[str]:
