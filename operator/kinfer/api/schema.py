@@ -266,10 +266,10 @@ def spec_schema() -> Schema:
                         3600,
                         default=c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S,
                         description=(
-                            "Scale-down stabilization window while a faster tier than the "
-                            "first is measured to be faster and no tier is pinned (the shorter "
-                            "of this and scaling.scaleDownStabilizationSeconds): a burst that "
-                            "comes back is absorbed by stepping down a tier."
+                            "Scale-down stabilization window while a lower tier could absorb "
+                            "a burst by stepping down: no tier is pinned and a tier down to "
+                            "minTier is unmeasured or measured faster than the first (the "
+                            "shorter of this and scaling.scaleDownStabilizationSeconds)."
                         ),
                     ),
                 },

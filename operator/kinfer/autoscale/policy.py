@@ -8,9 +8,10 @@ same function, so the benchmark measures what runs. Rules, in order:
 1. fail-static: no usable metrics -> keep the current replicas (clamped to min/max), say why;
 2. QPS recommendation: ceil(QPS / targetQPSPerReplica), inside the tolerance band -> no change;
 3. latency recommendation: replicas needed for p95 <= target, from a capacity estimate of one
-   replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target),
-   at least doubling the Ready replicas (capped) while p95 is over target; once a lower tier
-   has served a metrics window, sized so the first tier holds the QPS with the step-up's headroom;
+   replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target);
+   once a lower tier has served a metrics window, sized so the first tier holds the QPS with the
+   step-up's headroom (3a); while p95 is over target x (1 + tolerance) on a settled set of pods,
+   up to twice the pods that reported, kept as a floor while they start (3b, overload);
 4. trend: while QPS rises, both recommendations use the QPS projected trend_lookahead_s ahead
    (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
@@ -259,9 +260,10 @@ def decide(
 
     if tiers_enabled and not stale:
         _update_tier_profiles(config, observation, replicas, state, now_s)
-    # 9. tier-aware scale-down: with a tier measured faster than the first, a burst that comes
-    # back is absorbed by stepping down within a second, so a scale-down may follow the load
-    # sooner (the short rate, a shorter window) as long as it keeps a margin (below).
+    # 9. tier-aware scale-down: with a lower tier that could absorb a burst (faster_tier:
+    # unmeasured, or measured faster than the first), a burst that comes back is absorbed by
+    # stepping down within a second, so a scale-down may follow the load sooner (the short rate,
+    # a shorter window) as long as it keeps a margin (below).
     fast = faster_tier(config.tiers, state.tier_profiles) if tiers_enabled else None
 
     # 4. trend: the QPS the recommendations plan for.

@@ -38,8 +38,9 @@ class TierConfig:
     dwell_s: float = 30.0
     # A higher tier must hold the load with this much headroom before the policy steps back up.
     hysteresis: float = 0.1
-    # The scale-down window while a faster tier is measured to be faster (and none is pinned):
-    # a burst that comes back is absorbed by stepping down, so pods can go sooner.
+    # The scale-down window while a lower tier could absorb a burst (none pinned, and faster_tier
+    # finds one: unmeasured, or measured faster than the first): stepping down absorbs a burst
+    # that comes back, so pods can go sooner.
     scale_down_stabilization_s: float = DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
 
     def floor_index(self) -> int:
