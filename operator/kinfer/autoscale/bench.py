@@ -184,7 +184,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--out", type=Path, help="with --all: write table.md and PNGs here")
     parser.add_argument(
-        "--cold-start-s", type=float, default=30.0, help="seconds from scale-up to Ready"
+        "--cold-start-s",
+        type=float,
+        default=30.0,
+        help="seconds from scale-up to Ready (default 30)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrivals (default 0)")
     parser.add_argument(
