@@ -12,8 +12,9 @@ same function, so the benchmark measures what runs. Rules, in order:
    once a lower tier has served a metrics window, sized so the first tier holds the QPS with the
    step-up's headroom (3a); while p95 is over target x (1 + tolerance) on a settled set of pods,
    up to twice the pods that reported, kept as a floor while they start (3b, overload);
-4. trend: while QPS rises, both recommendations use the QPS projected trend_lookahead_s ahead
-   (it covers the rate window's lag and the pods' start time);
+4. short window and trend: both recommendations plan on the short (30 s) rate when it is above
+   the window's by more than the tolerance, and, while QPS rises, on the QPS projected
+   trend_lookahead_s ahead (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
 6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
    window, down to the highest of the down window), step limits per period, min/max;
