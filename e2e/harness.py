@@ -230,6 +230,15 @@ def load_sample(name: str, namespace: str, models: Models) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+def deploy_ready_sample(cluster: Cluster, sample: str, namespace: str, models: Models) -> str:
+    """Apply a sample and wait until it is Ready; returns its name."""
+    isvc = load_sample(sample, namespace, models)
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+    cluster.wait_ready(namespace, name)
+    return name
+
+
 def active_model_path(isvc: dict[str, Any], models: Models) -> Path:
     """The model file the pods serve: the pinned tier's, else the first tier's, else the model's."""
     spec = isvc["spec"]

@@ -17,6 +17,7 @@ from e2e.harness import (
     Cluster,
     Models,
     Operator,
+    deploy_ready_sample,
     infer_both_protocols,
     load_sample,
     pod_endpoint,
@@ -38,10 +39,7 @@ def _status(cluster: Cluster, namespace: str, name: str) -> dict:
 def test_kubectl_scale_is_honoured(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
-    name = isvc["metadata"]["name"]
-    cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
 
     cluster.kubectl("scale", f"kisvc/{name}", "-n", namespace, "--replicas=3")
     wait_for(
@@ -69,10 +67,7 @@ def test_kubectl_scale_is_honoured(
 def test_delete_removes_every_child_through_the_garbage_collector(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
-    name = isvc["metadata"]["name"]
-    cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
     uid = cluster.get("kisvc", name, "-n", namespace)["metadata"]["uid"]
     children = _children(cluster, namespace, name)
     kinds = {c["kind"] for c in children}
@@ -109,10 +104,7 @@ def test_a_dead_server_is_restarted_and_the_restart_is_visible(
 ) -> None:
     if not (cluster.kubeconfig.parent / "cluster.json").exists():
         pytest.skip("needs kinfer's local cluster (its pod runner)")
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
-    name = isvc["metadata"]["name"]
-    cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
     (pod,) = cluster.ready_pods(namespace, name)
     record = _server_record(cluster, pod)
     # The server is this suite's own process (started by the runner of the
@@ -131,10 +123,7 @@ def test_a_dead_server_is_restarted_and_the_restart_is_visible(
 def test_a_deleted_pods_server_stops(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
-    name = isvc["metadata"]["name"]
-    cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
     (pod,) = cluster.ready_pods(namespace, name)
     ip = pod["status"]["podIP"]
     if not ip.startswith("127."):

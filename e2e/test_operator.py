@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
-from e2e.harness import ISVC_LABEL, Cluster, Models, Operator, load_sample, wait_for
+from e2e.harness import (
+    ISVC_LABEL,
+    Cluster,
+    Models,
+    Operator,
+    deploy_ready_sample,
+    load_sample,
+    wait_for,
+)
 
 # Longer than the operator's resync timer (30 s), so a periodic reconcile
 # happens inside the window.
@@ -81,10 +89,7 @@ def _versions(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, st
 def test_no_api_writes_while_nothing_changes(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
-    name = isvc["metadata"]["name"]
-    cluster.apply(isvc)
-    cluster.wait_ready(namespace, name)
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
     # Settled: the same resourceVersions twice, a few seconds apart.
     previous: dict = {}
 
