@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kinfer_ort_server import __version__
+from kinfer_ort_server.grpc_frontend import BINARY, find_binary
 from kinfer_ort_server.repository import PROVIDERS, RuntimeOptions
 from kinfer_ort_server.server import ServerOptions, serve
 
@@ -67,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-http", type=_bool, default=True)
     parser.add_argument("--allow-grpc", type=_bool, default=True)
     parser.add_argument("--allow-metrics", type=_bool, default=True)
+    parser.add_argument(
+        "--grpc-frontend",
+        choices=("auto", "go", "python"),
+        default="auto",
+        help="go: gRPC served by kinfer-grpc-frontend (a Go process; far less CPU per call); "
+        "python: by grpc.aio in this process; auto: go when the binary is found",
+    )
+    parser.add_argument(
+        "--grpc-frontend-binary",
+        default=None,
+        metavar="PATH",
+        help="kinfer-grpc-frontend to run (default: found on PATH or beside this Python)",
+    )
     parser.add_argument(
         "--exit-on-error",
         type=_bool,
@@ -174,6 +188,17 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         )
     if not args.model_repository.is_dir():
         raise ValueError(f"--model-repository={args.model_repository} is not a directory")
+    frontend_binary = None
+    if args.allow_grpc and args.grpc_frontend != "python":
+        frontend_binary = find_binary(args.grpc_frontend_binary)
+        if frontend_binary is None and (
+            args.grpc_frontend == "go" or args.grpc_frontend_binary is not None
+        ):
+            where = args.grpc_frontend_binary or f"{BINARY} on PATH or beside {sys.executable}"
+            raise ValueError(
+                f"--grpc-frontend={args.grpc_frontend}: no executable {where} (build it with "
+                "`make grpc-frontend`, or use --grpc-frontend=python)"
+            )
     runtime = RuntimeOptions(
         intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
@@ -197,6 +222,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         allow_http=args.allow_http,
         allow_grpc=args.allow_grpc,
         allow_metrics=args.allow_metrics,
+        grpc_frontend_binary=frontend_binary,
         max_request_bytes=args.max_request_bytes,
         exit_timeout_s=args.exit_timeout_secs,
         exit_on_error=args.exit_on_error,

@@ -141,11 +141,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # One response per request, in order; a failed request answers with error_message
         # and the stream goes on (tritonclient's start_stream / async_stream_infer).
         async for request in request_iterator:
-            response, error = await self._serve(request)
-            if error is not None:
-                yield pb.ModelStreamInferResponse(error_message=error.message)
-            else:
-                yield pb.ModelStreamInferResponse(infer_response=response)
+            yield await self.stream_response(request)
+
+    async def stream_response(self, request) -> pb.ModelStreamInferResponse:
+        """The stream's answer to one of its requests: the response, or the error inside it."""
+        response, error = await self._serve(request)
+        if error is not None:
+            return pb.ModelStreamInferResponse(error_message=error.message)
+        return pb.ModelStreamInferResponse(infer_response=response)
 
     async def _serve(self, request) -> tuple[pb.ModelInferResponse | None, ServerError | None]:
         """One inference with its metrics: (response, None) or (None, the error to report)."""

@@ -15,6 +15,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.errors import ServerError
 from kinfer_ort_server.grpc_api import InferenceServicer
+from kinfer_ort_server.grpc_frontend import BINARY, GrpcFrontend, start_grpc_frontend
 from kinfer_ort_server.http_api import HttpApi
 from kinfer_ort_server.http_server import HttpRequest, HttpResponse, start_http_server
 from kinfer_ort_server.metrics import Metrics
@@ -37,6 +38,8 @@ class ServerOptions:
     allow_http: bool = True
     allow_grpc: bool = True
     allow_metrics: bool = True
+    # kinfer-grpc-frontend's path; None: gRPC on grpc.aio in this process.
+    grpc_frontend_binary: str | None = None
     max_request_bytes: int = 64 * 1024 * 1024
     exit_timeout_s: float = 30.0
     exit_on_error: bool = True
@@ -98,13 +101,29 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
             )
         )
     grpc_server = None
-    if options.allow_grpc:
-        # Transport limit above ours, so an oversize request reaches the handler and is counted.
-        limit = options.max_request_bytes + 1024 * 1024
+    frontend: GrpcFrontend | None = None
+    # Transport limit above ours, so an oversize request reaches the handler and is counted.
+    grpc_limit = options.max_request_bytes + 1024 * 1024
+    if options.allow_grpc and options.grpc_frontend_binary:
+        try:
+            frontend = await start_grpc_frontend(
+                options.grpc_frontend_binary,
+                InferenceServicer(core),
+                options.grpc_address,
+                options.grpc_port,
+                grpc_limit,
+                options.exit_timeout_s,
+            )
+        except RuntimeError as error:
+            log.error("%s", error)
+            return 1
+        log.info("gRPC served by %s on %s", options.grpc_frontend_binary, frontend.address)
+        frontend_exit = asyncio.create_task(_watch_frontend(frontend, stop))
+    elif options.allow_grpc:
         grpc_server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", grpc_limit),
+                ("grpc.max_send_message_length", grpc_limit),
                 ("grpc.so_reuseport", 0),
             ]
         )
@@ -152,8 +171,25 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
         listener.close()  # no new connections; open ones finish their requests below
     if grpc_server is not None:
         await grpc_server.stop(options.exit_timeout_s)
+    if frontend is not None:
+        if frontend_exit.done() and frontend_exit.result():
+            exit_code = exit_code or 1  # it stopped the server: not a clean exit
+        frontend_exit.cancel()
+        await frontend.stop(options.exit_timeout_s)
     await _drain(repository, options.exit_timeout_s)
     return exit_code
+
+
+async def _watch_frontend(frontend: GrpcFrontend, stop: asyncio.Event) -> bool:
+    """A frontend that exits on its own leaves gRPC unserved: stop, so the pod restarts.
+
+    True when it did; an exit after the stop began (it got the SIGTERM too) is no failure."""
+    code = await frontend.process.wait()
+    if stop.is_set():
+        return False
+    log.error("%s exited with code %s: stopping the server", BINARY, code)
+    stop.set()
+    return True
 
 
 async def _drain(repository: Repository, timeout_s: float) -> None:

@@ -1,0 +1,263 @@
+"""gRPC through kinfer-grpc-frontend: a Go process speaks HTTP/2 and gRPC, this server the rest.
+
+`grpc.aio` costs 210-275 us of CPU per call before the servicer runs (docs/data-plane.md),
+several times the inference of a small model. The frontend (`runtime_images/onnxruntime/
+grpc_frontend/`) terminates gRPC and passes each call, still serialized, over a socketpair;
+here it is parsed and answered by the same `InferenceServicer` that serves `grpc.aio`, so
+both frontends answer alike. The frame format is described in the frontend's bridge.go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2 as pb
+
+from kinfer_ort_server.grpc_api import InferenceServicer
+
+log = logging.getLogger("kinfer_ort_server.grpc")
+
+BINARY = "kinfer-grpc-frontend"
+_HEADER = struct.Struct("<IIB")
+_OK = 0
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+_INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+_STREAM_INFER = 11
+# Tag -> (servicer method, request message), as bridge.go's `methods` numbers them.
+_UNARY: dict[int, tuple[str, type]] = {
+    1: ("ServerLive", pb.ServerLiveRequest),
+    2: ("ServerReady", pb.ServerReadyRequest),
+    3: ("ModelReady", pb.ModelReadyRequest),
+    4: ("ServerMetadata", pb.ServerMetadataRequest),
+    5: ("ModelMetadata", pb.ModelMetadataRequest),
+    6: ("ModelInfer", pb.ModelInferRequest),
+    7: ("ModelConfig", pb.ModelConfigRequest),
+    8: ("RepositoryIndex", pb.RepositoryIndexRequest),
+    9: ("RepositoryModelLoad", pb.RepositoryModelLoadRequest),
+    10: ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest),
+}
+
+
+def find_binary(explicit: str | None = None) -> str | None:
+    """The frontend's path: `explicit`, else on PATH, else beside this Python (a venv's bin)."""
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    found = shutil.which(BINARY)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / BINARY
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+class _CallContext:
+    """The part of `grpc.aio.ServicerContext` the servicer uses: an error to answer with."""
+
+    __slots__ = ("code", "details")
+
+    def __init__(self) -> None:
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+class BridgeProtocol(asyncio.Protocol):
+    """Reads call frames, answers each with a reply frame; replies are written in batches."""
+
+    def __init__(self, servicer: InferenceServicer, max_frame_bytes: int) -> None:
+        self.servicer = servicer
+        self.max_frame_bytes = max_frame_bytes
+        self.listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buffer = bytearray()
+        self._replies: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if not self.listening.done():
+            self.listening.set_exception(ConnectionError(f"{BINARY} closed the bridge"))
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        available = len(buffer)
+        while available - offset >= _HEADER.size:
+            size, call_id, tag = _HEADER.unpack_from(buffer, offset)
+            if size > self.max_frame_bytes:
+                log.error("%s sent a %d byte frame: closing the bridge", BINARY, size)
+                self._transport.close()
+                return
+            end = offset + _HEADER.size + size
+            if end > available:
+                break
+            payload = bytes(buffer[offset + _HEADER.size : end])
+            offset = end
+            if call_id == 0:
+                if not self.listening.done():
+                    self.listening.set_result(payload.decode())
+                continue
+            task = self._loop.create_task(self._answer(call_id, tag, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if offset:
+            del buffer[:offset]
+
+    async def _answer(self, call_id: int, tag: int, payload: bytes) -> None:
+        try:
+            code, body = await self._dispatch(tag, payload)
+        except Exception as error:  # the server must answer and stay up whatever happens
+            log.exception("gRPC call (bridge tag %d) failed", tag)
+            code, body = _INTERNAL, f"internal error: {type(error).__name__}: {error}".encode()
+        self._reply(call_id, code, body)
+
+    async def _dispatch(self, tag: int, payload: bytes) -> tuple[int, bytes]:
+        servicer = self.servicer
+        if tag == _STREAM_INFER:
+            request = _parse(pb.ModelInferRequest, payload)
+            if isinstance(request, str):
+                return _OK, pb.ModelStreamInferResponse(error_message=request).SerializeToString()
+            response = await servicer.stream_response(request)
+            return _OK, response.SerializeToString()
+        entry = _UNARY.get(tag)
+        if entry is None:
+            return _INTERNAL, f"unknown bridge tag {tag}".encode()
+        name, message = entry
+        request = _parse(message, payload)
+        if isinstance(request, str):
+            return _INVALID_ARGUMENT, request.encode()
+        context = _CallContext()
+        response = await getattr(servicer, name)(request, context)
+        if context.code is not None and context.code is not grpc.StatusCode.OK:
+            return context.code.value[0], context.details.encode()
+        return _OK, response.SerializeToString()
+
+    def _reply(self, call_id: int, code: int, body: bytes) -> None:
+        if not self._replies:
+            # One write per loop iteration for every reply ready by then.
+            self._loop.call_soon(self._flush)
+        self._replies.append(_HEADER.pack(len(body), call_id, code))
+        self._replies.append(body)
+
+    def _flush(self) -> None:
+        replies, self._replies = self._replies, []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(replies))
+
+
+def _parse(message: type, payload: bytes):
+    """The request message, or the error text for a payload that is not one."""
+    try:
+        return message.FromString(payload)
+    except DecodeError as error:
+        return f"malformed {message.__name__}: {error}"
+
+
+@dataclass
+class GrpcFrontend:
+    """The running frontend process and its bridge."""
+
+    process: asyncio.subprocess.Process
+    protocol: BridgeProtocol
+    transport: asyncio.BaseTransport
+    address: str
+
+    async def stop(self, timeout_s: float) -> None:
+        """SIGTERM: the frontend finishes in-flight calls (bounded), then exits."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s + 5)
+            except TimeoutError:
+                log.warning("%s did not stop within %.0f s: killing it", BINARY, timeout_s + 5)
+                self.process.kill()
+                await self.process.wait()
+        self.transport.close()
+
+
+def _listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start_grpc_frontend(
+    binary: str,
+    servicer: InferenceServicer,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    exit_timeout_s: float,
+    start_timeout_s: float = 30.0,
+) -> GrpcFrontend:
+    """Start the frontend on host:port and wait until it listens; raises RuntimeError if not."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            f"--listen={_listen_address(host, port)}",
+            f"--bridge-fd={theirs.fileno()}",
+            f"--max-message-bytes={max_message_bytes}",
+            f"--exit-timeout={exit_timeout_s}s",
+            pass_fds=(theirs.fileno(),),
+            stdin=asyncio.subprocess.DEVNULL,
+            # Its own session: a signal to this server's process group (Ctrl-C, a
+            # supervisor) reaches this server alone, which then stops the frontend in
+            # order (`GrpcFrontend.stop`). If this server dies, the bridge closes and
+            # the frontend exits by itself.
+            start_new_session=True,
+        )
+    except OSError as error:
+        ours.close()
+        raise RuntimeError(f"cannot start {binary}: {error}") from error
+    finally:
+        theirs.close()
+    # Frames carry one message plus the header; the frontend bounds messages itself.
+    transport, protocol = await loop.connect_accepted_socket(
+        lambda: BridgeProtocol(servicer, max_message_bytes + 1024), ours
+    )
+    exited = loop.create_task(process.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {protocol.listening, exited},
+            timeout=start_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if protocol.listening in done and protocol.listening.exception() is None:
+            address = protocol.listening.result()
+            return GrpcFrontend(process, protocol, transport, address)
+        reason = (
+            f"exited with code {process.returncode} (its log is above)"
+            if exited.done()
+            else f"did not listen within {start_timeout_s:.0f} s"
+        )
+    finally:
+        exited.cancel()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    transport.close()
+    raise RuntimeError(
+        f"{BINARY} ({binary}) {reason}: gRPC on {_listen_address(host, port)} is not served"
+    )
