@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install test unit e2e lint fmt crds demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale
+.PHONY: help install grpc-frontend test unit e2e lint fmt crds demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -19,30 +19,44 @@ $(BIN)/kinfer: pyproject.toml runtime_images/onnxruntime/pyproject.toml
 
 install: $(BIN)/kinfer  ## create .venv with kinfer, its server and the dev tools
 
-lint: install  ## ruff check + format check
+# kinfer-ort-server's gRPC port is served by this Go binary (its Dockerfile builds the
+# same); the server finds it beside the venv's python. `-mod=readonly`: go.sum is the truth.
+FRONTEND := runtime_images/onnxruntime/grpc_frontend
+$(BIN)/kinfer-grpc-frontend: $(wildcard $(FRONTEND)/*.go) $(FRONTEND)/go.mod $(FRONTEND)/go.sum | $(BIN)/kinfer
+	@command -v go >/dev/null || { echo "kinfer-grpc-frontend is built with Go >= 1.26: install Go"; exit 1; }
+	cd $(FRONTEND) && go build -mod=readonly -trimpath -o $(abspath $@) .
+
+grpc-frontend: $(BIN)/kinfer-grpc-frontend  ## build kinfer-ort-server's Go gRPC frontend into .venv/bin
+
+lint: install  ## ruff check + format check; gofmt + go vet on the gRPC frontend
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@unformatted="$$(gofmt -l $(FRONTEND))"; [ -z "$$unformatted" ] || { echo "gofmt needed: $$unformatted"; exit 1; }
+	cd $(FRONTEND) && go vet -mod=readonly ./...
 
-fmt: install  ## ruff format + fix
+fmt: install  ## ruff format + fix, gofmt
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	gofmt -w $(FRONTEND)
 
 crds: install  ## regenerate crds/ (and its copy in manifests/crd/) from the API model
 	$(BIN)/kinfer crd > crds/kinfer.dev_inferenceservices.yaml
 	cp crds/kinfer.dev_inferenceservices.yaml manifests/crd/
 	$(BIN)/python -m kinfer.api.reference docs/api.md
 
-unit: install  ## unit + data-plane tests (no cluster)
+unit: install grpc-frontend  ## unit + data-plane tests (no cluster)
+	cd $(FRONTEND) && go test -mod=readonly ./...
 	$(BIN)/pytest tests
 
-e2e: install cluster-deps  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
+e2e: install grpc-frontend cluster-deps  ## e2e suite on KUBECONFIG, or on the local cluster when none is set
 	$(BIN)/pytest e2e
 
-test: install cluster-deps  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
+test: install grpc-frontend cluster-deps  ## everything CI runs: lint, unit, data plane, e2e on the local cluster
 	$(MAKE) lint
+	cd $(FRONTEND) && go test -mod=readonly ./...
 	$(BIN)/pytest tests e2e
 
-demo: install cluster-deps  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
+demo: install grpc-frontend cluster-deps  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
 	$(BIN)/kinfer cluster demo
 
 # Debian's prometheus and rclone for the local cluster; Go builds the rest. The
@@ -70,7 +84,7 @@ cluster-down: install  ## stop the local cluster and remove its state
 
 bench: bench-runtime bench-autoscale  ## all benchmarks
 
-bench-runtime: install  ## onnxruntime vs kinfer-ort-server vs local Triton latency/throughput
+bench-runtime: install grpc-frontend  ## onnxruntime vs kinfer-ort-server vs local Triton latency/throughput
 	$(BIN)/kinfer bench runtime
 
 bench-autoscale: install  ## kinfer vs HPA vs KPA vs oracle on the project's traces
