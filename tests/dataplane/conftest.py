@@ -27,7 +27,15 @@ STARTUP_MODELS = (READ_ONLY_MODEL, SWITCH_MODEL, METRICS_MODEL)
 # Small enough to test the limit cheaply, large enough for every normal request.
 MAX_REQUEST_BYTES = 1 << 20
 
-SERVERS = ("kinfer", "triton")
+# kinfer-ort-server with gRPC through kinfer-grpc-frontend (its default where the binary
+# is built: `make grpc-frontend`) and with gRPC on grpc.aio (--grpc-frontend=python).
+SERVERS = ("kinfer", "kinfer-grpcio", "triton")
+KINFER_SERVERS = ("kinfer", "kinfer-grpcio")
+_FIXTURES = {
+    "kinfer": "ort_server",
+    "kinfer-grpcio": "ort_server_grpcio",
+    "triton": "triton_server",
+}
 
 
 @pytest.fixture(scope="session")
@@ -51,15 +59,28 @@ def triton_repository(tmp_path_factory, tier_models) -> Path:
     return _repository(tmp_path_factory.mktemp("triton-repo"), tier_models, "python")
 
 
-@pytest.fixture(scope="session")
-def ort_server(ort_repository: Path, tmp_path_factory):
-    handle = start_ort_server(
-        ort_repository,
+def _start_ort_server(repository: Path, work_dir: Path, frontend: str):
+    return start_ort_server(
+        repository,
         load_models=STARTUP_MODELS,
-        work_dir=tmp_path_factory.mktemp("ort-server"),
-        extra_args=[f"--max-request-bytes={MAX_REQUEST_BYTES}"],
+        work_dir=work_dir,
+        extra_args=[f"--max-request-bytes={MAX_REQUEST_BYTES}", f"--grpc-frontend={frontend}"],
         ready_timeout_s=120,
     )
+
+
+@pytest.fixture(scope="session")
+def ort_server(ort_repository: Path, tmp_path_factory):
+    """kinfer-ort-server as deployed: gRPC through kinfer-grpc-frontend (fails if not built)."""
+    handle = _start_ort_server(ort_repository, tmp_path_factory.mktemp("ort-server"), "go")
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def ort_server_grpcio(ort_repository: Path, tmp_path_factory):
+    """The same server with gRPC on grpc.aio in its own process (--grpc-frontend=python)."""
+    handle = _start_ort_server(ort_repository, tmp_path_factory.mktemp("ort-grpcio"), "python")
     yield handle
     handle.stop()
 
@@ -80,5 +101,11 @@ def triton_server(triton_repository: Path, tmp_path_factory):
 
 @pytest.fixture(params=SERVERS)
 def server(request):
-    """Each test using it runs against kinfer-ort-server and against the local Triton."""
-    return request.getfixturevalue("ort_server" if request.param == "kinfer" else "triton_server")
+    """Each test using it runs against kinfer-ort-server (both gRPC frontends) and Triton."""
+    return request.getfixturevalue(_FIXTURES[request.param])
+
+
+@pytest.fixture(params=KINFER_SERVERS)
+def kinfer_server(request):
+    """kinfer-ort-server with each gRPC frontend: for what only kinfer's server does."""
+    return request.getfixturevalue(_FIXTURES[request.param])

@@ -221,9 +221,9 @@ GRPC_CASES = [
 @pytest.mark.parametrize(
     ("request_", "code", "word"), [c[1:] for c in GRPC_CASES], ids=[c[0] for c in GRPC_CASES]
 )
-def test_grpc_bad_request_gets_a_clear_status(ort_server, request_, code, word):
+def test_grpc_bad_request_gets_a_clear_status(kinfer_server, request_, code, word):
     with pytest.raises(grpc.RpcError) as caught:
-        _grpc_infer(ort_server, request_)
+        _grpc_infer(kinfer_server, request_)
     assert caught.value.code() == code
     assert word in caught.value.details()
 

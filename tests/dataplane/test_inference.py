@@ -99,11 +99,11 @@ def test_health_and_metadata_match_across_protocols(server):
         grpc_client.close()
 
 
-def test_grpc_stream_answers_each_request_in_order(ort_server, tier_models):
+def test_grpc_stream_answers_each_request_in_order(kinfer_server, tier_models):
     import queue
 
     answers: queue.Queue = queue.Queue()
-    client = grpcclient.InferenceServerClient(ort_server.grpc_url)
+    client = grpcclient.InferenceServerClient(kinfer_server.grpc_url)
     batches = [sample_input(1 + i % 2, seed=200 + i) for i in range(5)]
     try:
         client.start_stream(callback=lambda result, error: answers.put((result, error)))

@@ -37,6 +37,7 @@ def test_ratios_compare_with_raw_and_with_triton_on_the_same_protocol():
         _cell("raw", 1, 0.01, 50_000),
         _cell("kinfer-http", 1, 0.41, 2_000),
         _cell("kinfer-grpc", 1, 0.81, 1_000),
+        _cell("kinfer-grpcio", 1, 0.91, 400),
         _cell("triton-http", 1, 1.01, 500),
         _cell("triton-grpc", 1, 1.61, 800),
     ]
@@ -45,6 +46,7 @@ def test_ratios_compare_with_raw_and_with_triton_on_the_same_protocol():
     assert by_target["kinfer-http"].p50_added_ms == pytest.approx(0.40)
     assert by_target["kinfer-http"].throughput_vs_triton == pytest.approx(4.0)
     assert by_target["kinfer-grpc"].throughput_vs_triton == pytest.approx(1.25)
+    assert by_target["kinfer-grpcio"].throughput_vs_triton == pytest.approx(0.5)
     assert by_target["triton-http"].throughput_vs_triton is None
     assert by_target["raw"].p50_added_ms is None
     table = bench.format_table(
@@ -55,6 +57,32 @@ def test_ratios_compare_with_raw_and_with_triton_on_the_same_protocol():
         }
     )
     assert "kinfer-http" in table and "4.00" in table
+
+
+def test_server_cpu_counts_the_process_and_its_children(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    burn = (
+        "import sys, time\n"
+        "start = time.process_time()\n"
+        "while time.process_time() - start < 0.3: pass\n"
+        "print('burnt', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "burnt"
+        own = sum(os.times()[:2])
+        assert bench._tree_cpu_s(os.getpid()) >= own + 0.25
+        assert bench._tree_cpu_s(child.pid) >= 0.25
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert bench._tree_cpu_s(child.pid) is None  # gone: no figure rather than a wrong one
 
 
 def test_repeated_sweeps_report_medians_and_sum_counts():

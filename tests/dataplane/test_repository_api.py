@@ -112,8 +112,8 @@ def test_override_replaces_the_config_and_io_come_from_the_onnx_model(ort_server
         client.close()
 
 
-def test_load_errors_name_what_is_wrong(ort_server):
-    client = grpcclient.InferenceServerClient(ort_server.grpc_url)
+def test_load_errors_name_what_is_wrong(kinfer_server):
+    client = grpcclient.InferenceServerClient(kinfer_server.grpc_url)
     try:
         with pytest.raises(InferenceServerException, match="no_such_model"):
             client.load_model("no_such_model")
