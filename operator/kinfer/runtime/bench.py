@@ -50,6 +50,23 @@ class Cell:
     # histogram; Triton: nv_inference_request_duration_us / nv_inference_request_success),
     # warm-up included: what the server spends, without the client and the network stack.
     server_mean_ms: float | None = None
+    # CPU the server's processes (kinfer-ort-server and its gRPC frontend; Triton and its
+    # Python-backend stubs) used per request, warm-up included: on a shared machine a
+    # steadier figure than throughput, which swings with what else runs.
+    server_cpu_us: float | None = None
+
+
+# Target -> (server, protocol). kinfer-grpcio is kinfer-ort-server with gRPC on grpc.aio
+# in its own process (--grpc-frontend=python) instead of kinfer-grpc-frontend.
+TARGETS = {
+    "raw": ("raw", ""),
+    "kinfer-http": ("kinfer", "http"),
+    "kinfer-grpc": ("kinfer", "grpc"),
+    "kinfer-grpcio": ("kinfer-grpcio", "grpc"),
+    "triton-http": ("triton", "http"),
+    "triton-grpc": ("triton", "grpc"),
+}
+DEFAULT_TARGETS = ("raw", "kinfer-http", "kinfer-grpc", "triton-http", "triton-grpc")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -74,8 +91,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--targets",
-        default="raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
-        help="comma-separated subset of raw,kinfer-http,kinfer-grpc,triton-http,triton-grpc",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (default {','.join(DEFAULT_TARGETS)}; "
+        "kinfer-grpcio: gRPC on grpc.aio instead of kinfer-grpc-frontend)",
     )
     parser.add_argument(
         "--server-arg",
@@ -108,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    valid = ("raw", "kinfer-http", "kinfer-grpc", "triton-http", "triton-grpc")
+    valid = tuple(TARGETS)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in valid]
     if unknown:
@@ -179,11 +197,21 @@ def benchmark(
             if any(t.startswith("kinfer") for t in targets):
                 repo = work / "ort-repo"
                 write_model_repository(repo, MODEL, models)
+            if "kinfer-http" in targets or "kinfer-grpc" in targets:
                 _log(progress, "starting kinfer-ort-server ...")
                 handle = start_ort_server(
                     repo, load_models=[MODEL], work_dir=work / "ort", extra_args=server_args
                 )
                 servers.append(("kinfer", handle))
+            if "kinfer-grpcio" in targets:
+                _log(progress, "starting kinfer-ort-server with gRPC on grpc.aio ...")
+                handle = start_ort_server(
+                    repo,
+                    load_models=[MODEL],
+                    work_dir=work / "ort-grpcio",
+                    extra_args=(*server_args, "--grpc-frontend=python"),
+                )
+                servers.append(("kinfer-grpcio", handle))
             if any(t.startswith("triton") for t in targets):
                 if triton_available():
                     repo = work / "triton-repo"
@@ -217,9 +245,9 @@ def benchmark(
                             )
                         )
                 for name, handle in servers:
-                    for protocol in ("http", "grpc"):
-                        target = f"{name}-{protocol}"
-                        if target not in targets:
+                    for target in targets:
+                        server, protocol = TARGETS[target]
+                        if server != name:
                             continue
                         for concurrency in concurrencies:
                             _log(
@@ -356,6 +384,7 @@ async def _load(
     outputs = [client_module.InferRequestedOutput("output")]
     latencies: list[float] = []
     failures = 0
+    completed = 0  # warm-up included, for the server's CPU per request
     noop_p50_ms = None
     if concurrency == 1:
         noop: list[float] = []
@@ -365,12 +394,13 @@ async def _load(
             noop.append(time.perf_counter() - start)
         noop_p50_ms = float(np.percentile(noop[NOOP_CALLS // 5 :], 50) * 1000.0)
     before = _server_totals(handle)
+    cpu_before = _tree_cpu_s(handle.process.pid)
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
     stop_at = measure_from + duration_s
 
     async def worker() -> None:
-        nonlocal failures
+        nonlocal failures, completed
         while True:
             start = time.perf_counter()
             if start >= stop_at or len(latencies) >= max_requests:
@@ -382,6 +412,7 @@ async def _load(
                 failures += 1
                 continue
             end = time.perf_counter()
+            completed += 1
             if start >= measure_from:
                 latencies.append(end - start)
 
@@ -394,10 +425,45 @@ async def _load(
     elapsed = min(duration_s, time.perf_counter() - measure_from)
     cell = _summarise(target, concurrency, latencies, failures, elapsed)
     cell.noop_p50_ms = noop_p50_ms
+    cpu_after = _tree_cpu_s(handle.process.pid)
+    if cpu_before is not None and cpu_after is not None and completed:
+        cell.server_cpu_us = (cpu_after - cpu_before) / completed * 1e6
     after = _server_totals(handle)
     if before is not None and after is not None and after[1] > before[1]:
         cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
     return cell
+
+
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of `pid` and every process under it, from /proc; None
+    where /proc is not there."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    if pid not in cpu:
+        return None
+    total = 0.0
+    for proc, seconds in cpu.items():
+        ancestor = proc
+        while ancestor not in (pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == pid:
+            total += seconds
+    return total
 
 
 def _server_totals(handle) -> tuple[float, float] | None:
@@ -429,6 +495,7 @@ def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
         first = cells[0]
         noop = [c.noop_p50_ms for c in cells if c.noop_p50_ms is not None]
         server = [c.server_mean_ms for c in cells if c.server_mean_ms is not None]
+        server_cpu = [c.server_cpu_us for c in cells if c.server_cpu_us is not None]
         merged.append(
             Cell(
                 target=first.target,
@@ -441,6 +508,7 @@ def _median_cells(rounds: list[list[Cell]]) -> list[Cell]:
                 throughput_rps=float(np.median([c.throughput_rps for c in cells])),
                 noop_p50_ms=float(np.median(noop)) if noop else None,
                 server_mean_ms=float(np.median(server)) if server else None,
+                server_cpu_us=float(np.median(server_cpu)) if server_cpu else None,
             )
         )
     return merged
@@ -455,7 +523,7 @@ def _add_ratios(cells: list[Cell]) -> None:
             cell.throughput_vs_raw = (
                 cell.throughput_rps / raw.throughput_rps if raw.throughput_rps else None
             )
-        protocol = cell.target.rsplit("-", 1)[-1]
+        protocol = TARGETS.get(cell.target, ("", cell.target.rsplit("-", 1)[-1]))[1]
         triton = by_key.get((f"triton-{protocol}", cell.concurrency))
         if triton is not None and cell.target.startswith("kinfer"):
             cell.throughput_vs_triton = (
@@ -476,19 +544,20 @@ def format_table(report: dict) -> str:
         f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime "
         f"{machine['onnxruntime']}; load average {machine.get('load_average_before', ['?'])[0]} "
         f"-> {machine.get('load_average_after', ['?'])[0]}",
-        f"{'target':<12} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'target':<13} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'req/s':>9} "
-        f"{'p50+raw ms':>10} {'noop p50':>8} {'srv mean':>8} "
+        f"{'p50+raw ms':>10} {'noop p50':>8} {'srv mean':>8} {'srv cpu us':>10} "
         f"{'thr/raw':>7} {'thr/triton':>10} {'p50/triton':>10}",
     ]
     for cell in report["cells"]:
         lines.append(
-            f"{cell['target']:<12} {cell['concurrency']:>4} {cell['requests']:>8} "
+            f"{cell['target']:<13} {cell['concurrency']:>4} {cell['requests']:>8} "
             f"{cell['failures']:>4} "
             f"{cell['p50_ms']:>8.3f} {cell['p99_ms']:>8.3f} {cell['throughput_rps']:>9.0f} "
             f"{fmt(cell['p50_added_ms'], '{:.3f}'):>10} "
             f"{fmt(cell.get('noop_p50_ms'), '{:.3f}'):>8} "
             f"{fmt(cell.get('server_mean_ms'), '{:.3f}'):>8} "
+            f"{fmt(cell.get('server_cpu_us'), '{:.0f}'):>10} "
             f"{fmt(cell['throughput_vs_raw'], '{:.2f}'):>7} "
             f"{fmt(cell['throughput_vs_triton'], '{:.2f}'):>10} "
             f"{fmt(cell['p50_vs_triton'], '{:.2f}'):>10}"
