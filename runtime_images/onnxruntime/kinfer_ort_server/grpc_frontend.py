@@ -34,6 +34,9 @@ _OK = 0
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 _STREAM_INFER = 11
+# Calls started without a task: inference and the quick reads. Repository loads and
+# unloads (seconds, on a loader thread) get a task of their own.
+_EAGER = frozenset({1, 2, 3, 4, 5, 6, 7, _STREAM_INFER})
 # Tag -> (servicer method, request message), as bridge.go's `methods` numbers them.
 _UNARY: dict[int, tuple[str, type]] = {
     1: ("ServerLive", pb.ServerLiveRequest),
@@ -89,6 +92,7 @@ class BridgeProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task] = set()
+        self._receiving = False
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -100,6 +104,14 @@ class BridgeProtocol(asyncio.Protocol):
             self.listening.set_exception(ConnectionError(f"{BINARY} closed the bridge"))
 
     def data_received(self, data: bytes) -> None:
+        self._receiving = True
+        try:
+            self._receive(data)
+        finally:
+            self._receiving = False
+        self._flush()  # what finished here goes out now, in one write
+
+    def _receive(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         offset = 0
@@ -119,7 +131,17 @@ class BridgeProtocol(asyncio.Protocol):
                 if not self.listening.done():
                     self.listening.set_result(payload.decode())
                 continue
-            task = self._loop.create_task(self._answer(call_id, tag, payload))
+            answer = self._answer(call_id, tag, payload)
+            if tag in _EAGER:
+                # Start it here rather than in a task (Python 3.12's eager tasks): most
+                # calls finish before this returns; one that waits (a batch, the thread
+                # pool) goes on in a task from where it stopped.
+                try:
+                    waiting_on = answer.send(None)
+                except StopIteration:
+                    continue
+                answer = _resume(answer, waiting_on)
+            task = self._loop.create_task(answer)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if offset:
@@ -155,16 +177,36 @@ class BridgeProtocol(asyncio.Protocol):
         return _OK, response.SerializeToString()
 
     def _reply(self, call_id: int, code: int, body: bytes) -> None:
-        if not self._replies:
-            # One write per loop iteration for every reply ready by then.
+        if not self._replies and not self._receiving:
+            # One write per loop iteration for every reply ready by then (data_received
+            # writes what its calls answered at once when it is done).
             self._loop.call_soon(self._flush)
         self._replies.append(_HEADER.pack(len(body), call_id, code))
         self._replies.append(body)
 
     def _flush(self) -> None:
+        if not self._replies:
+            return
         replies, self._replies = self._replies, []
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(replies))
+
+
+async def _resume(coroutine, waiting_on) -> None:
+    """Run a coroutine that suspended on `waiting_on` (what it yielded) to its end."""
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield (asyncio.sleep(0)): give the loop a turn
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait([waiting_on])  # the coroutine reads the outcome itself
+        except asyncio.CancelledError:
+            coroutine.close()
+            raise
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
 
 
 def _parse(message: type, payload: bytes):
