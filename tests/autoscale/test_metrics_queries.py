@@ -50,6 +50,21 @@ def test_triton_queries_count_success_and_failure_and_read_the_summary():
     assert built.latency_p95_ms_by_version.startswith("max by (version) (")
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "triton"])
+def test_the_per_version_split_is_also_read_over_the_short_window(runtime):
+    built = queries("ns", "big", runtime, window_s=60, recent_window_s=30)
+    assert built.qps_by_version_recent.startswith("sum by (version) (rate(")
+    assert "[30s]" in built.qps_by_version_recent
+    assert "[60s]" not in built.qps_by_version_recent
+    if runtime == "onnxruntime":
+        assert "sum by (le, version)" in built.latency_p95_ms_by_version_recent
+        assert "[30s]" in built.latency_p95_ms_by_version_recent
+    mean = queries("ns", "big", runtime, recent_window_s=30, triton_p95_aggregation="mean")
+    if runtime == "triton":
+        assert "rate(nv_inference_request_success" in mean.latency_p95_ms_by_version_recent
+        assert "[60s]" not in mean.latency_p95_ms_by_version_recent
+
+
 def test_triton_mean_aggregation_weights_by_request_rate():
     built = queries("ns", "big", "triton", triton_p95_aggregation="mean")
     assert built.latency_p95_ms.startswith("sum (")

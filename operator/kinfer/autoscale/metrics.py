@@ -138,6 +138,10 @@ class Queries:
     latency_p95_ms: str
     qps_by_version: str
     latency_p95_ms_by_version: str
+    # The per-version split over the short window: a tier that has served less than the window
+    # since a switch is measured on it (kinfer.autoscale.policy).
+    qps_by_version_recent: str
+    latency_p95_ms_by_version_recent: str
     pods_reporting: str
     newest_sample_age_s: str
 
@@ -169,6 +173,11 @@ def queries(
                 f"histogram_quantile(0.95, sum by (le, {LABEL_VERSION}) (rate({buckets}{w})))"
                 " * 1000"
             ),
+            qps_by_version_recent=f"sum by ({LABEL_VERSION}) (rate({requests}{r}))",
+            latency_p95_ms_by_version_recent=(
+                f"histogram_quantile(0.95, sum by (le, {LABEL_VERSION}) (rate({buckets}{r})))"
+                " * 1000"
+            ),
             pods_reporting=f"count(count by ({LABEL_POD}) (rate({requests}{w})))",
             newest_sample_age_s=f"time() - max(timestamp({requests}))",
         )
@@ -185,15 +194,17 @@ def queries(
         # `>= 0` drops NaN: a pod's summary has no quantile while its window holds no request.
         p95 = f'(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0)'
 
-        def p95_by(by: str) -> str:
+        def p95_by(by: str, window: str = w) -> str:
+            # The summary's quantile is over the pod's own sliding window whatever `window` is;
+            # `window` only weights the pods' quantiles by their request rates (mean).
             if triton_p95_aggregation == "max":
                 return f"max by ({by}) ({p95}) / 1000" if by else f"max({p95}) / 1000"
             on = f"{LABEL_POD}, model, {LABEL_VERSION}"
-            weighted = f"{p95} * on ({on}) rate({success}{w})"
+            weighted = f"{p95} * on ({on}) rate({success}{window})"
             group = f" by ({by})" if by else ""
             return (
-                f"sum{group} ({weighted}) / sum{group} (rate({success}{w}) and on ({on}) {p95})"
-                " / 1000"
+                f"sum{group} ({weighted}) / sum{group} (rate({success}{window}) and on ({on})"
+                f" {p95}) / 1000"
             )
 
         return Queries(
@@ -202,6 +213,8 @@ def queries(
             latency_p95_ms=p95_by(""),
             qps_by_version=f"sum by ({LABEL_VERSION}) (rate({requests}{w}))",
             latency_p95_ms_by_version=p95_by(LABEL_VERSION),
+            qps_by_version_recent=f"sum by ({LABEL_VERSION}) (rate({requests}{r}))",
+            latency_p95_ms_by_version_recent=p95_by(LABEL_VERSION, r),
             pods_reporting=f"count(count by ({LABEL_POD}) (rate({success}{w})))",
             newest_sample_age_s=f"time() - max(timestamp({success}))",
         )
@@ -274,14 +287,11 @@ class PrometheusReader:
             pods = self._scalar(built.pods_reporting, at)
             age = self._scalar(built.newest_sample_age_s, at)
             recent = self._scalar(built.qps_recent, at)
+            recent_qps = self._by_label(built.qps_by_version_recent, LABEL_VERSION, at)
+            recent_p95 = self._by_label(built.latency_p95_ms_by_version_recent, LABEL_VERSION, at)
         except Exception as error:  # any failure means "no metrics", never a crash
             return Observation(error=_describe(error, self.settings.url))
-        versions = {
-            version: VersionObservation(
-                qps=versions_qps.get(version), latency_p95_ms=versions_p95.get(version)
-            )
-            for version in sorted(set(versions_qps) | set(versions_p95))
-        }
+        versions = _versions(versions_qps, versions_p95)
         return Observation(
             qps=qps,
             latency_p95_ms=p95,
@@ -289,6 +299,7 @@ class PrometheusReader:
             pods_reporting=int(pods or 0),
             newest_sample_age_s=age,
             versions=versions,
+            versions_recent=_versions(recent_qps, recent_p95),
         )
 
     def _refresh_token(self) -> None:
@@ -318,6 +329,13 @@ class PrometheusReader:
             except ValueError:
                 continue  # a version label that is not a number is not one of our tiers
         return found
+
+
+def _versions(qps: dict[int, float], p95: dict[int, float]) -> dict[int, VersionObservation]:
+    return {
+        version: VersionObservation(qps=qps.get(version), latency_p95_ms=p95.get(version))
+        for version in sorted(set(qps) | set(p95))
+    }
 
 
 def _finite(raw: Any) -> float | None:

@@ -31,6 +31,9 @@ class Observation:
     error: str | None = None
     # Keyed by model version (1 = the first tier), from the series' `version` label.
     versions: dict[int, VersionObservation] = field(default_factory=dict)
+    # The same per version over the short window of qps_recent: a tier that served only since a
+    # switch less than a window ago is measured on it (its scrapes all follow the switch).
+    versions_recent: dict[int, VersionObservation] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -69,6 +69,9 @@ class PolicyConfig:
     scale_down_max_step_percent: float = c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT
     period_s: float = c.DEFAULT_SCALING_PERIOD_S
     metrics_window_s: float = c.DEFAULT_METRICS_WINDOW_S
+    # The short window of Observation.qps_recent and versions_recent (the reader's
+    # recent_window_s): a lower tier that served for less than metrics_window_s is measured on it.
+    recent_window_s: float = 30.0
     # Metrics whose newest sample is older than this are stale (no scale-down on them).
     max_metrics_age_s: float = 60.0
     # How far ahead a rising QPS is projected; 0 switches the trend term off.
@@ -647,17 +650,39 @@ def _update_tier_profiles(
     state: PolicyState,
     now_s: float,
 ) -> None:
-    """Measure the active tier when it served the whole window on every Ready pod."""
+    """Measure the active tier on a window whose scrapes all follow the switch to it.
+
+    The first tier: the metrics window, once it has served a whole one, per Ready pod. A lower
+    tier serves for about a cold start per burst, so it is measured on the short window as soon as
+    that window follows the switch, and per pod that served the window: only while the Ready
+    count is unchanged since the window began (pods Ready midway lower the mean load per pod but
+    not the p95 the busy seconds set, and the M/M/1 inversion would read a slower tier). A window
+    that holds the switch dilutes the tier's QPS over seconds it did not serve and adds the
+    seconds that drain the backlog built before it (a p95 over target: no sample).
+    """
     target_ms = config.target_latency_p95_ms
     if target_ms is None or replicas.ready <= 0:
         return
-    if (
-        state.last_tier_switch_s is not None
-        and now_s - state.last_tier_switch_s < config.metrics_window_s
-    ):
-        return
-    version = observation.versions.get(state.active_tier + 1)
-    if version is None or version.qps is None or version.latency_p95_ms is None:
+    since = math.inf if state.last_tier_switch_s is None else now_s - state.last_tier_switch_s
+    if state.active_tier == 0:
+        if since < config.metrics_window_s:
+            return
+        version = observation.versions.get(1)
+        pods = replicas.ready
+    else:
+        if since >= config.metrics_window_s:
+            window, versions = config.metrics_window_s, observation.versions
+        elif since >= config.recent_window_s:
+            window, versions = config.recent_window_s, observation.versions_recent
+        else:
+            return
+        # state.ready_seen is the Ready count of the last period; a change seen only now happened
+        # after that read, so within the last period of the window at most.
+        if state.ready_changed_s is not None and state.ready_changed_s > now_s - window:
+            return
+        pods = state.ready_seen
+        version = versions.get(state.active_tier + 1)
+    if pods <= 0 or version is None or version.qps is None or version.latency_p95_ms is None:
         return
     # Over target the pods queue (or drain a queue): the M/M/1 inversion does not hold there.
     if version.latency_p95_ms > target_ms:
@@ -665,7 +690,7 @@ def _update_tier_profiles(
     name = config.tiers.names[state.active_tier]
     state.tier_profiles[name] = update_profile(
         state.tier_profiles.get(name, TierProfile()),
-        version.qps / replicas.ready,
+        version.qps / pods,
         version.latency_p95_ms,
         target_ms,
     )

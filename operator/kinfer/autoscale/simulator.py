@@ -362,31 +362,43 @@ class Run:
         seconds = range(first, last)
         span = last - first
         handled = sum(self.handled[s] for s in seconds)
-        by_tier: dict[int, list[tuple[float, float]]] = {}
-        handled_by_tier: dict[int, float] = {}
-        samples = []
-        for s in seconds:
-            samples.append((self.p95_at[s], self.served_at[s]))
-            by_tier.setdefault(self.tier_at[s], []).append((self.p95_at[s], self.served_at[s]))
-            handled_by_tier[self.tier_at[s]] = (
-                handled_by_tier.get(self.tier_at[s], 0) + (self.handled[s])
-            )
+        samples = [(self.p95_at[s], self.served_at[s]) for s in seconds]
         if handled <= 0:
             return Observation(error="no requests in the rate window")
-        versions = {
-            tier + 1: VersionObservation(
-                qps=handled_by_tier[tier] / span, latency_p95_ms=_weighted_p95(rows)
-            )
-            for tier, rows in by_tier.items()
-        }
         return Observation(
             qps=handled / span,
             qps_recent=self.rate(t, self.model.recent_window_s),
             latency_p95_ms=_weighted_p95(samples),
             pods_reporting=self.ready_count(last),
             newest_sample_age_s=float(t - last),
-            versions=versions,
+            versions=self._versions(first, last),
+            versions_recent=self._versions(
+                *self._span(t, self.model.recent_window_s) or (last, last)
+            ),
         )
+
+    def _span(self, t: int, window_s: float) -> tuple[int, int] | None:
+        """The first and last scrape in (t - window_s, t], or None with fewer than two."""
+        lo = bisect.bisect_right(self.scrapes, t - window_s)
+        hi = bisect.bisect_right(self.scrapes, t)
+        if hi - lo < 2:
+            return None
+        return self.scrapes[lo], self.scrapes[hi - 1]
+
+    def _versions(self, first: int, last: int) -> dict[int, VersionObservation]:
+        """Per tier (as model version tier + 1): QPS and p95 between two scrapes."""
+        by_tier: dict[int, list[tuple[float, float]]] = {}
+        handled_by_tier: dict[int, float] = {}
+        for s in range(first, last):
+            tier = self.tier_at[s]
+            by_tier.setdefault(tier, []).append((self.p95_at[s], self.served_at[s]))
+            handled_by_tier[tier] = handled_by_tier.get(tier, 0.0) + self.handled[s]
+        return {
+            tier + 1: VersionObservation(
+                qps=handled_by_tier[tier] / (last - first), latency_p95_ms=_weighted_p95(rows)
+            )
+            for tier, rows in by_tier.items()
+        }
 
     def apply(self, t: int, command: Command, instant: bool) -> tuple[bool, bool]:
         scaled = tiered = False
