@@ -37,6 +37,8 @@ class StandInServicer:
             raise ValueError("kaput")
         if request.model_name == "slow":
             await self.release
+        if request.model_name == "huge":
+            return pb.ModelInferResponse(raw_output_contents=[b"\0" * 5000])
         if request.model_name == "bad":
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             context.set_details("input 'x': shape [1] is wrong")
@@ -66,7 +68,7 @@ def _run(scenario) -> None:
         loop = asyncio.get_running_loop()
         servicer = StandInServicer()
         transport, protocol = await loop.connect_accepted_socket(
-            lambda: BridgeProtocol(servicer, 1 << 20), ours
+            lambda: BridgeProtocol(servicer, 4096), ours
         )
         reader, writer = await asyncio.open_unix_connection(sock=theirs)
         try:
@@ -104,9 +106,10 @@ def test_errors_become_status_codes_and_the_bridge_goes_on():
             + _call(9, MODEL_INFER, b"\xff\xff\xff")
             + _call(10, 99, b"")
             + _call(11, STREAM_INFER, pb.ModelInferRequest(id="s"))
-            + _call(12, MODEL_INFER, pb.ModelInferRequest(model_name="fine", id="ok"))
+            + _call(12, MODEL_INFER, pb.ModelInferRequest(model_name="huge"))
+            + _call(13, MODEL_INFER, pb.ModelInferRequest(model_name="fine", id="ok"))
         )
-        replies = await _read_replies(reader, 6)
+        replies = await _read_replies(reader, 7)
         assert replies[7][0] == grpc.StatusCode.INTERNAL.value[0]
         assert b"internal error: ValueError: kaput" in replies[7][1]
         assert replies[8] == (
@@ -118,7 +121,10 @@ def test_errors_become_status_codes_and_the_bridge_goes_on():
         assert replies[10][0] == grpc.StatusCode.INTERNAL.value[0]
         assert b"unknown bridge tag 99" in replies[10][1]
         assert pb.ModelStreamInferResponse.FromString(replies[11][1]).error_message == "stream s"
-        assert pb.ModelInferResponse.FromString(replies[12][1]).id == "ok"
+        # A response over the frontend's message limit fails its call, not the bridge.
+        assert replies[12][0] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert b"over the gRPC message limit of 4096 bytes" in replies[12][1]
+        assert pb.ModelInferResponse.FromString(replies[13][1]).id == "ok"
 
     _run(scenario)
 

@@ -33,6 +33,7 @@ _HEADER = struct.Struct("<IIB")
 _OK = 0
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 _INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _STREAM_INFER = 11
 # Calls started without a task: inference and the quick reads. Repository loads and
 # unloads (seconds, on a loader thread) get a task of their own.
@@ -82,9 +83,10 @@ class _CallContext:
 class BridgeProtocol(asyncio.Protocol):
     """Reads call frames, answers each with a reply frame; replies are written in batches."""
 
-    def __init__(self, servicer: InferenceServicer, max_frame_bytes: int) -> None:
+    def __init__(self, servicer: InferenceServicer, max_message_bytes: int) -> None:
         self.servicer = servicer
-        self.max_frame_bytes = max_frame_bytes
+        # The frontend's gRPC message limit: no call frame is longer, no reply may be.
+        self.max_message_bytes = max_message_bytes
         self.listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer = bytearray()
@@ -118,7 +120,7 @@ class BridgeProtocol(asyncio.Protocol):
         available = len(buffer)
         while available - offset >= _HEADER.size:
             size, call_id, tag = _HEADER.unpack_from(buffer, offset)
-            if size > self.max_frame_bytes:
+            if size > self.max_message_bytes:
                 log.error("%s sent a %d byte frame: closing the bridge", BINARY, size)
                 self._transport.close()
                 return
@@ -153,6 +155,13 @@ class BridgeProtocol(asyncio.Protocol):
         except Exception as error:  # the server must answer and stay up whatever happens
             log.exception("gRPC call (bridge tag %d) failed", tag)
             code, body = _INTERNAL, f"internal error: {type(error).__name__}: {error}".encode()
+        if len(body) > self.max_message_bytes:
+            # As grpc.aio's max_send_message_length: this call fails, the bridge goes on.
+            code, body = (
+                _RESOURCE_EXHAUSTED,
+                f"the response of {len(body)} bytes is over the gRPC message limit of "
+                f"{self.max_message_bytes} bytes (--max-request-bytes + 1 MiB)".encode(),
+            )
         self._reply(call_id, code, body)
 
     async def _dispatch(self, tag: int, payload: bytes) -> tuple[int, bytes]:
@@ -275,9 +284,8 @@ async def start_grpc_frontend(
         raise RuntimeError(f"cannot start {binary}: {error}") from error
     finally:
         theirs.close()
-    # Frames carry one message plus the header; the frontend bounds messages itself.
     transport, protocol = await loop.connect_accepted_socket(
-        lambda: BridgeProtocol(servicer, max_message_bytes + 1024), ours
+        lambda: BridgeProtocol(servicer, max_message_bytes), ours
     )
     exited = loop.create_task(process.wait())
     try:
