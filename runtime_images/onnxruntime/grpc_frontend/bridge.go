@@ -34,13 +34,18 @@ type reply struct {
 // errBridgeClosed answers every call once the server's end of the socket is gone.
 var errBridgeClosed = errors.New("kinfer-ort-server closed the bridge")
 
-// bridge multiplexes calls over the socket: one writer goroutine batching frames into
-// as few writes as the load allows, one reader goroutine handing replies to callers.
+// bridge multiplexes calls over the socket. A caller writes its own frame when no write
+// is under way (no hand-off to another goroutine when idle); while one is, frames queue
+// and the writing caller sends them all in one writev before it returns. One reader
+// goroutine hands replies to their callers.
 type bridge struct {
 	conn     net.Conn
 	maxFrame int
 	nextID   atomic.Uint32
-	outgoing chan []byte
+
+	writeMu sync.Mutex
+	queued  net.Buffers
+	writing bool
 
 	mu      sync.Mutex
 	pending map[uint32]chan reply
@@ -53,11 +58,9 @@ func newBridge(conn net.Conn, maxFrame int) *bridge {
 	b := &bridge{
 		conn:     conn,
 		maxFrame: maxFrame,
-		outgoing: make(chan []byte, 1024),
 		pending:  make(map[uint32]chan reply),
 		done:     make(chan struct{}),
 	}
-	go b.writeLoop()
 	go b.readLoop()
 	return b
 }
@@ -103,10 +106,9 @@ func (b *bridge) call(frame []byte) (uint32, chan reply, error) {
 	}
 	b.pending[id] = ch
 	b.mu.Unlock()
-	select {
-	case b.outgoing <- frame:
-	case <-b.done:
-		return 0, nil, b.err
+	if err := b.write(frame); err != nil {
+		b.forget(id)
+		return 0, nil, err
 	}
 	return id, ch, nil
 }
@@ -120,35 +122,36 @@ func (b *bridge) forget(id uint32) {
 
 // send writes a frame that expects no reply (the hello).
 func (b *bridge) send(frame []byte) error {
-	select {
-	case b.outgoing <- frame:
-		return nil
-	case <-b.done:
-		return b.err
-	}
+	return b.write(frame)
 }
 
-func (b *bridge) writeLoop() {
-	w := bufio.NewWriterSize(b.conn, 256*1024)
-	for {
-		var frame []byte
-		select {
-		case frame = <-b.outgoing:
-		case <-b.done:
-			return
-		}
-		if _, err := w.Write(frame); err != nil {
+// write queues the frame; unless another caller is writing, it writes everything queued
+// (its own frame and those queued meanwhile) until the queue is empty.
+func (b *bridge) write(frame []byte) error {
+	b.writeMu.Lock()
+	b.queued = append(b.queued, frame)
+	if b.writing {
+		b.writeMu.Unlock()
+		return nil // the writing caller sends it
+	}
+	b.writing = true
+	for len(b.queued) > 0 {
+		batch := b.queued
+		b.queued = nil
+		b.writeMu.Unlock()
+		_, err := batch.WriteTo(b.conn)
+		b.writeMu.Lock()
+		if err != nil {
+			b.writing = false
+			b.queued = nil
+			b.writeMu.Unlock()
 			b.close(err)
-			return
-		}
-		// Flush only once nothing else is queued: under load many frames share a write.
-		if len(b.outgoing) == 0 {
-			if err := w.Flush(); err != nil {
-				b.close(err)
-				return
-			}
+			return err
 		}
 	}
+	b.writing = false
+	b.writeMu.Unlock()
+	return nil
 }
 
 func (b *bridge) readLoop() {
