@@ -20,13 +20,15 @@ $(BIN)/kinfer: pyproject.toml runtime_images/onnxruntime/pyproject.toml
 install: $(BIN)/kinfer  ## create .venv with kinfer, its server and the dev tools
 
 # kinfer-ort-server's gRPC port is served by this Go binary (its Dockerfile builds the
-# same); the server finds it beside the venv's python. `-mod=readonly`: go.sum is the truth.
+# same); the server finds it beside the venv's python. kinfer-perf, the runtime bench's
+# native load client, shares the module. `-mod=readonly`: go.sum is the truth.
 FRONTEND := runtime_images/onnxruntime/grpc_frontend
-$(BIN)/kinfer-grpc-frontend: $(wildcard $(FRONTEND)/*.go) $(FRONTEND)/go.mod $(FRONTEND)/go.sum | $(BIN)/kinfer
+$(BIN)/kinfer-grpc-frontend: $(wildcard $(FRONTEND)/*.go $(FRONTEND)/cmd/*/*.go) $(FRONTEND)/go.mod $(FRONTEND)/go.sum | $(BIN)/kinfer
 	@command -v go >/dev/null || { echo "kinfer-grpc-frontend is built with Go >= 1.26: install Go"; exit 1; }
-	cd $(FRONTEND) && go build -mod=readonly -trimpath -o $(abspath $@) .
+	cd $(FRONTEND) && go build -mod=readonly -trimpath -o $(abspath $(BIN))/ . ./cmd/kinfer-perf
+	@touch $@
 
-grpc-frontend: $(BIN)/kinfer-grpc-frontend  ## build kinfer-ort-server's Go gRPC frontend into .venv/bin
+grpc-frontend: $(BIN)/kinfer-grpc-frontend  ## build kinfer-ort-server's Go gRPC frontend (and kinfer-perf) into .venv/bin
 
 lint: install  ## ruff check + format check; gofmt + go vet on the gRPC frontend
 	$(BIN)/ruff check .
