@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_CONCURRENCY = (1, 8, 32)
+PERF_CLIENT = "kinfer-perf"
 MODEL = "mlp"
 NOOP_CALLS = 1000
 
@@ -103,6 +106,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="extra kinfer-ort-server flag, repeatable (e.g. --server-arg=--event-loop=asyncio)",
     )
     parser.add_argument(
+        "--client",
+        choices=("tritonclient", "go"),
+        default="tritonclient",
+        help="load client: tritonclient's asyncio clients in this process (default), or "
+        "kinfer-perf, a native client sending one prepared request like perf_analyzer "
+        "(built by `make grpc-frontend`)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="sweeps over all cells; medians reported (default 3)"
     )
     parser.add_argument(
@@ -135,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.client == "go" and find_perf_client() is None:
+        print(
+            f"kinfer bench runtime: --client=go needs {PERF_CLIENT} (build it with "
+            "`make grpc-frontend`)",
+            file=sys.stderr,
+        )
+        return 2
     if not 1 <= args.repeat <= 20:
         print(f"kinfer bench runtime: --repeat={args.repeat} must be in 1..20", file=sys.stderr)
         return 2
@@ -153,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.json,
         repeat=args.repeat,
         server_args=tuple(args.server_arg),
+        client=args.client,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -175,6 +194,7 @@ def benchmark(
     progress: bool = True,
     repeat: int = 3,
     server_args: tuple[str, ...] = (),
+    client: str = "tritonclient",
 ) -> dict:
     """Every target at every concurrency, `repeat` sweeps: {"machine", "model", "cells", ...}.
 
@@ -254,8 +274,9 @@ def benchmark(
                                 progress,
                                 f"[{round_index + 1}/{repeat}] {target}, concurrency {concurrency}",
                             )
+                            measure = _bench_server if client == "tritonclient" else _bench_native
                             cells.append(
-                                _bench_server(
+                                measure(
                                     target,
                                     handle,
                                     protocol,
@@ -285,6 +306,7 @@ def benchmark(
         "duration_s": duration_s,
         "repeat": repeat,
         "server_args": list(server_args),
+        "client": client,
         "cells": [asdict(cell) for cell in cells],
     }
 
@@ -434,6 +456,93 @@ async def _load(
     return cell
 
 
+def find_perf_client() -> str | None:
+    """kinfer-perf on PATH, else beside this Python (where `make grpc-frontend` puts it)."""
+    found = shutil.which(PERF_CLIENT)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / PERF_CLIENT
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+def native_request(protocol: str, batch: np.ndarray) -> tuple[bytes, int | None]:
+    """The request kinfer-perf repeats, as tritonclient would send it: (body, JSON size).
+
+    gRPC: a serialized ModelInferRequest (raw contents, the output asked for); HTTP: the
+    body tritonclient builds (JSON header + binary tensor), JSON size for its header."""
+    if protocol == "http":
+        import tritonclient.http as httpclient
+
+        tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        outputs = [httpclient.InferRequestedOutput("output", binary_data=True)]
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(
+            [tensor], outputs=outputs
+        )
+        return body, json_size
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="input", datatype="FP32", shape=list(batch.shape))
+    request.outputs.add(name="output")
+    request.raw_input_contents.append(np.ascontiguousarray(batch, np.float32).tobytes())
+    return request.SerializeToString(), None
+
+
+def _bench_native(
+    target: str,
+    handle,
+    protocol: str,
+    batch: np.ndarray,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    max_requests: int,
+) -> Cell:
+    """One cell measured by kinfer-perf (a subprocess, bounded), with the server's CPU."""
+    body, json_size = native_request(protocol, batch)
+    with tempfile.NamedTemporaryFile(prefix="kinfer-perf-", suffix=".bin") as request_file:
+        request_file.write(body)
+        request_file.flush()
+        command = [
+            find_perf_client() or PERF_CLIENT,
+            f"--protocol={protocol}",
+            f"--url={handle.grpc_url if protocol == 'grpc' else handle.http_url}",
+            f"--model={MODEL}",
+            f"--request={request_file.name}",
+            f"--json-size={-1 if json_size is None else json_size}",
+            f"--concurrency={concurrency}",
+            f"--warmup={warmup_s}s",
+            f"--duration={duration_s}s",
+            f"--max-requests={max_requests}",
+        ]
+        before = _server_totals(handle)
+        cpu_before = _tree_cpu_s(handle.process.pid)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=warmup_s + duration_s + 120
+        )
+        cpu_after = _tree_cpu_s(handle.process.pid)
+        after = _server_totals(handle)
+    if done.returncode != 0:
+        raise RuntimeError(f"{PERF_CLIENT} failed ({done.returncode}): {done.stderr.strip()}")
+    figures = json.loads(done.stdout)
+    cell = Cell(
+        target=target,
+        concurrency=concurrency,
+        requests=figures["requests"],
+        failures=figures["failures"],
+        duration_s=round(figures["duration_s"], 3),
+        p50_ms=figures["p50_ms"] if figures["requests"] else float("nan"),
+        p99_ms=figures["p99_ms"] if figures["requests"] else float("nan"),
+        throughput_rps=figures["throughput_rps"],
+    )
+    if cpu_before is not None and cpu_after is not None and figures["completed"]:
+        cell.server_cpu_us = (cpu_after - cpu_before) / figures["completed"] * 1e6
+    if before is not None and after is not None and after[1] > before[1]:
+        cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
+    return cell
+
+
 def _tree_cpu_s(pid: int) -> float | None:
     """CPU seconds (user + system) of `pid` and every process under it, from /proc; None
     where /proc is not there."""
@@ -543,7 +652,8 @@ def format_table(report: dict) -> str:
         f"model: {report['model']['name']} {report['model']['shape']}, batch 1; "
         f"machine: {machine['cpu']}, {machine['cores']} cores; onnxruntime "
         f"{machine['onnxruntime']}; load average {machine.get('load_average_before', ['?'])[0]} "
-        f"-> {machine.get('load_average_after', ['?'])[0]}",
+        f"-> {machine.get('load_average_after', ['?'])[0]}; client "
+        f"{report.get('client', 'tritonclient')}",
         f"{'target':<13} {'conc':>4} {'requests':>8} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'req/s':>9} "
         f"{'p50+raw ms':>10} {'noop p50':>8} {'srv mean':>8} {'srv cpu us':>10} "
