@@ -70,11 +70,13 @@ def test_the_server_starts_the_frontend_and_stops_it_on_sigterm(single_model_rep
         single_model_repo,
         load_models=["m"],
         work_dir=tmp_path / "work",
-        extra_args=["--grpc-frontend=go"],
+        extra_args=["--grpc-frontend=go", "--grpc-frontend-threads=2"],
     )
     try:
         frontends = _frontend_pids(handle.process.pid)
         assert len(frontends) == 1
+        with open(f"/proc/{frontends[0]}/cmdline", "rb") as cmdline:
+            assert b"--procs=2" in cmdline.read().split(b"\0")
         output, version = infer(handle, "m", sample_input(2), "grpc")
         assert output.shape == (2, 16) and version == "1"
         assert "gRPC served by" in handle.log_tail()

@@ -165,6 +165,7 @@ def test_flags_mirror_tritonserver_and_bad_values_name_the_flag(tmp_path):
         (["--load-model=a"], "--load-model needs --model-control-mode=explicit"),
         (["--intra-op-threads=-1"], "--intra-op-threads=-1"),
         (["--max-request-bytes=0"], "--max-request-bytes=0"),
+        (["--grpc-frontend-threads=-1"], "--grpc-frontend-threads=-1"),
     ):
         with pytest.raises(ValueError, match=flag):
             options_from_args(parser.parse_args([f"--model-repository={tmp_path}", *argv]))

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -149,10 +150,17 @@ func main() {
 	listen := flag.String("listen", "0.0.0.0:8001", "gRPC listen address (host:port)")
 	bridgeFD := flag.Int("bridge-fd", 3, "file descriptor of the bridge socket, inherited from kinfer-ort-server")
 	maxMessage := flag.Int("max-message-bytes", 65*1024*1024, "largest gRPC message received or sent")
+	procs := flag.Int("procs", 1, "OS threads running Go code at once (GOMAXPROCS); 0: one per core")
 	exitTimeout := flag.Duration("exit-timeout", 30*time.Second, "on SIGTERM: how long in-flight calls may take before the listener is closed anyway")
 	flag.Parse()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix("kinfer-grpc-frontend: ")
+	if *procs > 0 {
+		// One thread by default: the frontend's work per call is small, and goroutines
+		// handing calls to each other on one thread wake no other thread; the cores stay
+		// with the server's model runs (measured in docs/data-plane.md).
+		runtime.GOMAXPROCS(*procs)
+	}
 
 	file := os.NewFile(uintptr(*bridgeFD), "bridge")
 	if file == nil {

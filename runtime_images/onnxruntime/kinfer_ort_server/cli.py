@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "python: by grpc.aio in this process; auto: go when the binary is found",
     )
     parser.add_argument(
+        "--grpc-frontend-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads the Go frontend runs on (its GOMAXPROCS; 0: one per core)",
+    )
+    parser.add_argument(
         "--grpc-frontend-binary",
         default=None,
         metavar="PATH",
@@ -177,6 +184,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ("--inter-op-threads", args.inter_op_threads),
         ("--execution-threads", args.execution_threads),
         ("--inline-execution-us", args.inline_execution_us),
+        ("--grpc-frontend-threads", args.grpc_frontend_threads),
     ):
         if value < 0:
             raise ValueError(f"{flag}={value} must be >= 0")
@@ -223,6 +231,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         allow_grpc=args.allow_grpc,
         allow_metrics=args.allow_metrics,
         grpc_frontend_binary=frontend_binary,
+        grpc_frontend_threads=args.grpc_frontend_threads,
         max_request_bytes=args.max_request_bytes,
         exit_timeout_s=args.exit_timeout_secs,
         exit_on_error=args.exit_on_error,

@@ -260,6 +260,7 @@ async def start_grpc_frontend(
     max_message_bytes: int,
     exit_timeout_s: float,
     start_timeout_s: float = 30.0,
+    threads: int = 1,
 ) -> GrpcFrontend:
     """Start the frontend on host:port and wait until it listens; raises RuntimeError if not."""
     loop = asyncio.get_running_loop()
@@ -271,6 +272,7 @@ async def start_grpc_frontend(
             f"--bridge-fd={theirs.fileno()}",
             f"--max-message-bytes={max_message_bytes}",
             f"--exit-timeout={exit_timeout_s}s",
+            f"--procs={threads}",
             pass_fds=(theirs.fileno(),),
             stdin=asyncio.subprocess.DEVNULL,
             # Its own session: a signal to this server's process group (Ctrl-C, a

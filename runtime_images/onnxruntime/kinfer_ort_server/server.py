@@ -40,6 +40,7 @@ class ServerOptions:
     allow_metrics: bool = True
     # kinfer-grpc-frontend's path; None: gRPC on grpc.aio in this process.
     grpc_frontend_binary: str | None = None
+    grpc_frontend_threads: int = 1  # its GOMAXPROCS; 0: Go's default (one per core)
     max_request_bytes: int = 64 * 1024 * 1024
     exit_timeout_s: float = 30.0
     exit_on_error: bool = True
@@ -113,6 +114,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
                 options.grpc_port,
                 grpc_limit,
                 options.exit_timeout_s,
+                threads=options.grpc_frontend_threads,
             )
         except RuntimeError as error:
             log.error("%s", error)
