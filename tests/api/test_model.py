@@ -25,6 +25,7 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
         "spec.model.format": spec.model.format,
         "spec.precision.dwellSeconds": spec.precision.dwell_s,
         "spec.precision.scaleDownStabilizationSeconds": spec.precision.scale_down_stabilization_s,
+        "spec.precision.absorbBursts": spec.precision.absorb_bursts,
         "spec.resources.gpus": spec.resources.gpus,
         "spec.resources.cpu": spec.resources.cpu,
         "spec.resources.memory": spec.resources.memory,
@@ -89,3 +90,14 @@ def test_constants_match_the_issue_contract():
         ["kisvc"],
     )
     assert c.LABEL_ISVC == "kinfer.dev/inferenceservice"
+
+
+def test_absorb_bursts_is_a_boolean_defaulting_to_false(minimal):
+    field = schema.spec_schema()["properties"]["precision"]["properties"]["absorbBursts"]
+    assert field["type"] == "boolean"
+    assert field["default"] is False
+    assert "lower tier" in field["description"]
+    assert parse(load_sample("tiers-gpu.yaml")).spec.precision.absorb_bursts is False
+    tiers = load_sample("tiers-gpu.yaml")
+    tiers["spec"]["precision"]["absorbBursts"] = True
+    assert parse(tiers).spec.precision.absorb_bursts is True

@@ -89,6 +89,20 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
         {"precision": {"tiers": [{"name": "fp32", "storageUri": "s3://bucket/a"}]}},
         "spec.model.storageUri",
     ),
+    (
+        "absorbBursts not a boolean",
+        {
+            "model": {"name": "mlp"},
+            "precision": {
+                "tiers": [
+                    {"name": "fp32", "storageUri": "s3://bucket/a"},
+                    {"name": "int8", "storageUri": "s3://bucket/b"},
+                ],
+                "absorbBursts": "yes",
+            },
+        },
+        "spec.precision.absorbBursts",
+    ),
     ("negative replicas", {"replicas": -1}, "spec.replicas"),
     ("tolerance above 1", {"scaling": {"tolerance": 1.5}}, "spec.scaling.tolerance"),
     (

@@ -366,6 +366,7 @@ def test_policy_config_from_spec():
         min_tier="int8",
         dwell_s=45,
         scale_down_stabilization_s=20,
+        absorb_bursts=True,
     )
     config = policy_config_from_spec(scaling, precision, expected_pod_start_s=90)
     assert (config.min_replicas, config.max_replicas) == (2, 9)
@@ -374,6 +375,10 @@ def test_policy_config_from_spec():
     assert config.tiers.names == ("fp32", "int8")
     assert config.tiers.dwell_s == 45
     assert config.tiers.scale_down_stabilization_s == 20
+    assert config.tiers.absorb_bursts is True
+    assert policy_config_from_spec(scaling, replace(precision, absorb_bursts=False)).tiers == (
+        replace(config.tiers, absorb_bursts=False)
+    )
     assert config.tiers.floor_index() == 1
     assert config.expected_pod_start_s == 90
     assert policy_config_from_spec(scaling).tiers.names == ()

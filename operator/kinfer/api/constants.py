@@ -80,6 +80,9 @@ DEFAULT_TIER_DWELL_S = 30
 # With tiers, the scale-down window: a faster tier absorbs a burst that comes back within a second,
 # so released pods are cheap to be wrong about (docs/autoscaling.md, tier-aware scale-down).
 DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S = 30
+# With tiers, hold a scale-up while a measured lower tier holds the ask (opt-in: fewer
+# replica-seconds on bursty load for more time on a lower tier; docs/autoscaling.md).
+DEFAULT_TIER_ABSORB_BURSTS = False
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_QUEUE_DELAY_US = 500
 

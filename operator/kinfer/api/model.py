@@ -35,6 +35,7 @@ class PrecisionSpec:
     min_tier: str | None = None
     dwell_s: int = c.DEFAULT_TIER_DWELL_S
     scale_down_stabilization_s: int = c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
+    absorb_bursts: bool = c.DEFAULT_TIER_ABSORB_BURSTS
 
     def tier_names(self) -> list[str]:
         return [tier.name for tier in self.tiers]
@@ -202,6 +203,7 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
                     "scaleDownStabilizationSeconds", c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
                 )
             ),
+            absorb_bursts=bool(precision.get("absorbBursts", c.DEFAULT_TIER_ABSORB_BURSTS)),
         ),
         resources=ResourcesSpec(
             gpus=int(resources.get("gpus", c.DEFAULT_GPUS)),

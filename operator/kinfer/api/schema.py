@@ -272,6 +272,21 @@ def spec_schema() -> Schema:
                             "shorter of this and scaling.scaleDownStabilizationSeconds)."
                         ),
                     ),
+                    "absorbBursts": {
+                        "type": "boolean",
+                        "default": c.DEFAULT_TIER_ABSORB_BURSTS,
+                        "description": (
+                            "Absorb a burst on a lower tier instead of scaling out: no "
+                            "scale-up while a lower tier (the one serving for less than "
+                            "scaling.metricsWindowSeconds, or the one the policy steps down "
+                            "to), measured, holds on the Ready pods what the rules ask for "
+                            "at the first tier with 10% headroom; after that window, or when "
+                            "the tier is unmeasured or does not hold it, pods are added as "
+                            "without it. Fewer replica-seconds on bursty load, for more time "
+                            "served on a lower tier and a scrape later for a burst the tier "
+                            "does not hold. Only meaningful with two tiers or more."
+                        ),
+                    },
                 },
             },
             "resources": {

@@ -21,7 +21,10 @@ same function, so the benchmark measures what runs. Rules, in order:
 7. free GPU capacity caps a scale-up;
 8. the tier decision (tiers.policy.decide_tier) with the outcome of the above;
 9. tier-aware scale-down: while a lower tier could absorb a burst, the tiers' shorter scale-down
-   window, the short rate for a scale-down, and a margin of the tolerance at the latency target.
+   window, the short rate for a scale-down, and a margin of the tolerance at the latency target;
+10. absorb instead of scale (opt-in, spec.precision.absorbBursts): no scale-up while a measured
+   lower tier, serving for less than a metrics window or stepped down to now, holds the whole ask
+   on the Ready pods with the step-up's headroom.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def policy_config_from_spec(scaling: Any, precision: Any = None, **tuning: Any) 
             min_tier=precision.min_tier,
             dwell_s=float(precision.dwell_s),
             scale_down_stabilization_s=float(precision.scale_down_stabilization_s),
+            absorb_bursts=bool(precision.absorb_bursts),
         )
     return PolicyConfig(
         min_replicas=scaling.min_replicas,
@@ -341,6 +345,7 @@ def decide(
     # offered load, so ask for up to twice the pods the metrics came from. This urgent term is not
     # kept in the stabilization history: it would hold the peak for the whole down window.
     urgent = recommended
+    floor_before = state.urgent_floor
     if replicas.ready != state.ready_seen:
         state.ready_seen, state.ready_changed_s = replicas.ready, now_s
     # Only on a settled set of pods: the window's p95 must describe the pods that are Ready now,
@@ -439,6 +444,15 @@ def decide(
         state.last_tier_switch_down = tier.index > state.active_tier
         state.active_tier = tier.index
         state.last_tier_switch_s = now_s
+    # 10. absorb instead of scale (spec.precision.absorbBursts): the lower tier decided now, or
+    # serving for less than a metrics window, holds the rules' whole ask on the Ready pods.
+    if config.tiers.absorb_bursts and not stale and desired > _clamp(current, config):
+        held = _absorbed(config, state, replicas, tier.index, max(urgent, floor), now_s)
+        if held is not None:
+            desired = _clamp(current, config)
+            reason = f"held at {desired}: {held} ({why})"
+            # Nothing was asked for: no floor of pods to wait for.
+            state.urgent_floor = floor_before
     return (
         Decision(
             desired_replicas=desired,
@@ -450,6 +464,43 @@ def decide(
             tier_reason=tier.reason,
         ),
         state,
+    )
+
+
+def _absorbed(
+    config: PolicyConfig,
+    state: PolicyState,
+    replicas: Replicas,
+    tier_index: int,
+    asked: int,
+    now_s: float,
+) -> str | None:
+    """Why a scale-up to `asked` is held, or None: the lower tier that serves (for less than a
+    metrics window) or that this period stepped to, measured, holds on the Ready pods what the
+    rules ask for at the first tier, measured too, with the step-up's headroom:
+    `ready x capacity(tier) x (1 - hysteresis) >= asked x capacity(first)`. Once that tier has
+    served a window, rule 3a sizes for the step back up as without the option. Not with a
+    pinned tier: it never steps back up, so nothing would end the hold but the window."""
+    if tier_index <= 0 or replicas.ready <= 0 or config.tiers.pinned is not None:
+        return None
+    since = math.inf if state.last_tier_switch_s is None else now_s - state.last_tier_switch_s
+    if since >= config.metrics_window_s:
+        return None
+    names = config.tiers.names
+    lower = state.tier_profiles.get(names[tier_index])
+    first = state.tier_profiles.get(names[0])
+    lower_capacity = None if lower is None else lower.capacity_qps_per_replica
+    first_capacity = None if first is None else first.capacity_qps_per_replica
+    if not lower_capacity or not first_capacity:
+        return None
+    headroom = config.tiers.hysteresis
+    holds = replicas.ready * lower_capacity * (1 - headroom)
+    if holds < asked * first_capacity:
+        return None
+    return (
+        f"{names[tier_index]} holds {holds:.0f} QPS on {replicas.ready} Ready pods"
+        f" ({lower_capacity:.0f}/replica, {headroom:.0%} headroom) >= {asked}"
+        f" x {first_capacity:.0f}/replica asked at {names[0]}"
     )
 
 

@@ -42,6 +42,10 @@ class TierConfig:
     # finds one: unmeasured, or measured faster than the first): stepping down absorbs a burst
     # that comes back, so pods can go sooner.
     scale_down_stabilization_s: float = DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
+    # spec.precision.absorbBursts: no scale-up while a measured lower tier, the one serving for
+    # less than a metrics window or the one stepped down to, holds the ask on the Ready pods
+    # (kinfer.autoscale.policy, rule 10). Opt-in: it trades lower-tier time for replica-seconds.
+    absorb_bursts: bool = False
 
     def floor_index(self) -> int:
         if self.min_tier is None or self.min_tier not in self.names:
