@@ -10,7 +10,7 @@ from kinfer.autoscale.bench import project_trace, spike_windows
 from kinfer.cli import main
 
 FIGURES = {"slo_violation_fraction", "replica_seconds", "scale_events"}
-POLICIES = {"kinfer", "kinfer-tiers", "hpa", "kpa", "kpa-native", "oracle"}
+POLICIES = {"kinfer", "kinfer-tiers", "kinfer-tiers-absorb", "hpa", "kpa", "kpa-native", "oracle"}
 
 
 def test_trace_json_is_one_object_with_the_contract_keys(tmp_path, capsys):

@@ -27,7 +27,7 @@ PROJECT_TRACES = ("step", "spike", "diurnal", "bursty")
 # kinfer runs with the CRD defaults (docs/autoscaling.md's sweep chose them).
 KINFER_PERIOD_S = c.DEFAULT_SCALING_PERIOD_S
 KINFER_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
-POLICIES = ("kinfer", "kinfer-tiers", "hpa", "kpa", "kpa-native", "oracle")
+POLICIES = ("kinfer", "kinfer-tiers", "kinfer-tiers-absorb", "hpa", "kpa", "kpa-native", "oracle")
 # Cold starts the tier comparison runs the spike trace with (issue 6).
 TIER_COLD_STARTS_S = (60, 120)
 # And a cluster with room for only this many pods (no free GPU during the larger spikes).
@@ -47,9 +47,10 @@ class Scenario:
     period_s: int = KINFER_PERIOD_S
     scale_down_stabilization_s: int = KINFER_SCALE_DOWN_STABILIZATION_S
 
-    def kinfer_config(self) -> PolicyConfig:
+    def kinfer_config(self, absorb_bursts: bool = False) -> PolicyConfig:
         """kinfer with the CRD's defaults (a 5 s period and a 120 s scale-down window;
-        the sweep in docs/autoscaling.md shows why), unless the bench overrides them."""
+        the sweep in docs/autoscaling.md shows why), unless the bench overrides them;
+        absorb_bursts: spec.precision.absorbBursts (kinfer-tiers-absorb)."""
         scaling = ScalingSpec(
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
@@ -60,7 +61,8 @@ class Scenario:
             metrics_window_s=int(self.model.rate_window_s),
         )
         precision = PrecisionSpec(
-            tiers=tuple(TierSpec(name, f"s3://models/{name}") for name in self.tiers)
+            tiers=tuple(TierSpec(name, f"s3://models/{name}") for name in self.tiers),
+            absorb_bursts=absorb_bursts,
         )
         return policy_config_from_spec(
             scaling, precision, expected_pod_start_s=self.model.cold_start_s
@@ -94,6 +96,9 @@ def run_trace(trace: Trace, scenario: Scenario) -> dict[str, Result]:
     controllers = {
         "kinfer": baselines.kinfer(baselines.without_tiers(config), "kinfer"),
         "kinfer-tiers": baselines.kinfer(config, "kinfer-tiers"),
+        "kinfer-tiers-absorb": baselines.kinfer(
+            scenario.kinfer_config(absorb_bursts=True), "kinfer-tiers-absorb"
+        ),
         "hpa": baselines.hpa(
             scenario.min_replicas, scenario.max_replicas, scenario.target_qps_per_replica
         ),

@@ -9,6 +9,7 @@ from kinfer.autoscale.simulator import Result, Trace
 COLORS = {
     "kinfer": "tab:blue",
     "kinfer-tiers": "tab:green",
+    "kinfer-tiers-absorb": "tab:olive",
     "hpa": "tab:red",
     "kpa": "tab:orange",
     "kpa-native": "tab:brown",
