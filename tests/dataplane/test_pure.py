@@ -109,3 +109,23 @@ def test_switch_config_changes_only_the_version_policy():
     for bad in (0, -1, True, "2"):
         with pytest.raises(ValueError, match="version="):
             switch_config(config, bad)
+
+
+def test_find_executable_prefers_this_pythons_bin_then_path(tmp_path, monkeypatch):
+    import os
+    import sys
+
+    from kinfer.runtime.process import find_executable
+
+    venv_bin, elsewhere = tmp_path / "venv-bin", tmp_path / "elsewhere"
+    for folder in (venv_bin, elsewhere):
+        folder.mkdir()
+        tool = folder / "kinfer-tool"
+        tool.write_text("#!/bin/sh\n")
+        tool.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(elsewhere))
+    assert find_executable("kinfer-tool") == str(venv_bin / "kinfer-tool")
+    os.chmod(venv_bin / "kinfer-tool", 0o644)  # not executable: PATH's is used
+    assert find_executable("kinfer-tool") == str(elsewhere / "kinfer-tool")
+    assert find_executable("kinfer-missing") is None

@@ -37,6 +37,7 @@ from kinfer.localcluster.podplan import (
     plan_pod,
 )
 from kinfer.localcluster.processes import ProcessRecord, _start_ticks, is_alive, stop_process
+from kinfer.runtime.process import find_executable
 
 log = logging.getLogger("kinfer.pod-runner")
 
@@ -392,8 +393,7 @@ def server_command(plan: PodPlan) -> tuple[list[str], dict[str, str]]:
             f"--cache-directory={plan.work_dir / 'caches'}",
         ]
         return argv, local_triton.triton_env(env)
-    binary = Path(sys.executable).parent / "kinfer-ort-server"
-    command = str(binary) if binary.exists() else (shutil.which("kinfer-ort-server") or "")
+    command = find_executable("kinfer-ort-server")
     if not command:
         raise RuntimeError(
             "kinfer-ort-server is not installed (pip install -e runtime_images/onnxruntime)"

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -457,12 +456,10 @@ async def _load(
 
 
 def find_perf_client() -> str | None:
-    """kinfer-perf on PATH, else beside this Python (where `make grpc-frontend` puts it)."""
-    found = shutil.which(PERF_CLIENT)
-    if found:
-        return found
-    beside = Path(sys.executable).parent / PERF_CLIENT
-    return str(beside) if os.access(beside, os.X_OK) else None
+    """kinfer-perf, where `make grpc-frontend` puts it (beside this Python) or on PATH."""
+    from kinfer.runtime.process import find_executable
+
+    return find_executable(PERF_CLIENT)
 
 
 def native_request(protocol: str, batch: np.ndarray) -> tuple[bytes, int | None]:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -22,6 +23,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def find_executable(name: str) -> str | None:
+    """`name` beside this Python (the virtualenv's bin/, where `make install` and
+    `make grpc-frontend` put kinfer's programs), else on PATH; None if neither has it."""
+    beside = Path(sys.executable).parent / name
+    if os.access(beside, os.X_OK) and beside.is_file():
+        return str(beside)
+    return shutil.which(name)
 
 
 @dataclass
