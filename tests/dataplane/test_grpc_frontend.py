@@ -65,6 +65,22 @@ def single_model_repo(tier_models, tmp_path):
     return repo
 
 
+@pytest.fixture
+def own_server(single_model_repo, tmp_path):
+    """A kinfer-ort-server of the test's own (it may be killed) with its one frontend's PID."""
+    handle = start_ort_server(
+        single_model_repo,
+        load_models=["m"],
+        work_dir=tmp_path / "work",
+        extra_args=["--grpc-frontend=go"],
+    )
+    try:
+        (frontend,) = _frontend_pids(handle.process.pid)
+        yield handle, frontend
+    finally:
+        handle.stop()
+
+
 def test_the_server_starts_the_frontend_and_stops_it_on_sigterm(single_model_repo, tmp_path):
     handle = start_ort_server(
         single_model_repo,
@@ -85,38 +101,20 @@ def test_the_server_starts_the_frontend_and_stops_it_on_sigterm(single_model_rep
     assert _wait_gone(frontends[0], 30), "the frontend outlived the server"
 
 
-def test_a_frontend_that_dies_stops_the_server_with_an_error(single_model_repo, tmp_path):
-    handle = start_ort_server(
-        single_model_repo,
-        load_models=["m"],
-        work_dir=tmp_path / "work",
-        extra_args=["--grpc-frontend=go"],
-    )
-    try:
-        (frontend,) = _frontend_pids(handle.process.pid)
-        os.kill(frontend, signal.SIGKILL)
-        # A server whose gRPC port is gone must not go on looking healthy: it exits 1.
-        assert handle.process.wait(timeout=60) == 1
-        assert "kinfer-grpc-frontend exited with code -9: stopping the server" in handle.log_tail()
-    finally:
-        handle.stop()
+def test_a_frontend_that_dies_stops_the_server_with_an_error(own_server):
+    handle, frontend = own_server
+    os.kill(frontend, signal.SIGKILL)
+    # A server whose gRPC port is gone must not go on looking healthy: it exits 1.
+    assert handle.process.wait(timeout=60) == 1
+    assert "kinfer-grpc-frontend exited with code -9: stopping the server" in handle.log_tail()
 
 
-def test_a_server_killed_outright_takes_the_frontend_with_it(single_model_repo, tmp_path):
-    handle = start_ort_server(
-        single_model_repo,
-        load_models=["m"],
-        work_dir=tmp_path / "work",
-        extra_args=["--grpc-frontend=go"],
-    )
-    try:
-        (frontend,) = _frontend_pids(handle.process.pid)
-        handle.process.kill()
-        handle.process.wait(timeout=30)
-        # The bridge closes with the server: the frontend notices and exits by itself.
-        assert _wait_gone(frontend, 30), "the frontend outlived a killed server"
-    finally:
-        handle.stop()
+def test_a_server_killed_outright_takes_the_frontend_with_it(own_server):
+    handle, frontend = own_server
+    handle.process.kill()
+    handle.process.wait(timeout=30)
+    # The bridge closes with the server: the frontend notices and exits by itself.
+    assert _wait_gone(frontend, 30), "the frontend outlived a killed server"
 
 
 def test_a_taken_grpc_port_stops_the_server_with_a_clear_error(single_model_repo, tmp_path):
