@@ -88,20 +88,17 @@ class BridgeProtocol(asyncio.Protocol):
         # The frontend's gRPC message limit: no call frame is longer, no reply may be.
         self.max_message_bytes = max_message_bytes
         self.listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buffer = bytearray()
         self._replies: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self._receiving = False
 
     def connection_made(self, transport) -> None:
         self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
         if not self.listening.done():
             self.listening.set_exception(ConnectionError(f"{BINARY} closed the bridge"))
 
