@@ -414,8 +414,7 @@ async def _load(
             await client.is_server_live()
             noop.append(time.perf_counter() - start)
         noop_p50_ms = float(np.percentile(noop[NOOP_CALLS // 5 :], 50) * 1000.0)
-    before = _server_totals(handle)
-    cpu_before = _tree_cpu_s(handle.process.pid)
+    meter = _ServerMeter(handle)
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
     stop_at = measure_from + duration_s
@@ -446,12 +445,8 @@ async def _load(
     elapsed = min(duration_s, time.perf_counter() - measure_from)
     cell = _summarise(target, concurrency, latencies, failures, elapsed)
     cell.noop_p50_ms = noop_p50_ms
-    cpu_after = _tree_cpu_s(handle.process.pid)
-    if cpu_before is not None and cpu_after is not None and completed:
-        cell.server_cpu_us = (cpu_after - cpu_before) / completed * 1e6
-    after = _server_totals(handle)
-    if before is not None and after is not None and after[1] > before[1]:
-        cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
+    meter.stop()
+    meter.fill(cell, completed)
     return cell
 
 
@@ -513,13 +508,11 @@ def _bench_native(
             f"--duration={duration_s}s",
             f"--max-requests={max_requests}",
         ]
-        before = _server_totals(handle)
-        cpu_before = _tree_cpu_s(handle.process.pid)
+        meter = _ServerMeter(handle)
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=warmup_s + duration_s + 120
         )
-        cpu_after = _tree_cpu_s(handle.process.pid)
-        after = _server_totals(handle)
+        meter.stop()
     if done.returncode != 0:
         raise RuntimeError(f"{PERF_CLIENT} failed ({done.returncode}): {done.stderr.strip()}")
     figures = json.loads(done.stdout)
@@ -533,11 +526,32 @@ def _bench_native(
         p99_ms=figures["p99_ms"] if figures["requests"] else float("nan"),
         throughput_rps=figures["throughput_rps"],
     )
-    if cpu_before is not None and cpu_after is not None and figures["completed"]:
-        cell.server_cpu_us = (cpu_after - cpu_before) / figures["completed"] * 1e6
-    if before is not None and after is not None and after[1] > before[1]:
-        cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
+    meter.fill(cell, figures["completed"])
     return cell
+
+
+class _ServerMeter:
+    """The server's own figures over one cell, whatever the client: its mean latency (from
+    its metrics) and the CPU its processes used per request."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.totals = _server_totals(handle)
+        self.cpu_s = _tree_cpu_s(handle.process.pid)
+        self.totals_after: tuple[float, float] | None = None
+        self.cpu_after_s: float | None = None
+
+    def stop(self) -> None:
+        self.cpu_after_s = _tree_cpu_s(self.handle.process.pid)
+        self.totals_after = _server_totals(self.handle)
+
+    def fill(self, cell: Cell, completed: int) -> None:
+        """Set the cell's server figures; `completed`: requests answered, warm-up included."""
+        if self.cpu_s is not None and self.cpu_after_s is not None and completed:
+            cell.server_cpu_us = (self.cpu_after_s - self.cpu_s) / completed * 1e6
+        before, after = self.totals, self.totals_after
+        if before is not None and after is not None and after[1] > before[1]:
+            cell.server_mean_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000.0
 
 
 def _tree_cpu_s(pid: int) -> float | None:
