@@ -51,6 +51,19 @@ func waitServed(t *testing.T, served chan struct{}) {
 	}
 }
 
+// expectUnavailable waits (bounded) for the call's reply and checks it is UNAVAILABLE.
+func expectUnavailable(t *testing.T, ch chan reply, timeoutMessage string) {
+	t.Helper()
+	select {
+	case r := <-ch:
+		if r.code != codeUnavailable {
+			t.Errorf("got code %d, want UNAVAILABLE", r.code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal(timeoutMessage)
+	}
+}
+
 func request(payload string) []byte {
 	frame := encodeFrame(0, 6, len(payload))
 	copy(frame[headerBytes:], payload)
@@ -101,14 +114,7 @@ func TestAClosedBridgeFailsPendingAndLaterCallsAsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call: %v", err)
 	}
-	select {
-	case r := <-ch:
-		if r.code != codeUnavailable {
-			t.Errorf("pending call got code %d, want UNAVAILABLE", r.code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("pending call never failed")
-	}
+	expectUnavailable(t, ch, "the pending call never failed")
 	<-b.done
 	if _, _, err := b.call(request("y")); err == nil {
 		t.Error("a call on a closed bridge succeeded")
@@ -128,14 +134,7 @@ func TestAnOversizeReplyFrameClosesTheBridge(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call: %v", err)
 	}
-	select {
-	case r := <-ch:
-		if r.code != codeUnavailable {
-			t.Errorf("got code %d, want UNAVAILABLE", r.code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the oversize frame did not close the bridge")
-	}
+	expectUnavailable(t, ch, "the oversize frame did not close the bridge")
 }
 
 func TestForgottenCallsDropTheirReply(t *testing.T) {
