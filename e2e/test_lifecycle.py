@@ -85,6 +85,28 @@ def test_delete_removes_every_child_through_the_garbage_collector(
     )
 
 
+def test_kubectl_logs_shows_each_containers_output(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
+    (pod,) = cluster.ready_pods(namespace, name)
+    pod_name = pod["metadata"]["name"]
+    # The model server's own start-up line, through the API server and the node.
+    logs = cluster.kubectl("logs", pod_name, "-n", namespace).stdout
+    assert "ready=True: models" in logs, logs
+    last = cluster.kubectl("logs", pod_name, "-n", namespace, "--tail=1").stdout
+    assert len(last.splitlines()) == 1 and last.strip() in logs
+    for init in pod["spec"].get("initContainers") or []:
+        # The model fetch (rclone) has finished; its log is there, even if empty.
+        cluster.kubectl("logs", pod_name, "-n", namespace, "-c", init["name"])
+    wrong = cluster.kubectl("logs", pod_name, "-n", namespace, "-c", "no-such", check=False)
+    assert wrong.returncode != 0 and "no-such" in wrong.stderr
+    if (cluster.kubeconfig.parent / "cluster.json").exists():
+        # What the local pod runner cannot answer truthfully, it refuses, saying why.
+        stamped = cluster.kubectl("logs", pod_name, "-n", namespace, "--timestamps", check=False)
+        assert stamped.returncode != 0 and "no per-line timestamps" in stamped.stderr
+
+
 def _server_record(cluster: Cluster, pod: dict) -> dict:
     """The pod runner's record of a pod's server process (local cluster only)."""
     state_dir = cluster.kubeconfig.parent

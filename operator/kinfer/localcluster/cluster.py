@@ -153,8 +153,14 @@ class LocalCluster:
         ports = controlplane.Ports(**{name: free_port() for name in _PORT_NAMES})
         server = f"https://127.0.0.1:{ports.apiserver}"
         self._say(f"generating certificates and kubeconfigs in {self.state_dir}")
-        self.pki = pki.generate(self.state_dir / "pki", apiserver_ips=("127.0.0.1",))
+        self.pki = pki.generate(
+            self.state_dir / "pki",
+            apiserver_ips=("127.0.0.1",),
+            kubelet_ips=tuple(node_ips(self.config.pod_cidr, len(self.config.nodes))),
+        )
         for stem, _, _ in pki.CLIENTS:
+            if stem == "apiserver-kubelet-client":
+                continue  # a TLS identity of the API server's, not an API client
             config = pki.kubeconfig(self.pki, stem, server)
             pki.write_kubeconfig(self.component_kubeconfig(stem), config)
         pki.write_kubeconfig(self.kubeconfig_path, pki.kubeconfig(self.pki, "admin", server))
@@ -296,6 +302,9 @@ class LocalCluster:
                 f"--state-dir={self.state_dir}",
                 f"--kubeconfig={self.component_kubeconfig('runner')}",
                 f"--cold-start-seconds={self.config.cold_start_s}",
+                f"--kubelet-cert={self.pki.kubelet_cert}",
+                f"--kubelet-key={self.pki.kubelet_key}",
+                f"--client-ca={self.pki.ca_cert}",
             ],
         )
         wait_until("the pod runner", runner_ready.exists, COMPONENT_TIMEOUT_S, record=runner)

@@ -84,6 +84,11 @@ def apiserver_argv(binary: Path, pki: Pki, ports: Ports) -> list[str]:
         # The API server dials kubelets (logs, exec) at node addresses, which
         # are loopback; prefer them explicitly.
         "--kubelet-preferred-address-types=InternalIP",
+        # `kubectl logs`: the pod runner serves the kubelet endpoint with a cert
+        # from the cluster CA and accepts only this client cert.
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+        f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
         "--allow-privileged=true",
         "--v=1",
     ]

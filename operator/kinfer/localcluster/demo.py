@@ -193,6 +193,7 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
         f"  export KUBECONFIG=$(kinfer cluster kubeconfig)   # {kubeconfig}\n"
         f"  export PATH={Path(kubectl_binary).parent}:$PATH   # kubectl {_kubectl_version()}\n"
         "  kubectl get kisvc -A\n"
+        f"  kubectl logs deployment/{NAME} -n {NAMESPACE}\n"
         f"  kubectl scale kisvc/{NAME} -n {NAMESPACE} --replicas=2\n"
         + (f"  Prometheus: {prometheus_url}\n" if prometheus_url else "")
         + "Tear down:\n"

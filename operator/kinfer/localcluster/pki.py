@@ -27,6 +27,8 @@ CLIENTS = (
     ("kwok", "kinfer-kwok", "system:masters"),
     ("runner", "kinfer-pod-runner", "system:masters"),
     ("prometheus", "kinfer-prometheus", "system:masters"),
+    # The API server towards kubelets (`kubectl logs`); the pod runner accepts only it.
+    ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", None),
 )
 
 
@@ -51,6 +53,15 @@ class Pki:
     @property
     def apiserver_key(self) -> Path:
         return self.directory / "apiserver.key"
+
+    @property
+    def kubelet_cert(self) -> Path:
+        """The pod runner's serving cert for the nodes' kubelet endpoint (`kubectl logs`)."""
+        return self.directory / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.directory / "kubelet.key"
 
     @property
     def service_account_key(self) -> Path:
@@ -140,8 +151,10 @@ def _sign(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def generate(directory: Path, *, apiserver_ips: tuple[str, ...]) -> Pki:
-    """Write a CA, the API server's serving cert, one client cert per component and the SA keys."""
+def generate(
+    directory: Path, *, apiserver_ips: tuple[str, ...], kubelet_ips: tuple[str, ...] = ()
+) -> Pki:
+    """Write a CA, the API server's and the nodes' serving certs, client certs and SA keys."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     ca_key = _new_key()
@@ -166,6 +179,18 @@ def generate(directory: Path, *, apiserver_ips: tuple[str, ...]) -> Pki:
     )
     _write_key(pki.apiserver_key, server_key)
     _write_cert(pki.apiserver_cert, server_cert)
+
+    kubelet_key = _new_key()
+    kubelet_cert = _sign(
+        _name("kinfer-local-kubelet"),
+        kubelet_key.public_key(),
+        ca_cert,
+        ca_key,
+        server_names=("localhost",),
+        server_ips=kubelet_ips or ("127.0.0.1",),
+    )
+    _write_key(pki.kubelet_key, kubelet_key)
+    _write_cert(pki.kubelet_cert, kubelet_cert)
 
     for stem, common_name, organisation in CLIENTS:
         key = _new_key()

@@ -64,6 +64,7 @@ class PodPlan:
     ports: dict[str, int]
     cold_start_s: float | None
     env: dict[str, str] = field(default_factory=dict)
+    container: str = "server"  # the model server's container name (`kubectl logs -c`)
 
     @property
     def key(self) -> str:
@@ -273,6 +274,7 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
         ports=_ports(server),
         cold_start_s=cold_start_seconds(pod),
         env=env,
+        container=server["name"],
     )
 
 

@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from kinfer.localcluster import discovery
-from kinfer.localcluster.config import ANNOTATION_SERVER_READY, ANNOTATION_SERVER_RESTARTS
+from kinfer.localcluster.config import (
+    ANNOTATION_KWOK_NODE,
+    ANNOTATION_SERVER_READY,
+    ANNOTATION_SERVER_RESTARTS,
+)
+from kinfer.localcluster.kubelet_logs import KubeletLogServer, LogRequestError, LogSource
 from kinfer.localcluster.podplan import (
     LABEL_ISVC,
     PodPlan,
@@ -62,10 +67,17 @@ class PodServer:
     ready: bool = False
     stopping: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    init_running: str | None = None  # the init container (model fetch) running now
 
 
 class PodRunner:
-    def __init__(self, state_dir: Path, kubeconfig: Path, cold_start_s: float) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        kubeconfig: Path,
+        cold_start_s: float,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         from kubernetes import client, config
 
         self.state_dir = state_dir
@@ -78,6 +90,59 @@ class PodRunner:
         self.refused: dict[str, str] = {}
         self.stopping_ips: dict[str, threading.Thread] = {}
         self.stop_event = threading.Event()
+        self.tls = tls  # (serving cert, key, client CA) of the nodes' kubelet endpoint
+        self.log_servers: list[KubeletLogServer] = []
+
+    # -- kubectl logs -----------------------------------------------------
+    def serve_logs(self) -> None:
+        """Serve `kubectl logs` at every KWOK node's address and kubelet port."""
+        if self.tls is None:
+            return
+        cert, key, client_ca = self.tls
+        for node in self.core.list_node().items:
+            if (node.metadata.annotations or {}).get(ANNOTATION_KWOK_NODE) != "fake":
+                continue
+            address = next(
+                (a.address for a in node.status.addresses or () if a.type == "InternalIP"), None
+            )
+            endpoints = node.status.daemon_endpoints
+            port = endpoints.kubelet_endpoint.port if endpoints else None
+            if not address or not port:
+                log.warning(
+                    "node %s has no InternalIP or kubelet port: no logs", node.metadata.name
+                )
+                continue
+            server = KubeletLogServer(
+                (address, port),
+                self.locate_log,
+                cert_file=cert,
+                key_file=key,
+                client_ca_file=client_ca,
+            )
+            server.start()
+            self.log_servers.append(server)
+            log.info("serving kubectl logs for node %s on %s:%d", node.metadata.name, address, port)
+
+    def locate_log(self, namespace: str, pod: str, container: str) -> LogSource:
+        """A container's log file, as the kubelet would find it (LogRequestError if none)."""
+        key = f"{namespace}/{pod}"
+        server = self.pods.get(key)
+        if server is None:
+            reason = self.refused.get(key)
+            if reason:
+                raise LogRequestError(400, f"pod {key} is not run locally: {reason}")
+            raise LogRequestError(404, f"pod {key} is not run by the local pod runner (yet)")
+        plan = server.plan
+        logs = plan.work_dir / "logs"
+        if container == plan.container:
+
+            def running() -> bool:
+                return self.pods.get(key) is server and not server.stopping.is_set()
+
+            return LogSource(logs / "server.log", running)
+        if container in (f.container for f in plan.fetches):
+            return LogSource(logs / f"{container}.log", lambda: server.init_running == container)
+        raise LogRequestError(400, f"container {container} is not valid for pod {pod}")
 
     # -- the loop ---------------------------------------------------------
     def run(self) -> None:
@@ -104,6 +169,8 @@ class PodRunner:
                     os.killpg(server.process.pid, signal.SIGTERM)
         for key in list(self.pods):
             self._stop_pod(key, wait=True)
+        for log_server in self.log_servers:
+            log_server.stop()
 
     def _list_pods(self) -> dict[str, dict[str, Any]]:
         response = self.core.list_pod_for_all_namespaces(
@@ -150,7 +217,7 @@ class PodRunner:
     def _supervise(self, server: PodServer, pod: dict[str, Any]) -> None:
         plan = server.plan
         try:
-            self._prepare(plan, pod)
+            self._prepare(server, pod)
         except Exception as error:
             log.error("pod %s: preparing failed: %s", plan.key, error)
             self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
@@ -191,8 +258,9 @@ class PodRunner:
                 return
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _prepare(self, plan: PodPlan, pod: dict[str, Any]) -> None:
+    def _prepare(self, server: PodServer, pod: dict[str, Any]) -> None:
         """Volumes, ConfigMaps and the model fetch: what the init containers do."""
+        plan = server.plan
         plan.work_dir.mkdir(parents=True, exist_ok=True)
         for volume in pod["spec"].get("volumes") or []:
             if "persistentVolumeClaim" not in volume:
@@ -210,6 +278,7 @@ class PodRunner:
                 raise RuntimeError("rclone is not installed (apt-get install -y rclone)")
             env = {**os.environ, **fetch.env}
             env.setdefault("RCLONE_CONFIG", str(plan.work_dir / "rclone.conf"))
+            server.init_running = fetch.container
             with open(logs / f"{fetch.container}.log", "wb") as out:
                 result = subprocess.run(
                     [rclone, *fetch.argv[1:]],
@@ -219,6 +288,7 @@ class PodRunner:
                     timeout=FETCH_TIMEOUT_S,
                     check=False,
                 )
+            server.init_running = None
             if result.returncode != 0:
                 tail = (logs / f"{fetch.container}.log").read_text(errors="replace")[-800:]
                 raise RuntimeError(
@@ -494,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--cold-start-seconds", type=float, default=0.0)
+    parser.add_argument("--kubelet-cert", type=Path, help="serving cert for `kubectl logs`")
+    parser.add_argument("--kubelet-key", type=Path)
+    parser.add_argument("--client-ca", type=Path, help="CA of the API server's client cert")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -503,7 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     # A previous runner of this cluster that died left its servers bound to
     # the pod IPs; stop them so this one can start the pods afresh.
     stop_recorded_servers(args.state_dir)
-    runner = PodRunner(args.state_dir, args.kubeconfig, args.cold_start_seconds)
+    tls = None
+    if args.kubelet_cert and args.kubelet_key and args.client_ca:
+        tls = (args.kubelet_cert, args.kubelet_key, args.client_ca)
+    runner = PodRunner(args.state_dir, args.kubeconfig, args.cold_start_seconds, tls)
+    runner.serve_logs()
     signal.signal(signal.SIGTERM, lambda *_: runner.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: runner.stop_event.set())
     log.info(
