@@ -105,6 +105,9 @@ def test_kubectl_logs_shows_each_containers_output(
         # What the local pod runner cannot answer truthfully, it refuses, saying why.
         stamped = cluster.kubectl("logs", pod_name, "-n", namespace, "--timestamps", check=False)
         assert stamped.returncode != 0 and "no per-line timestamps" in stamped.stderr
+        # Not restarted: no previous run to show.
+        never = cluster.kubectl("logs", pod_name, "-n", namespace, "--previous", check=False)
+        assert never.returncode != 0 and "previous terminated container" in never.stderr
 
 
 def _server_record(cluster: Cluster, pod: dict) -> dict:
@@ -140,6 +143,11 @@ def test_a_dead_server_is_restarted_and_the_restart_is_visible(
 
     wait_for("restartCount >= 1 and Ready again", restarted, 180)
     cluster.wait_ready(namespace, name)
+    # The killed run's log is kept aside, as a kubelet keeps a terminated container's.
+    pod_name = pod["metadata"]["name"]
+    previous = cluster.kubectl("logs", pod_name, "-n", namespace, "--previous").stdout
+    current = cluster.kubectl("logs", pod_name, "-n", namespace).stdout
+    assert "ready=True: models" in previous and "ready=True: models" in current
 
 
 def test_a_deleted_pods_server_stops(

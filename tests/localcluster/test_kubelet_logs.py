@@ -47,6 +47,7 @@ def test_parse_request_reads_kubectls_parameters() -> None:
     assert (namespace, pod, container) == ("team-a", "mlp-0", "kserve-container")
     assert query == LogQuery(follow=True, tail_lines=5, limit_bytes=100)
     assert parse_request("/containerLogs/a/b/c?tailLines=-1")[3] == LogQuery()
+    assert parse_request("/containerLogs/a/b/c?previous=true")[3] == LogQuery(previous=True)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,6 @@ def test_parse_request_reads_kubectls_parameters() -> None:
         ("/containerLogs/a/b", 404, "only /containerLogs"),
         ("/containerLogs/a/b/c?timestamps=true", 400, "no per-line timestamps"),
         ("/containerLogs/a/b/c?sinceSeconds=10", 400, "sinceSeconds is not supported"),
-        ("/containerLogs/a/b/c?previous=true", 400, "across restarts"),
         ("/containerLogs/a/b/c?tailLines=x", 400, "tailLines='x' is not an integer"),
         ("/containerLogs/a/b/c?limitBytes=0", 400, "limitBytes=0 must be >= 1"),
     ],
@@ -83,7 +83,9 @@ class _Pods:
         self.running = threading.Event()
         self.running.set()
 
-    def locate(self, namespace: str, pod: str, container: str) -> LogSource:
+    def locate(self, namespace: str, pod: str, container: str, previous: bool) -> LogSource:
+        if previous:
+            return LogSource(self.path.with_suffix(".previous.log"), lambda: False)
         if (namespace, pod) != ("ns", "pod"):
             raise LogRequestError(404, f"pod {namespace}/{pod} is not run by the local pod runner")
         if container != "server":
@@ -135,6 +137,17 @@ def test_serves_the_tail_to_the_api_server_only(served, certs: pki.Pki) -> None:
     with pytest.raises((ssl.SSLError, ConnectionError)):
         connection, response = _get(server, certs, "/containerLogs/ns/pod/server", None)
         response.read()
+
+
+def test_previous_reads_the_run_before_the_restart(served, certs: pki.Pki) -> None:
+    server, pods = served
+    pods.path.write_bytes(b"second run\n")
+    pods.path.with_suffix(".previous.log").write_bytes(b"first run\n")
+    connection, response = _get(
+        server, certs, "/containerLogs/ns/pod/server?previous=true", "apiserver-kubelet-client"
+    )
+    assert (response.status, response.read()) == (200, b"first run\n")
+    connection.close()
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ node address, a serving certificate from the cluster CA, and only the API server
 kubelet-client certificate accepted (users reach logs through the API server and its
 RBAC on `pods/log`, never directly).
 
-The files hold no per-line timestamps and one file per container across restarts, so
-`timestamps`, `sinceSeconds`, `sinceTime` and `previous` are refused with a message
-that says so, rather than answered wrongly.
+The files hold no per-line timestamps, so `timestamps`, `sinceSeconds` and `sinceTime`
+are refused with a message that says so, rather than answered wrongly. `previous` reads
+the log of the server's run before its last restart, which the runner keeps aside.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ _UNSUPPORTED = {
     "timestamps": "the local cluster's logs hold no per-line timestamps",
     "sinceSeconds": "the local cluster's logs hold no per-line timestamps",
     "sinceTime": "the local cluster's logs hold no per-line timestamps",
-    "previous": "the local cluster keeps one log per container across restarts: "
-    "the current one holds the previous runs too",
 }
-# Boolean parameters: asked only when true (kubectl sends previous=false, timestamps=false).
-_FLAGS = ("previous", "timestamps")
+# Boolean parameters: asked only when true (kubectl sends timestamps=false).
+_FLAGS = ("timestamps",)
 
 
 class LogRequestError(Exception):
@@ -58,6 +56,7 @@ class LogQuery:
     follow: bool = False
     tail_lines: int | None = None
     limit_bytes: int | None = None
+    previous: bool = False  # the container's run before its last restart
 
 
 @dataclass(frozen=True)
@@ -68,8 +67,8 @@ class LogSource:
     running: Callable[[], bool]
 
 
-# (namespace, pod, container) -> its log, or LogRequestError (unknown pod, container, ...).
-Locate = Callable[[str, str, str], LogSource]
+# (namespace, pod, container, previous) -> its log, or LogRequestError (unknown pod, ...).
+Locate = Callable[[str, str, str, bool], LogSource]
 
 
 def _true(value: str) -> bool:
@@ -110,6 +109,7 @@ def parse_request(target: str) -> tuple[str, str, str, LogQuery]:
             # kubectl sends tailLines=-1 for "everything".
             tail_lines=None if tail in (None, "-1") else _count("tailLines", tail, 0),
             limit_bytes=None if limit is None else _count("limitBytes", limit, 1),
+            previous=_true(query.get("previous", "false")),
         ),
     )
 
@@ -148,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._authorise()
             namespace, pod, container, query = parse_request(self.path)
-            source = self.server.locate(namespace, pod, container)
+            source = self.server.locate(namespace, pod, container, query.previous)
             if not source.path.exists():
                 raise LogRequestError(
                     400,

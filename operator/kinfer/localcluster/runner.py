@@ -53,6 +53,8 @@ READY_TIMEOUT_S = 180.0
 FETCH_TIMEOUT_S = 300.0
 MAX_BACKOFF_S = 20.0
 SERVER_RECORD = "server.json"
+SERVER_LOG = "server.log"
+PREVIOUS_SERVER_LOG = "server.previous.log"  # the run before the last restart
 
 
 @dataclass
@@ -123,7 +125,9 @@ class PodRunner:
             self.log_servers.append(server)
             log.info("serving kubectl logs for node %s on %s:%d", node.metadata.name, address, port)
 
-    def locate_log(self, namespace: str, pod: str, container: str) -> LogSource:
+    def locate_log(
+        self, namespace: str, pod: str, container: str, previous: bool = False
+    ) -> LogSource:
         """A container's log file, as the kubelet would find it (LogRequestError if none)."""
         key = f"{namespace}/{pod}"
         server = self.pods.get(key)
@@ -134,15 +138,23 @@ class PodRunner:
             raise LogRequestError(404, f"pod {key} is not run by the local pod runner (yet)")
         plan = server.plan
         logs = plan.work_dir / "logs"
+        if container not in (plan.container, *(f.container for f in plan.fetches)):
+            raise LogRequestError(400, f"container {container} is not valid for pod {pod}")
+        if previous:
+            # Only the server restarts (init containers run once): its last run's log.
+            path = logs / PREVIOUS_SERVER_LOG
+            if container != plan.container or not path.exists():
+                raise LogRequestError(
+                    400, f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            return LogSource(path, lambda: False)
         if container == plan.container:
 
             def running() -> bool:
                 return self.pods.get(key) is server and not server.stopping.is_set()
 
-            return LogSource(logs / "server.log", running)
-        if container in (f.container for f in plan.fetches):
-            return LogSource(logs / f"{container}.log", lambda: server.init_running == container)
-        raise LogRequestError(400, f"container {container} is not valid for pod {pod}")
+            return LogSource(logs / SERVER_LOG, running)
+        return LogSource(logs / f"{container}.log", lambda: server.init_running == container)
 
     # -- the loop ---------------------------------------------------------
     def run(self) -> None:
@@ -329,7 +341,10 @@ class PodRunner:
         argv, env = server_command(plan)
         logs = plan.work_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / "server.log", "ab") as out:
+        if server.restarts and (logs / SERVER_LOG).exists():
+            # As a kubelet keeps the last terminated run: `kubectl logs --previous`.
+            os.replace(logs / SERVER_LOG, logs / PREVIOUS_SERVER_LOG)
+        with open(logs / SERVER_LOG, "ab") as out:
             server.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -343,7 +358,7 @@ class PodRunner:
             plan.key,
             server.process.pid,
             argv,
-            str(logs / "server.log"),
+            str(logs / SERVER_LOG),
             _start_ticks(server.process.pid) or 0,
         )
         (plan.work_dir / SERVER_RECORD).write_text(json.dumps(asdict(record)))
