@@ -91,6 +91,24 @@ def test_repeated_sweeps_report_medians_and_sum_counts():
     assert (merged.p50_ms, merged.throughput_rps, merged.requests) == (2.0, 20.0, 300)
 
 
+def test_raw_paced_idles_before_each_run_and_is_compared_with_raw(tier_models):
+    from kinfer.runtime.testmodels import sample_input
+
+    batch = sample_input(1)
+    raw = bench._bench_raw(tier_models["fp32"], batch, 1, 0.3, 0.05, 100_000)
+    paced = bench._bench_raw(
+        tier_models["fp32"], batch, 1, 0.3, 0.05, 100_000, pause_s=bench.RAW_PAUSE_S
+    )
+    assert (raw.target, paced.target) == ("raw", "raw-paced")
+    assert raw.requests > 0 and paced.requests > 0
+    # Each paced run waits RAW_PAUSE_S first: no more runs than the pauses leave room for,
+    # while the tight loop runs back to back.
+    assert paced.throughput_rps <= 1 / bench.RAW_PAUSE_S
+    assert raw.throughput_rps > paced.throughput_rps
+    bench._add_ratios([raw, paced])
+    assert paced.p50_added_ms == pytest.approx(paced.p50_ms - raw.p50_ms)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
