@@ -17,6 +17,7 @@ from e2e.harness import (
     Cluster,
     Models,
     Operator,
+    condition_of,
     deploy_ready_sample,
     infer_both_protocols,
     load_sample,
@@ -62,6 +63,75 @@ def test_kubectl_scale_is_honoured(
         ),
         300,
     )
+
+
+def test_a_spec_the_api_server_refuses_is_reported_and_its_fix_applies(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    """A spec the CRD admits but whose Deployment the API server refuses (an env fieldRef
+    to a field that does not exist) lands in SpecValid/Ready with the spec's field and an
+    Event; pod churn on the old Deployment never reports the refused generation Ready; the
+    fixed spec rolls out."""
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
+    bad_env = [{"name": "WHERE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nowhere"}}}]
+    cluster.kubectl(
+        "patch", f"kisvc/{name}", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"env": bad_env}}),
+    )  # fmt: skip
+
+    def refused() -> dict | None:
+        isvc = cluster.get("kisvc", name, "-n", namespace)
+        spec_valid = condition_of(isvc, "SpecValid") or {}
+        generation = isvc["metadata"]["generation"]
+        if (
+            spec_valid.get("reason") == "RejectedByAPIServer"
+            and spec_valid.get("observedGeneration") == generation
+            and isvc["status"].get("observedGeneration") == generation
+        ):
+            return isvc
+        return None
+
+    isvc = wait_for("SpecValid=False RejectedByAPIServer on the new generation", refused, 120)
+    message = condition_of(isvc, "SpecValid")["message"]
+    assert "spec.env" in message and f"Deployment {name}" in message, message
+    assert "spec.nowhere" in message, message
+    ready = condition_of(isvc, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RejectedByAPIServer")
+    events = cluster.items(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    assert any(e.get("reason") == "RejectedByAPIServer" for e in events), events
+    deployment = cluster.get("deployment", name, "-n", namespace)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert all(item["name"] != "WHERE" for item in container.get("env") or [])
+
+    # The old Deployment's pod goes and comes back: its events must not report the refused
+    # generation as Ready (kubectl wait would then succeed on a spec never applied).
+    for pod in cluster.pods(namespace, name):
+        cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", namespace, "--wait=false")
+    wait_for(
+        "the old Deployment's replacement pod Ready",
+        lambda: (
+            cluster.get("deployment", name, "-n", namespace)["status"].get("readyReplicas") == 1
+        ),
+        300,
+    )
+    isvc = cluster.get("kisvc", name, "-n", namespace)
+    assert condition_of(isvc, "Ready")["status"] == "False", isvc["status"]
+    assert condition_of(isvc, "SpecValid")["reason"] == "RejectedByAPIServer", isvc["status"]
+
+    good_env = [{"name": "WHERE", "value": "here"}]
+    cluster.kubectl(
+        "patch", f"kisvc/{name}", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"env": good_env}}),
+    )  # fmt: skip
+    cluster.wait_ready(namespace, name)
+    isvc = cluster.get("kisvc", name, "-n", namespace)
+    assert condition_of(isvc, "SpecValid")["status"] == "True", isvc["status"]
+    container = cluster.get("deployment", name, "-n", namespace)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert {"name": "WHERE", "value": "here"} in container["env"]
 
 
 def test_delete_removes_every_child_through_the_garbage_collector(

@@ -24,7 +24,7 @@ def _type(node: dict[str, Any]) -> str:
 def _constraints(node: dict[str, Any]) -> str:
     parts = []
     if "enum" in node:
-        parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+        parts.append("one of " + ", ".join(f"`{v}`" if v != "" else '`""`' for v in node["enum"]))
     if "minimum" in node:
         parts.append(f"{'>' if node.get('exclusiveMinimum') else '>='} {node['minimum']}")
     if "maximum" in node:

@@ -37,6 +37,7 @@ def _quantity(description: str, default: str) -> Schema:
         "x-kubernetes-int-or-string": True,
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": c.QUANTITY_PATTERN,
+        "minimum": 0,
         "default": default,
     }
 
@@ -86,8 +87,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         where=(),
         cel="size(self.metadata.name) <= 63 "
         "&& self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-        message="the name must be a DNS-1035 label (lowercase letters, digits and '-', starting "
-        "with a letter, at most 63 characters): it names the Service and the Deployment",
+        message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+        "starting with a letter, at most 63 characters): it names the Service and the Deployment",
         field="metadata.name",
         check=lambda obj: (
             bool(
@@ -128,6 +129,45 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         field=".model.storageUri",
         check=lambda spec: (
             "storageUri" not in (spec.get("model") or {}) or not _tiers(spec.get("precision") or {})
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="!has(self.env) || self.env.all(e, !has(e.value) || !has(e.valueFrom))",
+        message="an env entry sets value or valueFrom, not both",
+        field=".env",
+        check=lambda spec: (
+            not any(
+                isinstance(e, dict) and "value" in e and "valueFrom" in e
+                for e in spec.get("env") or []
+            )
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="!has(self.tolerations) || self.tolerations.all(t, !has(t.operator) "
+        "|| t.operator != 'Exists' || !has(t.value) || t.value == '')",
+        message="a toleration with operator Exists has no value",
+        field=".tolerations",
+        check=lambda spec: (
+            not any(
+                isinstance(t, dict) and t.get("operator") == "Exists" and t.get("value")
+                for t in spec.get("tolerations") or []
+            )
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="!has(self.tolerations) || self.tolerations.all(t, has(t.key) && t.key != '' "
+        "|| (has(t.operator) && t.operator == 'Exists'))",
+        message="a toleration without a key must have operator Exists (it then tolerates every "
+        "taint)",
+        field=".tolerations",
+        check=lambda spec: (
+            not any(
+                isinstance(t, dict) and not t.get("key") and t.get("operator") != "Exists"
+                for t in spec.get("tolerations") or []
+            )
         ),
     ),
     CrossFieldRule(
@@ -238,9 +278,10 @@ def spec_schema() -> Schema:
                             "required": ["name", "storageUri"],
                             "properties": {
                                 "name": _str(
-                                    "Tier name, e.g. fp32.",
+                                    "Tier name, e.g. fp32 (it names the pod's fetch-<name> "
+                                    "init container, so at most 57 characters).",
                                     pattern=c.TIER_NAME_PATTERN,
-                                    maxLength=63,
+                                    maxLength=c.TIER_NAME_MAX_LENGTH,
                                 ),
                                 "storageUri": STORAGE_URI,
                             },
@@ -248,12 +289,12 @@ def spec_schema() -> Schema:
                     },
                     "pinned": _str(
                         "Serve this tier and never switch (turns tier switching off).",
-                        maxLength=63,
+                        maxLength=c.TIER_NAME_MAX_LENGTH,
                     ),
                     "minTier": _str(
                         "Accuracy floor: the lowest-quality tier the autoscaler may use "
                         "(default: the last tier).",
-                        maxLength=63,
+                        maxLength=c.TIER_NAME_MAX_LENGTH,
                     ),
                     "dwellSeconds": _int(
                         0,
@@ -406,22 +447,55 @@ def spec_schema() -> Schema:
                 "description": "Extra environment variables for the model server container.",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
+                "maxItems": 256,
                 "items": {
                     "type": "object",
                     "required": ["name"],
                     "x-kubernetes-preserve-unknown-fields": True,
-                    "properties": {"name": {"type": "string", "minLength": 1}},
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "value": {"type": "string"},
+                        "valueFrom": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        },
+                    },
                 },
             },
             "nodeSelector": {
                 "type": "object",
-                "description": "Extra node selector labels.",
-                "additionalProperties": {"type": "string"},
+                "description": "Extra node selector labels (keys and values as for any label; "
+                "values are checked at apply, keys by kinfer: SpecValid=False InvalidSpec).",
+                "maxProperties": 64,
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": 63,
+                    "pattern": c.LABEL_VALUE_PATTERN,
+                },
             },
             "tolerations": {
                 "type": "array",
                 "description": "Extra tolerations.",
-                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "maxItems": 64,
+                "items": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {
+                        "key": _str("Taint key; empty with operator Exists: every taint."),
+                        "operator": _str(
+                            "Equal (default) or Exists.", enum=list(c.TOLERATION_OPERATORS)
+                        ),
+                        "value": _str("Taint value (Equal only)."),
+                        "effect": _str(
+                            "Taint effect; empty: every effect.", enum=["", *c.TAINT_EFFECTS]
+                        ),
+                        "tolerationSeconds": {
+                            "type": "integer",
+                            "description": "With NoExecute: how long the pod stays after the "
+                            "taint appears.",
+                        },
+                    },
+                },
             },
             "serviceAccountName": _str(
                 "ServiceAccount of the model server pods (e.g. for storage credentials).",

@@ -9,6 +9,7 @@ server agree on what is invalid and say it with the same paths.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,8 @@ _PATTERN_HINTS = {
     c.QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2, 4Gi",
     c.MIG_PROFILE_PATTERN: "must be a MIG profile such as 1g.10gb or 3g.40gb",
     c.TIER_NAME_PATTERN: "must be lowercase letters, digits and '-', e.g. fp16",
+    c.LABEL_VALUE_PATTERN: "a label value must be empty or start and end with a letter or "
+    "digit, with '-', '_' and '.' between",
 }
 
 
@@ -120,6 +123,29 @@ def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _node_selector_key_errors(obj: dict[str, Any]) -> list[FieldError]:
+    """nodeSelector keys must be label keys. Not in the CRD: a rule over a map's keys costs
+    more than the API server's CEL budget allows, so the operator and `kinfer render` report
+    it (a condition and an Event) before the Deployment is refused."""
+    selector = _lookup(obj, ("spec", "nodeSelector"))
+    if not isinstance(selector, dict):
+        return []
+    errors = []
+    for key in selector:
+        prefix, _, name = key.rpartition("/")
+        if not re.fullmatch(c.LABEL_KEY_PATTERN, key) or len(prefix) > 253 or len(name) > 63:
+            errors.append(
+                FieldError(
+                    f"spec.nodeSelector[{key}]",
+                    key,
+                    "a label key is an optional DNS-subdomain prefix and '/', then a name of "
+                    "at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
+                    "letter or digit (e.g. nvidia.com/gpu.product)",
+                )
+            )
+    return errors
+
+
 # Objects the API server defaults to {} before CEL runs; precision has no default,
 # so its rules only apply when it is there.
 _DEFAULTED_TO_EMPTY = {("spec", "model"), ("spec", "resources"), ("spec", "scaling")}
@@ -150,4 +176,4 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     if errors:
         # Cross-field rules assume well-typed fields, as CEL does after the schema.
         return errors
-    return _duplicate_keys(obj) + _cross_field_errors(obj)
+    return _duplicate_keys(obj) + _cross_field_errors(obj) + _node_selector_key_errors(obj)

@@ -29,7 +29,7 @@ from kinfer.autoscale.policy import (
 )
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Event, observe_capacity
-from kinfer.controller.status import Condition, merge_conditions, now_rfc3339
+from kinfer.controller.status import Condition, merge_conditions, now_rfc3339, spec_rejected
 from kinfer.tiers import actuator
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def run_period(
     body: dict[str, Any], kube: Kube, reader: MetricsReader | None, memory: LoopMemory
 ) -> PeriodResult:
     """One tick: a scaling decision when a period has passed, tier convergence always."""
-    if validate_object(body):
+    if validate_object(body) or spec_rejected(body):
         return PeriodResult()
     isvc = parse(body)
     result = PeriodResult()

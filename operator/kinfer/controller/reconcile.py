@@ -10,18 +10,23 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, parse
 from kinfer.api.validation import validate_object
 from kinfer.capacity import CapacityReport, gpu_capacity
 from kinfer.config import RenderOptions
 from kinfer.controller.kube import Kube
+from kinfer.controller.rejection import rejection_message, rejections
 from kinfer.controller.status import (
     Condition,
     invalid_spec_conditions,
     merge_conditions,
     now_rfc3339,
+    rejected_spec_conditions,
     service_status,
+    spec_not_applied,
 )
 from kinfer.render import render, scheduling
 from kinfer.render.deployment import effective_replicas
@@ -119,7 +124,24 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
     isvc = parse(body)
     events = []
     for obj in render(isvc, options):
-        action = kube.apply(obj)
+        try:
+            action = kube.apply(obj)
+        except ApiException as error:
+            if error.status not in (400, 422):
+                raise  # the API server or the network: kopf retries
+            # Invalid, not transient: retrying the same spec cannot succeed. Say so where the
+            # user looks and wait for the next edit of the spec.
+            message = rejection_message(obj, rejections(obj, error.body))
+            conditions = rejected_spec_conditions(message)
+            transition = _transition_events(current, conditions)
+            if transition:
+                log.warning("%s/%s: %s", isvc.namespace, isvc.name, message)
+            return Outcome(
+                status_patch=_status_patch(
+                    current, {"observedGeneration": generation}, conditions, generation
+                ),
+                events=events + transition,
+            )
         if action != "unchanged":
             name = obj["metadata"]["name"]
             log.info("%s %s %s/%s", action, obj["kind"], isvc.namespace, name)
@@ -128,8 +150,9 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
 
 
 def refresh_status(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
-    """Status only (children changed): no apply, so a Deployment event never loops."""
-    if validate_object(body):
+    """Status only (children changed): no apply, so a Deployment event never loops. Nothing
+    while this generation is not applied: the children still run an older spec."""
+    if validate_object(body) or spec_not_applied(body):
         return Outcome()
     return _observe(body, parse(body), kube, options, [])
 

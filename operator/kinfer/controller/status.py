@@ -69,12 +69,46 @@ _CONDITION_ORDER = (
 )
 
 
+REJECTED_REASON = "RejectedByAPIServer"
+
+
 def invalid_spec_conditions(errors: list[FieldError]) -> list[Condition]:
     message = "; ".join(str(error) for error in errors)
     return [
         Condition(c.CONDITION_SPEC_VALID, "False", "InvalidSpec", message),
         Condition(c.CONDITION_READY, "False", "InvalidSpec", message),
     ]
+
+
+def rejected_spec_conditions(message: str) -> list[Condition]:
+    """The spec passed validation but the API server refused a child rendered from it."""
+    return [
+        Condition(c.CONDITION_SPEC_VALID, "False", REJECTED_REASON, message),
+        Condition(c.CONDITION_READY, "False", REJECTED_REASON, message),
+    ]
+
+
+def spec_not_applied(body: dict[str, Any]) -> bool:
+    """True while the object's current generation has not been applied: not reconciled yet
+    (status.observedGeneration behind), or refused (SpecValid False for this generation).
+    Status from the children then describes an older spec, so it must not be reported as
+    this generation's."""
+    generation = (body.get("metadata") or {}).get("generation")
+    status = body.get("status") or {}
+    if generation is None or status.get("observedGeneration") != generation:
+        return True
+    return spec_rejected(body)
+
+
+def spec_rejected(body: dict[str, Any]) -> bool:
+    """True when SpecValid is False for the object's current generation."""
+    generation = (body.get("metadata") or {}).get("generation")
+    return any(
+        item.get("type") == c.CONDITION_SPEC_VALID
+        and item.get("status") == "False"
+        and item.get("observedGeneration") == generation
+        for item in (body.get("status") or {}).get("conditions") or []
+    )
 
 
 def _deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, bool]:
@@ -141,10 +175,10 @@ def service_status(
             )
         )
 
+    note = f" ({clamp_note})" if clamp_note else ""
     if desired == 0:
         ready_cond = Condition(c.CONDITION_READY, "False", "ScaledToZero", "spec.replicas is 0")
     elif ready >= desired and rolled_out:
-        note = f" ({clamp_note})" if clamp_note else ""
         ready_cond = Condition(
             c.CONDITION_READY, "True", "Available", f"{ready}/{desired} replicas ready{note}"
         )
@@ -153,7 +187,7 @@ def service_status(
             c.CONDITION_READY,
             "False",
             "InsufficientGPUs",
-            f"{ready}/{desired} replicas ready; {capacity.message(node_selector)}",
+            f"{ready}/{desired} replicas ready{note}; {capacity.message(node_selector)}",
         )
     elif deployment is None:
         ready_cond = Condition(c.CONDITION_READY, "False", "Creating", "creating the Deployment")
@@ -162,7 +196,7 @@ def service_status(
             c.CONDITION_READY,
             "False",
             "Progressing",
-            f"{ready}/{desired} replicas ready, {updated} updated",
+            f"{ready}/{desired} replicas ready, {updated} updated{note}",
         )
     conditions.insert(0, ready_cond)
     return fields, conditions

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
+
+
+def kinfer_command() -> str:
+    """How to run this kinfer from the user's shell: `kinfer` when that is on PATH and is this
+    one, else this executable's path (relative to the current directory when inside it, as
+    `.venv/bin/kinfer` after `make demo`)."""
+    this = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("kinfer")
+    if this is None or this.name != "kinfer":
+        return "kinfer"
+    if on_path and Path(on_path).resolve() == this:
+        return "kinfer"
+    try:
+        return os.fspath(Path(sys.argv[0]).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return os.fspath(Path(sys.argv[0]).absolute())
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -128,8 +146,9 @@ def _up(args: argparse.Namespace) -> int:
     print(f"API server: {state.server}")
     print(f"Prometheus: {state.prometheus_url}")
     print(f"nodes:      {', '.join(state.nodes)}")
-    print("use it:     export KUBECONFIG=$(kinfer cluster kubeconfig)")
-    print("stop it:    kinfer cluster down")
+    kinfer = kinfer_command()
+    print(f"use it:     export KUBECONFIG=$({kinfer} cluster kubeconfig)")
+    print(f"stop it:    {kinfer} cluster down")
     return 0
 
 

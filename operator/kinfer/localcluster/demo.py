@@ -188,16 +188,19 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
     status = json.loads(kubectl("get", "kisvc", NAME, "-n", NAMESPACE, "-o", "json").stdout)
     print("status:")
     print(yaml.safe_dump(status.get("status", {}), sort_keys=False).rstrip())
+    from kinfer.localcluster.cli import kinfer_command
+
+    kinfer = kinfer_command()
     print(
         "\nThe cluster stays up so you can explore it:\n"
-        f"  export KUBECONFIG=$(kinfer cluster kubeconfig)   # {kubeconfig}\n"
+        f"  export KUBECONFIG=$({kinfer} cluster kubeconfig)   # {kubeconfig}\n"
         f"  export PATH={Path(kubectl_binary).parent}:$PATH   # kubectl {_kubectl_version()}\n"
         "  kubectl get kisvc -A\n"
         f"  kubectl logs deployment/{NAME} -n {NAMESPACE}\n"
         f"  kubectl scale kisvc/{NAME} -n {NAMESPACE} --replicas=2\n"
         + (f"  Prometheus: {prometheus_url}\n" if prometheus_url else "")
         + "Tear down:\n"
-        + ("  kinfer cluster down   (or: make cluster-down)" if not external else "")
+        + (f"  {kinfer} cluster down   (or: make cluster-down)" if not external else "")
         + (
             f"  kubectl delete namespace {NAMESPACE}; kill {operator.pid} {store.pid}"
             if external

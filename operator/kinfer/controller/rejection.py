@@ -1,0 +1,86 @@
+"""A child the API server refused (400/422): what the user must fix, named by the spec's field.
+
+The CRD schema and `validate_object` reject what they can before anything is applied; what
+only the API server's validation of a Deployment, Service or ConfigMap catches lands here, so
+it reaches the user as a condition and an Event instead of a retried exception in the
+operator's log. Pure: the rendered child and the API server's Status body in, text out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Child field path prefix (after the pod template's "spec." for Deployments) -> the
+# InferenceService field it was rendered from. First match wins: longest prefixes first.
+_POD_FIELDS: tuple[tuple[str, str], ...] = (
+    (r"containers\[\d+\]\.resources\.(limits|requests)\[memory\]", "spec.resources.memory"),
+    (r"containers\[\d+\]\.resources\.(limits|requests)\[cpu\]", "spec.resources.cpu"),
+    (r"containers\[\d+\]\.resources", "spec.resources"),
+    (r"containers\[\d+\]\.env", "spec.env"),
+    (r"containers\[\d+\]\.image", "spec.image"),
+    (r"initContainers\[\d+\]", "spec.precision.tiers"),
+    (r"tolerations", "spec.tolerations"),
+    (r"nodeSelector", "spec.nodeSelector"),
+    (r"affinity", "spec.nodeSelector"),
+    (r"serviceAccountName", "spec.serviceAccountName"),
+)
+_POD_TEMPLATE = "spec.template.spec."
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused field: the spec field to fix and the API server's words."""
+
+    spec_field: str
+    child_field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" ({self.child_field})" if self.child_field else ""
+        return f"{self.spec_field}: {self.message}{where}"
+
+
+def spec_field_for(kind: str, child_field: str) -> str:
+    """The InferenceService field a child's field comes from; `spec` when none is known."""
+    if kind == "Deployment" and child_field.startswith(_POD_TEMPLATE):
+        rest = child_field[len(_POD_TEMPLATE) :]
+        for pattern, spec_field in _POD_FIELDS:
+            if re.match(pattern, rest):
+                return spec_field
+    return "spec"
+
+
+def rejections(child: dict[str, Any], status_body: str | bytes | None) -> list[Rejection]:
+    """Every cause the API server's Status gives for refusing `child` (at least one)."""
+    kind = child.get("kind", "object")
+    try:
+        status = json.loads(status_body or "{}")
+    except (TypeError, ValueError):
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    causes = (status.get("details") or {}).get("causes") or []
+    found = [
+        Rejection(
+            spec_field_for(kind, str(cause.get("field") or "")),
+            str(cause.get("field") or ""),
+            str(cause.get("message") or cause.get("reason") or "invalid"),
+        )
+        for cause in causes
+        if isinstance(cause, dict)
+    ]
+    if not found:
+        found.append(Rejection("spec", "", str(status.get("message") or "invalid")))
+    return found
+
+
+def rejection_message(child: dict[str, Any], found: list[Rejection]) -> str:
+    """One line for the condition and the Event."""
+    name = (child.get("metadata") or {}).get("name", "")
+    causes = "; ".join(str(item) for item in found)
+    return (
+        f"the API server rejected {child.get('kind', 'object')} {name} rendered from it: {causes}"
+    )
