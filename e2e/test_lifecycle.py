@@ -134,6 +134,38 @@ def test_a_spec_the_api_server_refuses_is_reported_and_its_fix_applies(
     assert {"name": "WHERE", "value": "here"} in container["env"]
 
 
+def test_a_model_that_cannot_be_fetched_is_said_on_the_inferenceservice(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    name = isvc["metadata"]["name"]
+    good_uri = isvc["spec"]["model"]["storageUri"]
+    isvc["spec"]["model"]["storageUri"] = models.base_url.rstrip("/") + "/missing/model.onnx"
+    cluster.apply(isvc)
+
+    def fetch_failed() -> dict | None:
+        ready = condition_of(cluster.get("kisvc", name, "-n", namespace), "Ready") or {}
+        return ready if ready.get("reason") == "ModelFetchFailed" else None
+
+    ready = wait_for("Ready=False ModelFetchFailed", fetch_failed, 180)
+    assert ready["status"] == "False"
+    assert "init container fetch-model exited" in ready["message"], ready["message"]
+    # What the user sees on the pod too, as a kubelet would report it.
+    [pod] = cluster.pods(namespace, name)
+    [init] = pod["status"]["initContainerStatuses"]
+    assert init["state"]["terminated"]["exitCode"] != 0
+    events = cluster.items(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    assert any(e.get("reason") == "ModelFetchFailed" for e in events), events
+
+    cluster.kubectl(
+        "patch", f"kisvc/{name}", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"model": {"storageUri": good_uri}}}),
+    )  # fmt: skip
+    cluster.wait_ready(namespace, name)
+
+
 def test_delete_removes_every_child_through_the_garbage_collector(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:

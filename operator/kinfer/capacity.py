@@ -55,14 +55,20 @@ class CapacityReport:
     def message(self, node_selector: dict[str, str]) -> str:
         if self.resource is None:
             return "no GPU requested"
-        where = ", ".join(f"{k}={v}" for k, v in sorted(node_selector.items())) or "any node"
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(node_selector.items()))
+        where = f"nodes with {labels}" if labels else "any node"
+        # Room counts this service's own running replicas too: they hold their GPUs.
         fits = self.scheduled_replicas + self.placeable_replicas
         verdict = "enough" if self.sufficient else "not enough"
         return (
-            f"{verdict} GPUs: {self.wanted_replicas} replicas x {self.per_replica} "
-            f"{self.resource} on nodes with {where}; {self.matching_nodes} matching nodes with "
-            f"{self.free_units} free, room for {fits} replicas"
+            f"{verdict} GPUs: {_count(self.wanted_replicas, 'replica')} x {self.per_replica} "
+            f"{self.resource} on {where}; {_count(self.matching_nodes, 'matching node')} with "
+            f"{self.free_units} free, room for {_count(fits, 'replica')} (running ones included)"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _tolerates(taint: dict[str, Any], tolerations: list[dict[str, Any]]) -> bool:

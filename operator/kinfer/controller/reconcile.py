@@ -18,6 +18,7 @@ from kinfer.api.validation import validate_object
 from kinfer.capacity import CapacityReport, gpu_capacity
 from kinfer.config import RenderOptions
 from kinfer.controller.kube import Kube
+from kinfer.controller.pod_failures import FETCH_FAILED, SERVER_FAILING
 from kinfer.controller.rejection import rejection_message, rejections
 from kinfer.controller.status import (
     Condition,
@@ -101,7 +102,9 @@ def _transition_events(current: dict[str, Any], conditions: list[Condition]) -> 
             and old.get("reason") == cond.reason
         ):
             continue
-        if cond.status == "False" and cond.type != c.CONDITION_READY:
+        if cond.status == "False" and (
+            cond.type != c.CONDITION_READY or cond.reason in (FETCH_FAILED, SERVER_FAILING)
+        ):
             events.append(Event("Warning", cond.reason, cond.message))
         elif cond.type == c.CONDITION_READY and cond.status == "True":
             events.append(Event("Normal", "Ready", cond.message))
@@ -173,6 +176,7 @@ def _observe(
         capacity,
         cluster_domain=options.cluster_domain,
         node_selector=scheduling.node_selector(isvc),
+        pods=kube.list("v1", "Pod", isvc.namespace, isvc.selector_string),
     )
     if len(isvc.spec.precision.tiers) > 1 and current.get("activeTier") in (
         isvc.spec.precision.tier_names()

@@ -15,6 +15,7 @@ from kinfer.api import constants as c
 from kinfer.api.model import InferenceService
 from kinfer.api.validation import FieldError
 from kinfer.capacity import CapacityReport
+from kinfer.controller.pod_failures import pod_failure
 from kinfer.render.deployment import effective_replicas
 from kinfer.render.service import grpc_address, service_url
 
@@ -136,6 +137,7 @@ def service_status(
     *,
     cluster_domain: str,
     node_selector: dict[str, str],
+    pods: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[Condition]]:
     """Status fields (besides conditions) and the conditions this loop owns."""
     desired, clamp_note = effective_replicas(isvc)
@@ -191,6 +193,13 @@ def service_status(
         )
     elif deployment is None:
         ready_cond = Condition(c.CONDITION_READY, "False", "Creating", "creating the Deployment")
+    elif (failure := pod_failure(pods or [])) is not None:
+        ready_cond = Condition(
+            c.CONDITION_READY,
+            "False",
+            failure.reason,
+            f"{ready}/{desired} replicas ready{note}; {failure.message}",
+        )
     else:
         ready_cond = Condition(
             c.CONDITION_READY,

@@ -57,6 +57,29 @@ SERVER_LOG = "server.log"
 PREVIOUS_SERVER_LOG = "server.previous.log"  # the run before the last restart
 
 
+class InitContainerFailed(RuntimeError):
+    """An init container (the model fetch) exited non-zero, as a kubelet reports it."""
+
+    def __init__(self, container: str, exit_code: int, output_tail: str) -> None:
+        self.container = container
+        self.exit_code = exit_code
+        self.output_tail = output_tail
+        super().__init__(f"init container {container} exited {exit_code}: {output_tail}")
+
+
+def output_tail(text: str, limit: int = 800) -> str:
+    """The last whole lines of `text` that fit in `limit` characters (the cause is at the end)."""
+    lines = text.rstrip().splitlines()
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        if kept and size + len(line) + 1 > limit:
+            break
+        kept.append(line[-limit:])
+        size += len(line) + 1
+    return "\n".join(reversed(kept))
+
+
 @dataclass
 class PodServer:
     """The runner's view of one pod: its plan, its server process and what it last reported."""
@@ -233,6 +256,8 @@ class PodRunner:
         except Exception as error:
             log.error("pod %s: preparing failed: %s", plan.key, error)
             self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
+            if isinstance(error, InitContainerFailed):
+                self._report_init_failure(server, error)
             self._report(server, ready=False)
             return
         delay = plan.cold_start_s
@@ -302,10 +327,8 @@ class PodRunner:
                 )
             server.init_running = None
             if result.returncode != 0:
-                tail = (logs / f"{fetch.container}.log").read_text(errors="replace")[-800:]
-                raise RuntimeError(
-                    f"init container {fetch.container} (rclone) exited {result.returncode}: {tail}"
-                )
+                tail = output_tail((logs / f"{fetch.container}.log").read_text(errors="replace"))
+                raise InitContainerFailed(fetch.container, result.returncode, tail)
         for config_file in plan.config_files:
             data = self._configmap(plan.namespace, config_file.configmap)
             if config_file.key not in data:
@@ -409,6 +432,38 @@ class PodRunner:
             return
         server.reported_ready = ready
         server.reported_restarts = server.restarts
+
+    def _report_init_failure(self, server: PodServer, error: InitContainerFailed) -> None:
+        """Write the failed init container into the pod's status, as a kubelet does, so
+        `kubectl get pods` and kinfer's Ready condition see it (KWOK's stages leave
+        initContainerStatuses alone once the pod runs)."""
+        plan = server.plan
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        statuses = []
+        for name in (fetch.container for fetch in plan.fetches):
+            failed = name == error.container
+            state = (
+                {
+                    "terminated": {
+                        "exitCode": error.exit_code,
+                        "reason": "Error",
+                        "message": error.output_tail,
+                        "finishedAt": now,
+                    }
+                }
+                if failed
+                else {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}
+            )
+            statuses.append(
+                {"name": name, "ready": not failed, "restartCount": 0, "image": "", "imageID": "",
+                 "state": state}
+            )  # fmt: skip
+        try:
+            self.core.patch_namespaced_pod_status(
+                plan.name, plan.namespace, {"status": {"initContainerStatuses": statuses}}
+            )
+        except Exception as report_error:
+            log.warning("pod %s: reporting the init failure failed: %s", plan.key, report_error)
 
     def _stop_pod(self, key: str, wait: bool = False) -> None:
         """Stop a pod's server in the background (a slow shutdown must not hold up the loop)."""

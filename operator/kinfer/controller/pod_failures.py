@@ -1,0 +1,95 @@
+"""Why an InferenceService's pods are not coming up, from their container statuses (pure).
+
+Without it a model that cannot be fetched or a server that keeps crashing shows only as
+`Progressing` on the InferenceService, and the cause is one `kubectl describe pod` away. The
+kubelet already says it in the pod's status; this finds the first such statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Container waiting reasons that do not clear by themselves: something must change.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+MAX_MESSAGE_CHARS = 400
+
+FETCH_FAILED = "ModelFetchFailed"
+SERVER_FAILING = "ServerFailing"
+
+
+@dataclass(frozen=True)
+class PodFailure:
+    reason: str  # FETCH_FAILED or SERVER_FAILING
+    message: str
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[: MAX_MESSAGE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _exit(terminated: dict[str, Any]) -> str:
+    detail = terminated.get("message") or terminated.get("reason") or ""
+    return f"exited {terminated.get('exitCode')}" + (f": {detail}" if detail else "")
+
+
+def _init_failure(pod: str, status: dict[str, Any]) -> str | None:
+    state = status.get("state") or {}
+    terminated = state.get("terminated")
+    if terminated and terminated.get("exitCode", 0) != 0:
+        return f"pod {pod}: init container {status.get('name')} {_exit(terminated)}"
+    waiting = state.get("waiting") or {}
+    last = (status.get("lastState") or {}).get("terminated")
+    if waiting.get("reason") in STUCK_WAITING_REASONS:
+        after = f", last {_exit(last)}" if last and last.get("exitCode", 0) != 0 else ""
+        return f"pod {pod}: init container {status.get('name')} {waiting['reason']}{after}"
+    return None
+
+
+def _container_failure(pod: str, status: dict[str, Any]) -> str | None:
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") not in STUCK_WAITING_REASONS:
+        return None
+    last = (status.get("lastState") or {}).get("terminated")
+    detail = waiting.get("message") or ""
+    if last and last.get("exitCode", 0) != 0:
+        detail = (detail + "; " if detail else "") + f"last {_exit(last)}"
+    return f"pod {pod}: container {status.get('name')} {waiting['reason']}" + (
+        f": {detail}" if detail else ""
+    )
+
+
+def pod_failure(pods: list[dict[str, Any]]) -> PodFailure | None:
+    """The first pod (by name) whose model fetch failed or whose server cannot run."""
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        name = meta.get("name", "")
+        for init in _statuses(status, "initContainerStatuses"):
+            found = _init_failure(name, init)
+            if found:
+                return PodFailure(FETCH_FAILED, _clip(found))
+        for container in _statuses(status, "containerStatuses"):
+            found = _container_failure(name, container)
+            if found:
+                return PodFailure(SERVER_FAILING, _clip(found))
+    return None
+
+
+def _statuses(status: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    return [item for item in status.get(key) or [] if isinstance(item, dict)]

@@ -1,0 +1,121 @@
+"""A model that cannot be fetched or a server that cannot run shows on the InferenceService."""
+
+from __future__ import annotations
+
+from kinfer.api.model import parse
+from kinfer.controller.pod_failures import (
+    FETCH_FAILED,
+    MAX_MESSAGE_CHARS,
+    SERVER_FAILING,
+    pod_failure,
+)
+from kinfer.controller.status import service_status
+from tests.controller.test_status import NO_GPU, deployment
+
+
+def pod(name="mlp-1", init=(), containers=(), deleting=False):
+    meta = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-24T00:00:00Z"
+    return {
+        "metadata": meta,
+        "status": {"initContainerStatuses": list(init), "containerStatuses": list(containers)},
+    }
+
+
+def terminated(name, code, message=None, reason="Error"):
+    term = {"exitCode": code, "reason": reason}
+    if message:
+        term["message"] = message
+    return {"name": name, "state": {"terminated": term}}
+
+
+def waiting(name, reason, message=None, last_exit=None):
+    status = {"name": name, "state": {"waiting": {"reason": reason}}}
+    if message:
+        status["state"]["waiting"]["message"] = message
+    if last_exit is not None:
+        status["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error"}}
+    return status
+
+
+def test_a_failed_fetch_names_the_pod_the_init_container_and_its_exit():
+    found = pod_failure(
+        [pod(init=[terminated("fetch-fp16", 3, "directory not found")], containers=[])]
+    )
+    assert found is not None and found.reason == FETCH_FAILED
+    assert found.message == "pod mlp-1: init container fetch-fp16 exited 3: directory not found"
+
+
+def test_a_fetch_in_back_off_keeps_its_last_exit():
+    found = pod_failure([pod(init=[waiting("fetch-model", "CrashLoopBackOff", last_exit=1)])])
+    assert found.reason == FETCH_FAILED
+    assert "fetch-model CrashLoopBackOff, last exited 1: Error" in found.message
+
+
+def test_a_server_crash_loop_or_a_bad_image_is_a_server_failure():
+    crash = pod_failure(
+        [
+            pod(
+                init=[terminated("fetch-model", 0)],
+                containers=[waiting("server", "CrashLoopBackOff", "back-off 40s", 137)],
+            )
+        ]
+    )
+    assert crash.reason == SERVER_FAILING
+    assert crash.message == (
+        "pod mlp-1: container server CrashLoopBackOff: back-off 40s; last exited 137: Error"
+    )
+    image = pod_failure([pod(containers=[waiting("server", "ImagePullBackOff")])])
+    assert image.message == "pod mlp-1: container server ImagePullBackOff"
+
+
+def test_healthy_starting_and_deleted_pods_are_not_failures():
+    assert pod_failure([]) is None
+    assert (
+        pod_failure(
+            [
+                pod(
+                    init=[terminated("fetch-model", 0)],
+                    containers=[waiting("server", "PodInitializing")],
+                ),
+                pod("mlp-2", containers=[{"name": "server", "state": {"running": {}}}]),
+                pod("mlp-3", init=[terminated("fetch-model", 1)], deleting=True),
+            ]
+        )
+        is None
+    )
+
+
+def test_pods_are_looked_at_in_name_order_and_long_messages_are_clipped():
+    long = "word " * 500
+    found = pod_failure(
+        [
+            pod("mlp-b", init=[terminated("fetch-model", 2)]),
+            pod("mlp-a", init=[terminated("fetch-model", 1, long)]),
+        ]
+    )
+    assert found.message.startswith("pod mlp-a:")
+    assert len(found.message) <= MAX_MESSAGE_CHARS and found.message.endswith("word…")
+
+
+def test_ready_says_why_the_pods_do_not_come_up(minimal):
+    failing = [pod(init=[terminated("fetch-model", 3, "directory not found")])]
+    _, conditions = service_status(
+        parse(minimal),
+        deployment(ready=0),
+        NO_GPU,
+        cluster_domain="cluster.local",
+        node_selector={},
+        pods=failing,
+    )
+    ready = {cond.type: cond for cond in conditions}["Ready"]
+    assert (ready.status, ready.reason) == ("False", FETCH_FAILED)
+    assert ready.message == (
+        "0/1 replicas ready; pod mlp-1: init container fetch-model exited 3: directory not found"
+    )
+    # Every replica Ready: a failing pod beside them does not make the service unready.
+    _, conditions = service_status(
+        parse(minimal), deployment(), NO_GPU, cluster_domain="c", node_selector={}, pods=failing
+    )
+    assert {cond.type: cond for cond in conditions}["Ready"].status == "True"
