@@ -116,3 +116,29 @@ def test_matches_ignores_server_added_fields_and_normalises_scalars():
     # The API server drops empty lists: "env": [] is what it stored.
     assert matches({"spec": {"env": [], "x": 1}}, {"spec": {"x": 1}})
     assert not matches({"spec": {"env": [{"name": "A"}]}}, {"spec": {}})
+
+
+def test_each_loop_writes_only_its_own_conditions_into_the_live_list():
+    from kinfer.controller.status import (
+        CONTROL_LOOP_CONDITIONS,
+        RECONCILE_CONDITIONS,
+        merge_owned,
+    )
+
+    live = [
+        {"type": "Ready", "status": "True"},
+        {"type": "MetricsAvailable", "status": "True", "reason": "MetricsRead"},
+    ]
+    # The reconcile computed its list from an older read (metrics then unavailable).
+    stale = [
+        {"type": "Ready", "status": "False", "reason": "Progressing"},
+        {"type": "SpecValid", "status": "True"},
+        {"type": "MetricsAvailable", "status": "False", "reason": "PrometheusUnavailable"},
+    ]
+    merged = merge_owned(live, stale, RECONCILE_CONDITIONS)
+    assert [(item["type"], item["status"]) for item in merged] == [
+        ("Ready", "False"),
+        ("SpecValid", "True"),
+        ("MetricsAvailable", "True"),
+    ]
+    assert RECONCILE_CONDITIONS.isdisjoint(CONTROL_LOOP_CONDITIONS)

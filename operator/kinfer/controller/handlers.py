@@ -17,6 +17,7 @@ from kinfer.config import RenderOptions
 from kinfer.controller import control_loop
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
+from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,12 @@ def _options() -> RenderOptions:
     return STATE["render_options"]
 
 
-def _write(body: dict[str, Any], outcome: Outcome) -> None:
+def _write(
+    body: dict[str, Any], outcome: Outcome, owned: frozenset[str] = RECONCILE_CONDITIONS
+) -> None:
     meta = body["metadata"]
     if outcome.status_patch:
-        _kube().patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch)
+        _kube().patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch, owned)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -86,7 +89,11 @@ def _write_period(body: dict[str, Any], result: control_loop.PeriodResult) -> No
     if result.replicas is not None:
         # Through spec.replicas, like `kubectl scale`: the update handler rolls it out.
         _kube().patch_isvc_spec(meta["namespace"], meta["name"], {"replicas": result.replicas})
-    _write(body, Outcome(status_patch=result.status_patch, events=result.events))
+    _write(
+        body,
+        Outcome(status_patch=result.status_patch, events=result.events),
+        CONTROL_LOOP_CONDITIONS,
+    )
 
 
 @kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=15.0)

@@ -11,13 +11,18 @@ import logging
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from kinfer.api import constants as c
 from kinfer.capacity import parse_quantity
+from kinfer.controller.status import merge_owned
 
 log = logging.getLogger(__name__)
+
+# Status writes that lost a race with another loop's write: read again and retry.
+CONFLICT_RETRIES = 5
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -121,13 +126,50 @@ class Kube:
         )
         return "created" if live is None else "updated"
 
-    def patch_isvc_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._resource(c.API_VERSION, c.KIND).status.patch(
-            body={"status": status},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-        )
+    def patch_isvc_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        owned_conditions: frozenset[str] | None = None,
+    ) -> None:
+        """Merge-patch status. With `owned_conditions`, a merge patch would replace the whole
+        conditions list with one computed from a possibly older read, undoing what another
+        loop wrote since; so only those types are taken from `status`, the rest from a fresh
+        read, and the patch is made on that read's resourceVersion (retried on a conflict)."""
+        resource = self._resource(c.API_VERSION, c.KIND)
+        if owned_conditions is None or "conditions" not in status:
+            resource.status.patch(
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+            return
+        for attempt in range(CONFLICT_RETRIES):
+            live = self.get(c.API_VERSION, c.KIND, namespace, name)
+            if live is None:
+                return
+            conditions = merge_owned(
+                (live.get("status") or {}).get("conditions"),
+                status["conditions"],
+                owned_conditions,
+            )
+            body = {
+                "metadata": {"resourceVersion": live["metadata"]["resourceVersion"]},
+                "status": {**status, "conditions": conditions},
+            }
+            try:
+                resource.status.patch(
+                    body=body,
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                )
+                return
+            except ApiException as error:
+                if error.status != 409 or attempt == CONFLICT_RETRIES - 1:
+                    raise
 
     def patch_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         self._resource(c.API_VERSION, c.KIND).patch(

@@ -60,6 +60,26 @@ def merge_conditions(
     return sorted(result, key=lambda item: order.get(item.get("type"), len(order)))
 
 
+# Which loop owns which conditions: each writes only its own, merged into the live list
+# (see Kube.patch_isvc_status), so neither puts back what the other replaced meanwhile.
+RECONCILE_CONDITIONS = frozenset(
+    {c.CONDITION_READY, c.CONDITION_SPEC_VALID, c.CONDITION_GPU_CAPACITY}
+)
+CONTROL_LOOP_CONDITIONS = frozenset(
+    {c.CONDITION_METRICS_AVAILABLE, c.CONDITION_AUTOSCALING, c.CONDITION_TIER_CONVERGED}
+)
+
+
+def merge_owned(
+    live: list[dict[str, Any]] | None, ours: list[dict[str, Any]], owned: frozenset[str]
+) -> list[dict[str, Any]]:
+    """The live conditions with the `owned` types taken from `ours` (in the usual order)."""
+    merged = [item for item in live or [] if item.get("type") not in owned]
+    merged += [item for item in ours if item.get("type") in owned]
+    order = {name: i for i, name in enumerate(_CONDITION_ORDER)}
+    return sorted(merged, key=lambda item: order.get(item.get("type"), len(order)))
+
+
 _CONDITION_ORDER = (
     c.CONDITION_READY,
     c.CONDITION_SPEC_VALID,
