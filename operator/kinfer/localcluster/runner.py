@@ -57,6 +57,10 @@ SERVER_LOG = "server.log"
 PREVIOUS_SERVER_LOG = "server.previous.log"  # the run before the last restart
 
 
+# How often a failed init container's report is checked (see PodRunner._hold_init_failure).
+INIT_FAILURE_RECHECK_S = 3.0
+
+
 class InitContainerFailed(RuntimeError):
     """An init container (the model fetch) exited non-zero, as a kubelet reports it."""
 
@@ -256,9 +260,9 @@ class PodRunner:
         except Exception as error:
             log.error("pod %s: preparing failed: %s", plan.key, error)
             self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
-            if isinstance(error, InitContainerFailed):
-                self._report_init_failure(server, error)
             self._report(server, ready=False)
+            if isinstance(error, InitContainerFailed):
+                self._hold_init_failure(server, error)
             return
         delay = plan.cold_start_s
         if delay is None:
@@ -433,10 +437,33 @@ class PodRunner:
         server.reported_ready = ready
         server.reported_restarts = server.restarts
 
+    def _hold_init_failure(self, server: PodServer, error: InitContainerFailed) -> None:
+        """Keep the failed init container in the pod's status until the pod goes, as a kubelet
+        would. KWOK's own init-container stages may still be under way when a fetch fails
+        fast, and one of them can overwrite the report: so check every few seconds and write
+        it again (a read each time, a write only when it was lost)."""
+        plan = server.plan
+        while not server.stopping.is_set():
+            try:
+                pod = self.core.read_namespaced_pod(plan.name, plan.namespace)
+                statuses = pod.status.init_container_statuses or []
+                reported = any(
+                    s.name == error.container
+                    and s.state is not None
+                    and s.state.terminated is not None
+                    and s.state.terminated.exit_code == error.exit_code
+                    for s in statuses
+                )
+            except Exception as read_error:
+                log.debug("pod %s: reading its status failed: %s", plan.key, read_error)
+                reported = False
+            if not reported:
+                self._report_init_failure(server, error)
+            server.stopping.wait(INIT_FAILURE_RECHECK_S)
+
     def _report_init_failure(self, server: PodServer, error: InitContainerFailed) -> None:
         """Write the failed init container into the pod's status, as a kubelet does, so
-        `kubectl get pods` and kinfer's Ready condition see it (KWOK's stages leave
-        initContainerStatuses alone once the pod runs)."""
+        `kubectl get pods` and kinfer's Ready condition see it."""
         plan = server.plan
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         statuses = []
