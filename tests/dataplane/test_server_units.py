@@ -160,12 +160,15 @@ def test_flags_mirror_tritonserver_and_bad_values_name_the_flag(tmp_path):
     )
     options = options_from_args(args)
     assert options.load_models == ("a", "b") and options.metrics_address == "127.0.0.1"
+    assert options.grpc_frontend_busy_poll_us == 500  # on by default (docs/data-plane.md)
     assert (options.http_port, options.grpc_port, options.metrics_port) == (18000, 18001, 18002)
     for argv, flag in (
         (["--load-model=a"], "--load-model needs --model-control-mode=explicit"),
         (["--intra-op-threads=-1"], "--intra-op-threads=-1"),
         (["--max-request-bytes=0"], "--max-request-bytes=0"),
         (["--grpc-frontend-threads=-1"], "--grpc-frontend-threads=-1"),
+        (["--grpc-frontend-busy-poll-us=-1"], "--grpc-frontend-busy-poll-us=-1 must be >= 0"),
+        (["--grpc-frontend-busy-poll-us=100001"], "must be <= 100000"),
     ):
         with pytest.raises(ValueError, match=flag):
             options_from_args(parser.parse_args([f"--model-repository={tmp_path}", *argv]))

@@ -14,6 +14,11 @@ from kinfer_ort_server.grpc_frontend import BINARY, find_binary
 from kinfer_ort_server.repository import PROVIDERS, RuntimeOptions
 from kinfer_ort_server.server import ServerOptions, serve
 
+# The next call at concurrency 1 comes 0.2-0.3 ms after an answer here; 300 us covers it
+# (200 us did not, docs/data-plane.md "Busy polling").
+DEFAULT_BUSY_POLL_US = 500
+MAX_BUSY_POLL_US = 100_000
+
 
 def _bool(value: str) -> bool:
     lowered = value.lower()
@@ -81,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="threads the Go frontend runs on (its GOMAXPROCS; 0: one per core)",
+    )
+    parser.add_argument(
+        "--grpc-frontend-busy-poll-us",
+        type=int,
+        default=DEFAULT_BUSY_POLL_US,
+        metavar="US",
+        help="after answering calls from the Go frontend, keep polling this long before the "
+        "event loop sleeps, so that the next call does not wait for this thread to wake "
+        "(0: off; costs up to this much CPU after each answer)",
     )
     parser.add_argument(
         "--grpc-frontend-binary",
@@ -185,9 +199,16 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ("--execution-threads", args.execution_threads),
         ("--inline-execution-us", args.inline_execution_us),
         ("--grpc-frontend-threads", args.grpc_frontend_threads),
+        ("--grpc-frontend-busy-poll-us", args.grpc_frontend_busy_poll_us),
     ):
         if value < 0:
             raise ValueError(f"{flag}={value} must be >= 0")
+    if args.grpc_frontend_busy_poll_us > MAX_BUSY_POLL_US:
+        raise ValueError(
+            f"--grpc-frontend-busy-poll-us={args.grpc_frontend_busy_poll_us} must be <= "
+            f"{MAX_BUSY_POLL_US} (longer only burns CPU: the next call of a client that waits "
+            "longer than that pays the wake-up anyway)"
+        )
     if args.max_request_bytes < 1:
         raise ValueError(f"--max-request-bytes={args.max_request_bytes} must be >= 1")
     if args.load_model and args.model_control_mode != "explicit":
@@ -232,6 +253,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         allow_metrics=args.allow_metrics,
         grpc_frontend_binary=frontend_binary,
         grpc_frontend_threads=args.grpc_frontend_threads,
+        grpc_frontend_busy_poll_us=args.grpc_frontend_busy_poll_us,
         max_request_bytes=args.max_request_bytes,
         exit_timeout_s=args.exit_timeout_secs,
         exit_on_error=args.exit_on_error,

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
+from kinfer_ort_server.busy_poll import BusyPoll
 from kinfer_ort_server.grpc_api import InferenceServicer
 
 log = logging.getLogger("kinfer_ort_server.grpc")
@@ -83,7 +84,9 @@ class _CallContext:
 class BridgeProtocol(asyncio.Protocol):
     """Reads call frames, answers each with a reply frame; replies are written in batches."""
 
-    def __init__(self, servicer: InferenceServicer, max_message_bytes: int) -> None:
+    def __init__(
+        self, servicer: InferenceServicer, max_message_bytes: int, busy_poll_s: float = 0.0
+    ) -> None:
         self.servicer = servicer
         # The frontend's gRPC message limit: no call frame is longer, no reply may be.
         self.max_message_bytes = max_message_bytes
@@ -94,6 +97,8 @@ class BridgeProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self._receiving = False
+        # After each write of answers the loop polls for the next call instead of sleeping.
+        self.busy_poll = BusyPoll(self._loop, busy_poll_s)
 
     def connection_made(self, transport) -> None:
         self._transport = transport
@@ -196,6 +201,7 @@ class BridgeProtocol(asyncio.Protocol):
         replies, self._replies = self._replies, []
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(replies))
+            self.busy_poll.kick()
 
 
 async def _resume(coroutine, waiting_on) -> None:
@@ -258,6 +264,7 @@ async def start_grpc_frontend(
     exit_timeout_s: float,
     start_timeout_s: float = 30.0,
     threads: int = 1,
+    busy_poll_s: float = 0.0,
 ) -> GrpcFrontend:
     """Start the frontend on host:port and wait until it listens; raises RuntimeError if not."""
     loop = asyncio.get_running_loop()
@@ -284,7 +291,7 @@ async def start_grpc_frontend(
     finally:
         theirs.close()
     transport, protocol = await loop.connect_accepted_socket(
-        lambda: BridgeProtocol(servicer, max_message_bytes), ours
+        lambda: BridgeProtocol(servicer, max_message_bytes, busy_poll_s), ours
     )
     exited = loop.create_task(process.wait())
     try:

@@ -41,6 +41,8 @@ class ServerOptions:
     # kinfer-grpc-frontend's path; None: gRPC on grpc.aio in this process.
     grpc_frontend_binary: str | None = None
     grpc_frontend_threads: int = 1  # its GOMAXPROCS; 0: Go's default (one per core)
+    # After answering over the frontend's bridge, poll this long before sleeping (busy_poll.py).
+    grpc_frontend_busy_poll_us: int = 0
     max_request_bytes: int = 64 * 1024 * 1024
     exit_timeout_s: float = 30.0
     exit_on_error: bool = True
@@ -115,6 +117,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
                 grpc_limit,
                 options.exit_timeout_s,
                 threads=options.grpc_frontend_threads,
+                busy_poll_s=options.grpc_frontend_busy_poll_us / 1e6,
             )
         except RuntimeError as error:
             log.error("%s", error)
