@@ -14,8 +14,8 @@ from kinfer_ort_server.grpc_frontend import BINARY, find_binary
 from kinfer_ort_server.repository import PROVIDERS, RuntimeOptions
 from kinfer_ort_server.server import ServerOptions, serve
 
-# The next call at concurrency 1 comes 0.2-0.3 ms after an answer here; 300 us covers it
-# (200 us did not, docs/data-plane.md "Busy polling").
+# The next call at concurrency 1 comes about 0.25 ms after an answer here: 200 us was too
+# short, 300 us mostly enough, 500 us with a margin (docs/data-plane.md "Busy polling").
 DEFAULT_BUSY_POLL_US = 500
 MAX_BUSY_POLL_US = 100_000
 
