@@ -4,6 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The caller's own PATH, before ours: `demo` and `cluster-up` run with it, so the commands
+# they print for the user's shell name a kinfer that shell finds (`.venv/bin/kinfer`).
+CALLER_PATH := $(PATH)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: help install grpc-frontend test unit e2e lint fmt crds demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale
@@ -59,7 +62,8 @@ test: install grpc-frontend cluster-deps  ## everything CI runs: lint, unit, dat
 	$(BIN)/pytest tests e2e
 
 demo: install grpc-frontend cluster-deps  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
-	$(BIN)/kinfer cluster demo
+	@echo '$(BIN)/kinfer cluster demo'
+	@PATH='$(CALLER_PATH)' $(BIN)/kinfer cluster demo
 
 # Debian's prometheus and rclone for the local cluster; Go builds the rest. The
 # packaged Prometheus service is never used: stop it where systemd started it.
@@ -76,7 +80,8 @@ cluster-build: install  ## build the local cluster's binaries into ~/.cache/kinf
 	$(BIN)/kinfer cluster build
 
 cluster-up: install cluster-deps  ## start the local cluster (builds it the first time)
-	$(BIN)/kinfer cluster up
+	@echo '$(BIN)/kinfer cluster up'
+	@PATH='$(CALLER_PATH)' $(BIN)/kinfer cluster up
 
 cluster-status: install  ## what the local cluster runs
 	$(BIN)/kinfer cluster status
