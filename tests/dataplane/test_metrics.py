@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kinfer.runtime.testmodels import sample_input
+from kinfer.runtime.testmodels import INPUT_NAME, sample_input
 
 from .clients import infer, sample_value, scrape
 from .conftest import METRICS_MODEL
@@ -48,6 +51,55 @@ def test_kinfer_metrics_count_what_was_sent(ort_server):
     for line in after.splitlines():
         if line.startswith("kinfer_inference_requests_total{"):
             assert 'model="' in line and 'version="' in line and 'tier="' in line
+
+
+def test_kinfer_arrival_rate_reports_the_last_second(ort_server):
+    # The gauge covers the second before the scrape: it shows the requests just sent, then,
+    # a second later, none. Both are waited for (bounded); neither needs a sleep of its own.
+    def arriving() -> float:
+        return sample_value(scrape(ort_server), "kinfer_inference_arrival_rate", **SERIES)
+
+    # Other tests' requests to the same model leave the gauge first: two reads a slot and more
+    # apart both at 0 (the slot still filling at a read is not in it).
+    assert _poll(lambda: arriving() + _after(0.15, arriving), lambda v: v == 0, 5.0) == 0
+    sent = 20
+    client = httpclient.InferenceServerClient(ort_server.http_url, network_timeout=60)
+    try:
+        tensor = httpclient.InferInput(INPUT_NAME, [1, sample_input(1).shape[1]], "FP32")
+        tensor.set_data_from_numpy(sample_input(1))
+        started = time.monotonic()
+        for _ in range(sent):
+            client.infer(METRICS_MODEL, [tensor])
+        took_s = time.monotonic() - started
+    finally:
+        client.close()
+    peak = seen = 0.0
+
+    def settled(value: float) -> bool:
+        nonlocal peak
+        peak = max(peak, value)
+        return value == sent
+
+    seen = _poll(arriving, settled, timeout_s=2.0)
+    assert 0 < peak <= sent
+    # Sent within well under a second, the requests are all in the gauge's second at once.
+    if took_s < 0.5:
+        assert seen == sent, f"{sent} requests in {took_s:.2f} s, the gauge peaked at {peak}"
+    assert _poll(arriving, lambda value: value == 0, timeout_s=5.0) == 0
+
+
+def _after(delay_s: float, read) -> float:
+    time.sleep(delay_s)
+    return read()
+
+
+def _poll(read, done, timeout_s: float, interval_s: float = 0.02) -> float:
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = read()
+    return value
 
 
 def test_kinfer_counts_unknown_models_in_one_series(ort_server):

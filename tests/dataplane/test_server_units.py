@@ -281,11 +281,45 @@ def test_pending_metrics_match_prometheus_observe():
         return [
             line
             for line in generate_latest(metrics.registry).decode().splitlines()
-            if "_created" not in line and not line.startswith("kinfer_inference_inflight")
+            if "_created" not in line
+            and not line.startswith(("kinfer_inference_inflight", "kinfer_inference_arrival"))
         ]
 
     assert samples(fast) == samples(reference)
     assert samples(fast) == samples(reference), "a second scrape adds nothing"
+
+
+def test_arrival_rate_counts_the_whole_slots_of_the_last_second():
+    from kinfer_ort_server.metrics import ARRIVAL_SLOTS, ArrivalRate
+
+    rate = ArrivalRate()
+    slot = 1 / ARRIVAL_SLOTS
+    base = 1000.0
+    assert rate.per_second(base) == 0.0
+    # 30 requests spread over 0.3 s from base, 5 in the slot that is still filling at the read.
+    for index in range(30):
+        rate.arrived(base + index * 0.01)
+    for _ in range(5):
+        rate.arrived(base + 0.35)
+    assert rate.per_second(base + 0.35) == 30.0, "the partial slot is not read"
+    assert rate.per_second(base + 0.45) == 35.0
+    # Slots older than a second drop out, slot by slot.
+    assert rate.per_second(base + 1.05) == 35.0
+    assert rate.per_second(base + 1.15) == 35.0 - 10.0
+    assert rate.per_second(base + 1.35) == 5.0
+    assert rate.per_second(base + 1.45) == 0.0
+    # A slot reused a second later starts again from zero.
+    rate.arrived(base + 1.02)
+    assert rate.per_second(base + 1.02 + slot) == 1.0 + 20.0 + 5.0
+
+
+def test_arrival_rate_is_shared_by_every_load_of_a_version():
+    from kinfer_ort_server.metrics import Metrics
+
+    metrics = Metrics()
+    first, reload = metrics.for_version("m", "1", "fp32"), metrics.for_version("m", "1", "fp32")
+    assert first.arrivals is reload.arrivals
+    assert metrics.for_version("m", "2", "int8").arrivals is not first.arrivals
 
 
 def test_run_estimate_ignores_one_slow_run_but_follows_a_slower_model(monkeypatch):

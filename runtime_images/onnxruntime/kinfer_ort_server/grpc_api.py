@@ -157,6 +157,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             version = self.repository.get(request.model_name, request.model_version)
             metrics = version.metrics
+            metrics.arrivals.arrived(started_s)
             metrics.inflight += 1
             try:
                 response = await self._infer(request, version)

@@ -167,6 +167,7 @@ class HttpApi:
         try:
             version = self.repository.get(model_name, version_str)
             metrics = version.metrics
+            metrics.arrivals.arrived(started_s)
             metrics.inflight += 1
             try:
                 response = await self._infer(request, version)

@@ -3,10 +3,12 @@
 QPS:  sum(rate(kinfer_inference_requests_total[1m]))
 p95:  histogram_quantile(0.95,
         sum by (le) (rate(kinfer_inference_request_duration_seconds_bucket[1m])))
+arriving now:  sum(kinfer_inference_arrival_rate)
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -40,6 +42,9 @@ LATENCY_BUCKETS_S = (
     10.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# kinfer_inference_arrival_rate counts the requests received over the last second, in
+# ARRIVAL_SLOTS slots of 1 / ARRIVAL_SLOTS s each.
+ARRIVAL_SLOTS = 10
 # The model label of requests for a model the repository does not hold: one series,
 # whatever names clients send, so a typo storm cannot blow up the series count.
 UNKNOWN_MODEL = "_unknown_"
@@ -90,6 +95,12 @@ class Metrics:
         self.inflight = Gauge(
             "kinfer_inference_inflight_requests",
             "Inference requests being handled now.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.arrival_rate = Gauge(
+            "kinfer_inference_arrival_rate",
+            "Inference requests received per second over the last second (as of the scrape).",
             LABELS,
             registry=self.registry,
         )
@@ -157,13 +168,63 @@ class _PendingHistogram:
         self._sum = 0.0
 
 
+class ArrivalRate:
+    """Requests received per second over the last second: the load offered now.
+
+    rate(kinfer_inference_requests_total[...]) is only as fresh as the scrapes it spans: at
+    the first scrape after a burst starts, the last interval (15 s by default) holds a few of
+    its seconds. This gauge is the rate over the second before the scrape, so the autoscaler
+    sizes a burst at that first scrape instead of a scrape later (docs/autoscaling.md, rule
+    3b). Counted on receipt, a request that waits in a queue counts at once.
+
+    ARRIVAL_SLOTS slots of the trailing second, each stamped with its tick: one index and one
+    addition per request. A read sums the whole slots before the current, partial one.
+    """
+
+    __slots__ = ("_counts", "_ticks")
+
+    def __init__(self) -> None:
+        self._ticks = [-1] * ARRIVAL_SLOTS
+        self._counts = [0] * ARRIVAL_SLOTS
+
+    def arrived(self, now_s: float) -> None:
+        """Count one request received at now_s (time.perf_counter())."""
+        tick = int(now_s * ARRIVAL_SLOTS)
+        slot = tick % ARRIVAL_SLOTS
+        if self._ticks[slot] != tick:
+            self._ticks[slot] = tick
+            self._counts[slot] = 0
+        self._counts[slot] += 1
+
+    def per_second(self, now_s: float | None = None) -> float:
+        """Requests received over the second before now_s's slot began."""
+        tick = int((time.perf_counter() if now_s is None else now_s) * ARRIVAL_SLOTS)
+        received = sum(
+            count
+            for slot_tick, count in zip(self._ticks, self._counts, strict=True)
+            if tick - ARRIVAL_SLOTS <= slot_tick < tick
+        )
+        # ARRIVAL_SLOTS whole slots make exactly one second.
+        return float(received)
+
+
 class _PendingSeries:
     """The per-request counts of one (model, version, tier), folded in at scrape time."""
 
-    __slots__ = ("_children", "batch_size", "queue_duration", "request_duration", "requests")
+    __slots__ = (
+        "_children",
+        "arrivals",
+        "batch_size",
+        "queue_duration",
+        "request_duration",
+        "requests",
+    )
 
     def __init__(self, metrics: Metrics, labels: tuple[str, ...]) -> None:
         self.requests = 0
+        # Shared by every load of the version, like the counts: a reload keeps its arrivals.
+        self.arrivals = ArrivalRate()
+        metrics.arrival_rate.labels(*labels).set_function(self.arrivals.per_second)
         self._children = metrics.requests.labels(*labels)
         self.request_duration = _PendingHistogram(metrics.request_duration.labels(*labels))
         self.queue_duration = _PendingHistogram(metrics.queue_duration.labels(*labels))
@@ -189,6 +250,7 @@ class VersionMetrics:
         self.request_duration = series.request_duration
         self.queue_duration = series.queue_duration
         self.batch_size = series.batch_size
+        self.arrivals = series.arrivals
         # A plain int read at scrape time: the hot path adds and subtracts without a lock
         # (all of it runs on the one event loop thread).
         self.inflight = 0
