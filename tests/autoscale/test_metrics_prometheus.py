@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import Metric
 
 from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings
@@ -71,9 +71,15 @@ class TritonSummary:
 class Pod:
     """One model-server pod's metrics endpoint, fed by a bounded background loop."""
 
-    def __init__(self, triton_p95_us: float) -> None:
+    def __init__(self, triton_p95_us: float, arriving: float) -> None:
         self.registry = CollectorRegistry()
         labels = ["model", "version", "tier"]
+        # The server's last-second arrival rate, split over two versions.
+        arrival_rate = Gauge(
+            "kinfer_inference_arrival_rate", "arriving", labels, registry=self.registry
+        )
+        arrival_rate.labels("mlp", "1", "fp32").set(arriving * 0.75)
+        arrival_rate.labels("mlp", "2", "int8").set(arriving * 0.25)
         self.requests = Counter(
             "kinfer_inference_requests", "requests", labels, registry=self.registry
         )
@@ -117,7 +123,7 @@ class Pod:
 
 @pytest.fixture(scope="module")
 def pods() -> Iterator[list[Pod]]:
-    started = [Pod(30_000.0), Pod(50_000.0)]
+    started = [Pod(30_000.0, arriving=80.0), Pod(50_000.0, arriving=40.0)]
     yield started
     for pod in started:
         pod.close()
@@ -211,6 +217,8 @@ def test_onnxruntime_qps_p95_versions_and_completeness(prometheus):
     assert observation.error is None
     assert observation.qps > 0
     assert observation.qps_recent is not None and observation.qps_recent > 0
+    # The gauge as last scraped, summed over pods and versions.
+    assert observation.qps_arriving == pytest.approx(120.0)
     # histogram_quantile interpolates inside the bucket holding the 95th percentile.
     assert observation.versions[1].latency_p95_ms == pytest.approx(25 + 0.95 * 25)
     assert observation.versions[2].latency_p95_ms == pytest.approx(100 + 0.95 * 150)
@@ -238,6 +246,7 @@ def test_triton_p95_from_per_pod_summaries(prometheus):
     assert slowest.latency_p95_ms == pytest.approx(50.0)
     assert slowest.versions[1].latency_p95_ms == pytest.approx(50.0)
     assert slowest.qps > 0
+    assert slowest.qps_arriving is None, "Triton exports no arrival-rate gauge"
     # Both pods serve the same rate, so the request-weighted mean is the plain mean.
     mean = read("mean")
     assert mean.latency_p95_ms == pytest.approx(40.0, rel=0.05)

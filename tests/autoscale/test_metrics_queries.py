@@ -37,6 +37,7 @@ def test_onnxruntime_queries_use_the_histogram():
     assert built.newest_sample_age_s == (
         f"time() - max(timestamp(kinfer_inference_requests_total{{{sel}}}))"
     )
+    assert built.qps_arriving == f"sum(kinfer_inference_arrival_rate{{{sel}}})"
 
 
 def test_triton_queries_count_success_and_failure_and_read_the_summary():
@@ -48,6 +49,7 @@ def test_triton_queries_count_success_and_failure_and_read_the_summary():
         'quantile="0.95"} >= 0)) / 1000'
     )
     assert built.latency_p95_ms_by_version.startswith("max by (version) (")
+    assert built.qps_arriving is None
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "triton"])

@@ -144,6 +144,8 @@ class Queries:
     latency_p95_ms_by_version_recent: str
     pods_reporting: str
     newest_sample_age_s: str
+    # The servers' own last-second arrival rate (a gauge), where the runtime exports one.
+    qps_arriving: str | None = None
 
 
 def selector(namespace: str, name: str) -> str:
@@ -180,6 +182,7 @@ def queries(
             ),
             pods_reporting=f"count(count by ({LABEL_POD}) (rate({requests}{w})))",
             newest_sample_age_s=f"time() - max(timestamp({requests}))",
+            qps_arriving=f"sum(kinfer_inference_arrival_rate{{{sel}}})",
         )
     if runtime == RUNTIME_TRITON:
         if triton_p95_aggregation not in TRITON_P95_AGGREGATIONS:
@@ -289,6 +292,7 @@ class PrometheusReader:
             recent = self._scalar(built.qps_recent, at)
             recent_qps = self._by_label(built.qps_by_version_recent, LABEL_VERSION, at)
             recent_p95 = self._by_label(built.latency_p95_ms_by_version_recent, LABEL_VERSION, at)
+            arriving = self._scalar(built.qps_arriving, at) if built.qps_arriving else None
         except Exception as error:  # any failure means "no metrics", never a crash
             return Observation(error=_describe(error, self.settings.url))
         versions = _versions(versions_qps, versions_p95)
@@ -296,6 +300,7 @@ class PrometheusReader:
             qps=qps,
             latency_p95_ms=p95,
             qps_recent=recent,
+            qps_arriving=arriving,
             pods_reporting=int(pods or 0),
             newest_sample_age_s=age,
             versions=versions,

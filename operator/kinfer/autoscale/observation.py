@@ -26,6 +26,9 @@ class Observation:
     latency_p95_ms: float | None = None
     # QPS over a short recent window (two or three scrapes): sees a step a window earlier than qps.
     qps_recent: float | None = None
+    # The load offered now: the servers' requests received over their last second, as last
+    # scraped (kinfer's server exports it; Triton does not: None). Sizes an overload (rule 3b).
+    qps_arriving: float | None = None
     pods_reporting: int = 0
     newest_sample_age_s: float | None = None
     error: str | None = None
@@ -44,6 +47,7 @@ class Observation:
         return {
             "qps": _round(self.qps, 2),
             "qpsRecent": _round(self.qps_recent, 2),
+            "qpsArriving": _round(self.qps_arriving, 2),
             "latencyP95Ms": _round(self.latency_p95_ms, 1),
             "podsReporting": self.pods_reporting,
             "newestSampleAgeS": _round(self.newest_sample_age_s, 1),
