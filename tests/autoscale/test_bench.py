@@ -25,12 +25,30 @@ def test_trace_json_is_one_object_with_the_contract_keys(tmp_path, capsys):
     assert summary["trace"] == "mine"
     assert summary["trace_length_s"] == 1200
     assert summary["cold_start_s"] == 60
+    assert summary["arrival_gauge"] is True
     assert set(summary["policies"]) == POLICIES
     for figures in summary["policies"].values():
         assert set(figures) >= FIGURES
         assert 0 <= figures["slo_violation_fraction"] <= 1
     assert summary["policies"]["oracle"]["slo_violation_fraction"] == 0
     assert [spike["start_s"] for spike in summary["spikes"]] == [300]
+
+
+def test_no_arrival_gauge_simulates_a_server_without_one(tmp_path, capsys):
+    # A 4x step: with the gauge kinfer asks for the measured load at the first saturated
+    # scrape; without it (Triton) twice the pods first, the rest a scrape later.
+    trace = tmp_path / "jump.csv"
+    trace.write_text("t_s,qps\n0,300\n300,1200\n600,1200\n")
+
+    def kinfer_violation(*flags: str) -> float:
+        assert main(["bench", "autoscale", "--trace", str(trace), "--json", *flags]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        return summary["arrival_gauge"], summary["policies"]["kinfer"]["slo_violation_fraction"]
+
+    gauge, with_gauge = kinfer_violation()
+    no_gauge, blind = kinfer_violation("--no-arrival-gauge")
+    assert (gauge, no_gauge) == (True, False)
+    assert with_gauge < blind
 
 
 def test_bad_trace_is_an_error_naming_it(tmp_path, capsys):

@@ -199,6 +199,43 @@ def test_latency_over_target_scales_up_even_when_qps_says_hold():
     assert decision.reason.startswith("scaled 4 -> 8: p95 180 ms > 100 ms target")
 
 
+def test_overload_is_sized_by_the_arrival_gauge_when_it_measures_more():
+    # 4 saturated pods report 200 QPS; the servers received 600 in their last second: 12 pods
+    # at 50 QPS each, asked now rather than 8 now and 12 a scrape later (step limits aside).
+    config = replace(BOTH, scale_down_stabilization_s=0, scale_up_max_step=10)
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, state = run(
+        config, observe(qps=200, p95=900, qps_arriving=600), current=4, state=state
+    )
+    assert decision.desired_replicas == 12
+    assert decision.reason == (
+        "scaled 4 -> 12: p95 900 ms > 100 ms target on 4 pods, 600 QPS arriving"
+    )
+    # The measured ask is the floor while those pods start, like the blind one.
+    assert state.urgent_floor == (1000.0, 12)
+
+
+def test_overload_never_asks_less_than_the_blind_ask_whatever_the_gauge_says():
+    # A QPS target above the pods' real capacity makes the gauge's ask too small (5 here).
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, _ = run(BOTH, observe(qps=200, p95=180, qps_arriving=220), current=4, state=state)
+    assert decision.desired_replicas == 8
+    assert "arriving" not in decision.reason
+
+
+def test_the_arrival_gauge_alone_never_scales():
+    # Below the overload threshold the gauge is not read: one noisy second is not a trend.
+    state = PolicyState(ready_seen=4, ready_changed_s=0.0)
+    decision, _ = run(BOTH, observe(qps=200, p95=60, qps_arriving=600), current=4, state=state)
+    assert decision.desired_replicas == 4
+    # Without a QPS target there is nothing to size it by: the blind ask.
+    latency_only = replace(BOTH, target_qps_per_replica=None)
+    decision, _ = run(
+        latency_only, observe(qps=200, p95=180, qps_arriving=600), current=4, state=state
+    )
+    assert decision.desired_replicas == 8
+
+
 def test_overload_term_waits_while_pods_are_starting():
     state = PolicyState(ready_seen=4, ready_changed_s=0.0)
     decision, _ = run(BOTH, observe(qps=200, p95=180), current=8, ready=4, state=state)

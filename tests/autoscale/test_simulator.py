@@ -163,6 +163,29 @@ def test_prometheus_rate_lags_a_step_by_its_window():
     assert seen[340].qps < 400
 
 
+def test_arrival_gauge_holds_the_second_before_the_last_scrape():
+    """kinfer_inference_arrival_rate as Prometheus returns it: the value of the last scrape."""
+    trace = Trace("step", ((0, 100), (300, 400), (900, 400)))
+    seen = {}
+
+    def step(view):
+        seen[view.t] = view.prometheus()
+        return Command(10)
+
+    run = simulate(EXACT, trace, Controller("probe", 1, step), initial_replicas=10)
+    first_after = next(s for s in range(301, 400) if seen[s].newest_sample_age_s == 0)
+    # Until a scrape follows the step the gauge says 100; from that scrape on, 400, while the
+    # rates have only its first seconds.
+    assert seen[first_after - 1].qps_arriving == pytest.approx(100)
+    assert seen[first_after].qps_arriving == pytest.approx(400)
+    assert seen[first_after].qps < 200
+    assert run.served > 0
+    without = replace(EXACT, arrival_gauge_s=0)
+    seen.clear()
+    simulate(without, trace, Controller("probe", 1, step), initial_replicas=10)
+    assert seen[first_after].qps_arriving is None
+
+
 def test_prometheus_needs_two_scrapes():
     trace = Trace("flat", ((0, 100), (300, 100)))
     seen = {}

@@ -134,6 +134,7 @@ def report(trace: Trace, scenario: Scenario, results: dict[str, Result]) -> dict
         "max_pods": scenario.model.max_pods,
         "slo_ms": scenario.model.slo_ms,
         "seed": scenario.model.seed,
+        "arrival_gauge": scenario.model.arrival_gauge_s > 0,
         "policies": {name: result.summary() for name, result in results.items()},
         "spikes": [
             {
@@ -208,6 +209,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help=f"kinfer's scale-down window (default {KINFER_SCALE_DOWN_STABILIZATION_S};"
         " HPA keeps its 300 s)",
     )
+    parser.add_argument(
+        "--no-arrival-gauge",
+        action="store_true",
+        help="a server without kinfer's arrival-rate gauge (Triton): overloads are sized blind",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -222,8 +228,11 @@ def _handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    scenario = default_scenario(args.cold_start_s, args.seed)
+    if args.no_arrival_gauge:
+        scenario = replace(scenario, model=replace(scenario.model, arrival_gauge_s=0))
     scenario = replace(
-        default_scenario(args.cold_start_s, args.seed),
+        scenario,
         period_s=args.period_s,
         scale_down_stabilization_s=args.scale_down_stabilization_s,
     )

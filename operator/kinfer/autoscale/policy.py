@@ -11,7 +11,8 @@ same function, so the benchmark measures what runs. Rules, in order:
    replica (M/M/1 inversion of the measured load and p95, see tiers.policy.capacity_at_target);
    once a lower tier has served a metrics window, sized so the first tier holds the QPS with the
    step-up's headroom (3a); while p95 is over target x (1 + tolerance) on a settled set of pods,
-   up to twice the pods that reported, kept as a floor while they start (3b, overload);
+   up to twice the pods that reported, or what the servers' arrival-rate gauge says arrives now
+   if more, kept as a floor while they start (3b, overload);
 4. short window and trend: both recommendations plan on the short (30 s) rate when it is above
    the window's by more than the tolerance, and, while QPS rises, on the QPS projected
    trend_lookahead_s ahead (it covers the rate window's lag and the pods' start time);
@@ -361,9 +362,22 @@ def decide(
     ):
         reporting = max(observation.pods_reporting, 1)
         overload = math.ceil(reporting * min(p95 / target_ms, OVERLOAD_MAX_FACTOR))
+        measured = ""
+        arriving = observation.qps_arriving
+        if arriving is not None and target_qps:
+            # The servers' own last-second arrival rate (kinfer's server exports it) measures the
+            # load at this very scrape, where the rates hold only its first seconds: an overload
+            # beyond twice the pods is asked for now rather than a scrape later. Never less than
+            # the blind ask: a QPS target set above the pods' real capacity would under-ask.
+            sized = math.ceil(arriving / target_qps - 1e-9)
+            if sized > overload:
+                overload, measured = sized, f", {arriving:.0f} QPS arriving"
         if overload > recommended:
             urgent = overload
-            why = f"p95 {p95:.0f} ms > {target_ms:g} ms target on {reporting} pods{trend_note}"
+            why = (
+                f"p95 {p95:.0f} ms > {target_ms:g} ms target on {reporting} pods"
+                f"{measured}{trend_note}"
+            )
             state.urgent_floor = (now_s, overload)
     # The pods the urgent term asked for are not cancelled while they start (that would flap):
     # its request is a floor until they are Ready or a start time and a window have passed.

@@ -109,6 +109,10 @@ class ServiceModel:
     rate_window_s: float = 60.0
     # The short window of Observation.qps_recent (two scrapes).
     recent_window_s: float = 30.0
+    # Window of the server's arrival-rate gauge (kinfer_inference_arrival_rate: the requests
+    # received over the second before a scrape), as read at the last scrape. 0: a server
+    # without one (Triton).
+    arrival_gauge_s: int = 1
     # Capacity multiplier of each tier (index 0: the first, full-precision tier).
     tier_speedups: tuple[float, ...] = (1.0,)
     tier_switch_s: float = 1.0
@@ -368,6 +372,11 @@ class Run:
         return Observation(
             qps=handled / span,
             qps_recent=self.rate(t, self.model.recent_window_s),
+            qps_arriving=(
+                self.mean_arrivals(last, self.model.arrival_gauge_s)
+                if self.model.arrival_gauge_s > 0
+                else None
+            ),
             latency_p95_ms=_weighted_p95(samples),
             pods_reporting=self.ready_count(last),
             newest_sample_age_s=float(t - last),
