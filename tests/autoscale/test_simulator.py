@@ -139,16 +139,22 @@ def test_scale_down_removes_starting_pods_first():
     assert result.ready[10:] == [3] * (600 - 10)
 
 
-def test_prometheus_rate_lags_a_step_by_its_window():
-    """A step from 100 to 400 QPS at t=300: rate over 60 s moves between the scrapes."""
-    trace = Trace("step", ((0, 100), (300, 400), (900, 400)))
+def prometheus_each_second(model: ServiceModel, trace: Trace, replicas: int) -> dict:
+    """What a controller reading Prometheus every second sees, replicas held constant."""
     seen = {}
 
     def step(view):
         seen[view.t] = view.prometheus()
-        return Command(10)
+        return Command(replicas)
 
-    simulate(EXACT, trace, Controller("probe", 1, step), initial_replicas=10)
+    simulate(model, trace, Controller("probe", 1, step), initial_replicas=replicas)
+    return seen
+
+
+def test_prometheus_rate_lags_a_step_by_its_window():
+    """A step from 100 to 400 QPS at t=300: rate over 60 s moves between the scrapes."""
+    trace = Trace("step", ((0, 100), (300, 400), (900, 400)))
+    seen = prometheus_each_second(EXACT, trace, 10)
     assert seen[299].qps == pytest.approx(100)
     assert seen[299].newest_sample_age_s < 15
     assert seen[299].pods_reporting == 10
@@ -166,35 +172,21 @@ def test_prometheus_rate_lags_a_step_by_its_window():
 def test_arrival_gauge_holds_the_second_before_the_last_scrape():
     """kinfer_inference_arrival_rate as Prometheus returns it: the value of the last scrape."""
     trace = Trace("step", ((0, 100), (300, 400), (900, 400)))
-    seen = {}
-
-    def step(view):
-        seen[view.t] = view.prometheus()
-        return Command(10)
-
-    run = simulate(EXACT, trace, Controller("probe", 1, step), initial_replicas=10)
+    seen = prometheus_each_second(EXACT, trace, 10)
     first_after = next(s for s in range(301, 400) if seen[s].newest_sample_age_s == 0)
     # Until a scrape follows the step the gauge says 100; from that scrape on, 400, while the
     # rates have only its first seconds.
     assert seen[first_after - 1].qps_arriving == pytest.approx(100)
     assert seen[first_after].qps_arriving == pytest.approx(400)
     assert seen[first_after].qps < 200
-    assert run.served > 0
-    without = replace(EXACT, arrival_gauge_s=0)
-    seen.clear()
-    simulate(without, trace, Controller("probe", 1, step), initial_replicas=10)
-    assert seen[first_after].qps_arriving is None
+    without = prometheus_each_second(replace(EXACT, arrival_gauge_s=0), trace, 10)
+    assert without[first_after].qps_arriving is None
+    assert without[first_after].qps == seen[first_after].qps
 
 
 def test_prometheus_needs_two_scrapes():
     trace = Trace("flat", ((0, 100), (300, 100)))
-    seen = {}
-
-    def step(view):
-        seen[view.t] = view.prometheus()
-        return Command(2)
-
-    simulate(EXACT, trace, Controller("probe", 1, step), initial_replicas=2)
+    seen = prometheus_each_second(EXACT, trace, 2)
     assert seen[0].error is not None
     assert not seen[0].ok
 
