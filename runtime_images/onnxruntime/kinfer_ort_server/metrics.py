@@ -175,7 +175,8 @@ class ArrivalRate:
     the first scrape after a burst starts, the last interval (15 s by default) holds a few of
     its seconds. This gauge is the rate over the second before the scrape, so the autoscaler
     sizes a burst at that first scrape instead of a scrape later (docs/autoscaling.md, rule
-    3b). Counted on receipt, a request that waits in a queue counts at once.
+    3b). Counted when the server takes a request in, before the batcher's queue: a request
+    waiting for a batch counts at once (one still in a socket buffer does not yet).
 
     ARRIVAL_SLOTS slots of the trailing second, each stamped with its tick: one index and one
     addition per request. A read sums the whole slots before the current, partial one.
