@@ -72,6 +72,11 @@ def spec_replicas(cluster: Cluster, namespace: str, name: str) -> int:
     return int(cluster.get("kisvc", name, "-n", namespace)["spec"]["replicas"])
 
 
+def last_metrics(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    status = cluster.get("kisvc", name, "-n", namespace).get("status", {})
+    return status.get("autoscaling", {}).get("lastMetrics") or {}
+
+
 def scaled_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
     events = cluster.items(
         "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},reason=Scaled"
@@ -124,6 +129,16 @@ def test_load_step_scales_out_then_in(
         assert isvc["status"]["autoscaling"]["lastMetrics"]["qps"] > TARGET_QPS_PER_REPLICA
         assert any(" -> " in message for message in scaled_events(cluster, namespace, name))
         assert condition_of(isvc, "MetricsAvailable")["status"] == "True"
+        # The servers' arrival-rate gauge, through the real Prometheus, is in the status.
+        wait_for(
+            "lastMetrics.qpsArriving under load",
+            lambda: (
+                (last_metrics(cluster, namespace, name).get("qpsArriving") or 0)
+                > TARGET_QPS_PER_REPLICA
+            ),
+            timeout_s=90,
+            interval_s=2,
+        )
     assert load.result.ok > 0
 
     # Scale-in after the load ends and the 20 s stabilization window passes.
