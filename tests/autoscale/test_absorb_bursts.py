@@ -19,6 +19,8 @@ OFF = PolicyConfig(
     target_qps_per_replica=65,
     target_latency_p95_ms=100,
     tiers=TierConfig(names=NAMES),
+    # HPA's 4 pods, so a scale-up from 7 is +100 % (14) whatever the default.
+    scale_up_max_step=4,
 )
 ON = replace(OFF, tiers=TierConfig(names=NAMES, absorb_bursts=True))
 MEASURED = {

@@ -131,7 +131,7 @@ def test_no_scale_down_on_stale_metrics():
 def test_stale_metrics_may_still_scale_up():
     stale = Observation(qps=600, pods_reporting=4, newest_sample_age_s=120)
     decision, _ = run(QPS_ONLY, stale, current=4)
-    assert decision.desired_replicas == 8
+    assert decision.desired_replicas == 12
 
 
 def test_no_scale_down_on_partial_metrics():

@@ -401,7 +401,7 @@ def spec_schema() -> Schema:
                         1,
                         None,
                         default=c.DEFAULT_SCALE_UP_MAX_STEP,
-                        description="Most replicas added per period.",
+                        description="Most replicas added per period, or +100 % if more.",
                     ),
                     "scaleDownMaxStepPercent": _int(
                         1,
