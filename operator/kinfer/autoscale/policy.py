@@ -67,7 +67,8 @@ class PolicyConfig:
     scale_up_stabilization_s: float = c.DEFAULT_SCALE_UP_STABILIZATION_S
     scale_down_stabilization_s: float = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
     # Up: at most max(scale_up_max_step pods, scale_up_max_step_percent %) per period (HPA's
-    # default behavior: 4 pods or 100 %). Down: at most scale_down_max_step_percent % per period.
+    # default behavior: 4 pods or 100 % per 15 s; kinfer's 8 pods per 5 s period, see
+    # constants). Down: at most scale_down_max_step_percent % per period.
     scale_up_max_step: int = c.DEFAULT_SCALE_UP_MAX_STEP
     scale_up_max_step_percent: float = 100.0
     scale_down_max_step_percent: float = c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT
