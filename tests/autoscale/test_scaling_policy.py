@@ -543,3 +543,71 @@ def test_with_tiers_a_scale_down_keeps_the_tolerance_at_the_latency_target():
     # With room for the margin the scale-down goes ahead.
     decision, _ = decide(config, observe(qps=280, p95=60, pods=6), Replicas(6, 6), state, 0.0)
     assert decision.desired_replicas == 5
+
+
+# Rule 3b with a faster tier: once the first tier's capacity is measured, the ask sized on the
+# arrival gauge replaces the blind one, also when it is smaller (the lower tier bridges it).
+
+
+def _overload_on_7_pods(config: PolicyConfig, profiles: dict[str, TierProfile]):
+    # 7 settled pods report 400 QPS at p95 191 ms (the blind ask: 7 x 1.91 -> 14); the servers
+    # received 590 in their last second.
+    state = PolicyState(ready_seen=7, ready_changed_s=0.0, tier_profiles=dict(profiles))
+    return decide(
+        config,
+        observe(qps=400, p95=191, pods=7, qps_arriving=590),
+        Replicas(7, 7),
+        state,
+        1000.0,
+    )
+
+
+def test_with_a_faster_tier_the_measured_ask_replaces_a_larger_blind_one():
+    decision, state = _overload_on_7_pods(TIERED, FP32_AT_70)
+    # 590 / 65 (below fp32's measured 70) -> 10 pods, where the blind ask was 14.
+    assert decision.desired_replicas == 10
+    assert decision.reason.startswith(
+        "scaled 7 -> 10: p95 191 ms > 100 ms target on 7 pods, 590 QPS arriving / 65 per fp32 pod"
+    )
+    # The lower tier bridges the wait for them.
+    assert decision.tier_changed and decision.tier_index > 0
+    assert state.urgent_floor == (1000.0, 10)
+
+
+def test_the_measured_ask_sizes_by_the_first_tiers_capacity_when_it_is_below_the_target():
+    # A 65/replica target over pods measured at 50: the target alone would under-ask (10).
+    decision, _ = _overload_on_7_pods(TIERED, {"fp32": TierProfile(capacity_qps_per_replica=50)})
+    assert decision.desired_replicas == 12
+    assert "590 QPS arriving / 50 per fp32 pod" in decision.reason
+
+
+def test_the_measured_ask_adds_a_pod_where_the_profile_says_the_pods_suffice():
+    # 420 arriving / 65 -> 7, the pods that reported; their p95 (191 ms) says otherwise.
+    state = PolicyState(ready_seen=7, ready_changed_s=0.0, tier_profiles=dict(FP32_AT_70))
+    decision, _ = decide(
+        TIERED,
+        observe(qps=400, p95=191, pods=7, qps_arriving=420),
+        Replicas(7, 7),
+        state,
+        1000.0,
+    )
+    assert decision.desired_replicas == 8
+    assert "420 QPS arriving / 65 per fp32 pod" in decision.reason
+
+
+def test_without_a_bridge_or_a_measured_first_tier_the_blind_ask_stands():
+    unmeasured = (TIERED, {})
+    no_tiers = (replace(TIERED, tiers=TierConfig()), FP32_AT_70)
+    pinned = (
+        replace(TIERED, tiers=TierConfig(names=("fp32", "fp16", "int8"), pinned="fp32")),
+        FP32_AT_70,
+    )
+    # On a CPU the lower tiers measure no faster: nothing bridges an under-ask.
+    no_faster = (
+        TIERED,
+        {name: TierProfile(capacity_qps_per_replica=70) for name in ("fp32", "fp16", "int8")},
+    )
+    for config, profiles in (unmeasured, no_tiers, pinned, no_faster):
+        decision, _ = _overload_on_7_pods(config, profiles)
+        assert decision.desired_replicas == 14, (config.tiers, profiles)
+        assert "arriving" not in decision.reason

@@ -12,7 +12,8 @@ same function, so the benchmark measures what runs. Rules, in order:
    once a lower tier has served a metrics window, sized so the first tier holds the QPS with the
    step-up's headroom (3a); while p95 is over target x (1 + tolerance) on a settled set of pods,
    up to twice the pods that reported, or what the servers' arrival-rate gauge says arrives now
-   if more, kept as a floor while they start (3b, overload);
+   if more (with a faster tier and the first tier's capacity measured, what it says even if
+   less), kept as a floor while they start (3b, overload);
 4. short window and trend: both recommendations plan on the short (30 s) rate when it is above
    the window's by more than the tolerance, and, while QPS rises, on the QPS projected
    trend_lookahead_s ahead (it covers the rate window's lag and the pods' start time);
@@ -369,10 +370,25 @@ def decide(
             # The servers' own last-second arrival rate (kinfer's server exports it) measures the
             # load at this very scrape, where the rates hold only its first seconds: an overload
             # beyond twice the pods is asked for now rather than a scrape later. Never less than
-            # the blind ask: a QPS target set above the pods' real capacity would under-ask.
-            sized = math.ceil(arriving / target_qps - 1e-9)
-            if sized > overload:
-                overload, measured = sized, f", {arriving:.0f} QPS arriving"
+            # the blind ask on the QPS target alone: a target set above the pods' real capacity
+            # would under-ask. With a faster tier to bridge the wait and the first tier's capacity
+            # measured, the ask sized on both replaces the blind one, also when smaller: twice
+            # the pods overshoots every burst under 2x, and the lower tier holds one it misses.
+            # Still at least a pod more than reported: the p95 says those do not hold the load,
+            # whatever the profile says.
+            per_replica, checked = target_qps, False
+            first = state.tier_profiles.get(config.tiers.names[0]) if fast is not None else None
+            if first is not None and first.capacity_qps_per_replica:
+                per_replica = min(target_qps, first.capacity_qps_per_replica)
+                checked = True
+            sized = math.ceil(arriving / per_replica - 1e-9)
+            if checked:
+                sized = max(sized, reporting + 1)
+            if sized > overload or checked:
+                overload = sized
+                measured = f", {arriving:.0f} QPS arriving" + (
+                    f" / {per_replica:.0f} per {config.tiers.names[0]} pod" if checked else ""
+                )
         if overload > recommended:
             urgent = overload
             why = (
