@@ -1,7 +1,7 @@
 """The spike lower bound: exact on deterministic arrivals, and never above what a policy pays."""
 
 from kinfer.autoscale import bench
-from kinfer.autoscale.bounds import bursts, hold_cost_bound, spike_bound
+from kinfer.autoscale.bounds import bursts, hold_cost_bound, scale_out_cost_bound, spike_bound
 from kinfer.autoscale.simulator import ServiceModel, Trace
 
 # Seed 0 puts the first scrape at t=2, then every 15 s: 92, 107, ...
@@ -72,3 +72,42 @@ def test_holding_is_free_only_when_the_budget_covers_every_reactive_burst() -> N
     assert hold_cost_bound(short, trace, violation_budget_s=1000) == (0, 0)
     # Nothing may be paid: both bursts held, 5 -> 9 pods over 100 s and 5 -> 13 over 270 s.
     assert hold_cost_bound(short, trace, violation_budget_s=0) == (4 * 100 + 8 * 270, 2)
+
+
+def test_scaling_out_costs_the_peaks_pods_from_the_first_scrape_to_the_first_after_the_end() -> (
+    None
+):
+    trace = Trace(
+        "b", ((0.0, 300.0), (100.0, 600.0), (130.0, 300.0), (400.0, 900.0), (420.0, 300.0))
+    )
+    # 5 pods at 65/replica for 300 QPS over the 440 s; 10 pods for 600 QPS from the scrape at
+    # 107 to the one at 137; 14 for 900 QPS from 407 to 422.
+    expected = 5 * 440 + (10 - 5) * 30 + (14 - 5) * 15
+    assert scale_out_cost_bound(MODEL, trace, 65.0) == expected
+    # Each release hold_s later.
+    assert scale_out_cost_bound(MODEL, trace, 65.0, hold_s=10) == expected + 5 * 10 + 9 * 10
+    # The floor of pods counts where the target asks for fewer.
+    assert scale_out_cost_bound(MODEL, trace, 65.0, min_replicas=8) == (
+        8 * 440 + (10 - 8) * 30 + (14 - 8) * 15
+    )
+
+
+def test_a_burst_over_before_a_scrape_sees_it_costs_no_pods() -> None:
+    # 100-105: the scrape at 107 is the first to hold it and also the first after its end.
+    trace = Trace("b", ((0.0, 300.0), (100.0, 900.0), (105.0, 300.0), (200.0, 300.0)))
+    assert trace.duration_s == 295
+    assert scale_out_cost_bound(MODEL, trace, 65.0) == 5 * 295
+
+
+def test_no_policy_that_scales_out_for_every_burst_beats_its_cost_on_the_bursty_trace() -> None:
+    trace = bench.project_trace("bursty")
+    for seed in (0, 3):
+        scenario = bench.default_scenario(30.0, seed)
+        bound = scale_out_cost_bound(
+            scenario.model, trace, scenario.target_qps_per_replica, scenario.min_replicas
+        )
+        results = bench.run_trace(trace, scenario)
+        assert bound > results["oracle"].replica_seconds
+        # kinfer-tiers-absorb is left out: a burst its lower tier holds gets no new pods.
+        for name in ("kinfer", "kinfer-tiers", "hpa", "kpa", "kpa-native"):
+            assert results[name].replica_seconds >= bound, (name, seed)
