@@ -41,8 +41,7 @@ def spike_bound(
     tier; `fastest_tier`: the lowest tier the policy may switch to (0: no tiers)."""
     arrivals = arrivals_for(trace, model.seed, model.poisson_arrivals)
     scrapes = Run(model, trace, arrivals, replicas).scrapes
-    # A scrape at s holds the seconds before s, so the first one after start_s sees the spike.
-    first = scrapes[bisect.bisect_right(scrapes, start_s)]
+    first = _first_scrape_after(scrapes, start_s)
     switched_s = first + math.ceil(model.tier_switch_s) if fastest_tier > 0 else math.inf
     ready_s = first + math.ceil(model.cold_start_s)
     violated = 0
