@@ -74,9 +74,7 @@ def test_holding_is_free_only_when_the_budget_covers_every_reactive_burst() -> N
     assert hold_cost_bound(short, trace, violation_budget_s=0) == (4 * 100 + 8 * 270, 2)
 
 
-def test_scaling_out_costs_the_peaks_pods_from_the_first_scrape_to_the_first_after_the_end() -> (
-    None
-):
+def test_scale_out_cost_runs_the_peaks_pods_from_the_first_scrape_to_the_end_seen() -> None:
     trace = Trace(
         "b", ((0.0, 300.0), (100.0, 600.0), (130.0, 300.0), (400.0, 900.0), (420.0, 300.0))
     )
