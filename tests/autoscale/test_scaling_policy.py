@@ -545,6 +545,25 @@ def test_with_tiers_a_scale_down_keeps_the_tolerance_at_the_latency_target():
     assert decision.desired_replicas == 5
 
 
+def _scale_down_on_int8(config: PolicyConfig):
+    # int8 has served for 55 s (rule 3a's window is 60): 640 QPS on 11 pods at 60 ms; the QPS and
+    # latency rules ask for 10 (640 / 65, 640 / 70), fp32 steps back up on 11 (640 / (70 x 0.9)).
+    state = PolicyState(
+        tier_profiles=dict(FP32_AT_70), active_tier=2, last_tier_switch_s=0.0, ready_seen=11
+    )
+    return decide(config, observe(qps=640, p95=60, pods=11), Replicas(11, 11), state, 55.0)
+
+
+def test_on_a_lower_tier_a_scale_down_keeps_the_pods_that_bring_the_first_tier_back():
+    decision, _ = _scale_down_on_int8(TIERED)
+    assert decision.desired_replicas == 11
+    assert "11 x 70/replica hold it at fp32 with 10% headroom" in decision.reason
+    # With the tier pinned nothing steps back up: the scale-down goes ahead.
+    pinned = replace(TIERED, tiers=replace(TIERED.tiers, pinned="int8"))
+    decision, _ = _scale_down_on_int8(pinned)
+    assert decision.desired_replicas == 10
+
+
 # Rule 3b with a faster tier: once the first tier's capacity is measured, the ask sized on the
 # arrival gauge replaces the blind one, also when it is smaller (the lower tier bridges it).
 

@@ -23,7 +23,8 @@ same function, so the benchmark measures what runs. Rules, in order:
 7. free GPU capacity caps a scale-up;
 8. the tier decision (tiers.policy.decide_tier) with the outcome of the above;
 9. tier-aware scale-down: while a lower tier could absorb a burst, the tiers' shorter scale-down
-   window, the short rate for a scale-down, and a margin of the tolerance at the latency target;
+   window, the short rate for a scale-down, and a margin of the tolerance at the latency target
+   (at the first tier) or the pods that bring the first tier back (while a lower tier serves);
 10. absorb instead of scale (opt-in, spec.precision.absorbBursts): no scale-up while a measured
    lower tier, serving for less than a metrics window or stepped down to now, holds the whole ask
    on the Ready pods with the step-up's headroom.
@@ -335,6 +336,16 @@ def decide(
         recommended, why = _scale_down_margin(
             config, state, observation, planned_qps, current, recommended, why
         )
+    elif fast is not None and recommended < current and planned_qps is not None:
+        # 9d. A lower tier serves: a scale-down keeps the pods that bring the first tier back
+        # (rule 3a's count, also before 3a's window), or 3a asks them back a period later.
+        step_up = _step_up_replicas(config, state, planned_qps)
+        if step_up is not None and step_up[0] > recommended:
+            recommended = min(step_up[0], current)
+            why += (
+                f"; {step_up[0]} x {step_up[1]:.0f}/replica hold it at {config.tiers.names[0]}"
+                f" with {config.tiers.hysteresis:.0%} headroom"
+            )
     if recommended < current and (stale or partial):
         recommended = current
         why += (
@@ -615,21 +626,14 @@ def _latency_recommendation(
         # Ready pods with the hysteresis' headroom, so size for exactly that: sized at the QPS
         # target alone (65/replica against a 70/replica capacity less 10 %) the service would
         # stay on the lower tier for as long as the load stays up.
-        hint = config.target_qps_per_replica
-        step_up = (
-            capacity
-            if capacity is not None
-            else (None if hint is None else hint * (1 + config.tolerance))
-        )
-        if step_up is not None and step_up > 0:
-            headroom = config.tiers.hysteresis
-            needed = math.ceil(planned_qps / (step_up * (1 - headroom)) - 1e-9)
-            if needed > wanted:
-                return needed, (
-                    f"QPS {planned_qps:.0f} at {config.tiers.names[state.active_tier]}:"
-                    f" {needed} x {step_up:.0f}/replica hold it at {top} with"
-                    f" {headroom:.0%} headroom{trend_note}"
-                )
+        step_up = _step_up_replicas(config, state, planned_qps)
+        if step_up is not None and step_up[0] > wanted:
+            needed, per_replica = step_up
+            return needed, (
+                f"QPS {planned_qps:.0f} at {config.tiers.names[state.active_tier]}:"
+                f" {needed} x {per_replica:.0f}/replica hold it at {top} with"
+                f" {config.tiers.hysteresis:.0%} headroom{trend_note}"
+            )
     if over:
         return wanted, f"p95 {p95:.0f} ms > {target_ms:g} ms target{trend_note}"
     if capacity is None and config.target_qps_per_replica is None:
@@ -638,6 +642,22 @@ def _latency_recommendation(
     if wanted >= current:
         return wanted, f"p95 {p95:.0f} ms <= {target_ms:g} ms target{trend_note}"
     return wanted, f"p95 {p95:.0f} ms, {wanted} replicas hold {target_ms:g} ms target"
+
+
+def _step_up_replicas(
+    config: PolicyConfig, state: PolicyState, planned_qps: float
+) -> tuple[int, float] | None:
+    """(replicas, capacity per replica) that hold planned_qps at the first tier with the tier
+    step-up's hysteresis as headroom: the count a lower tier steps back up on. The capacity is the
+    first tier's profile, else targetQPSPerReplica x (1 + tolerance); None without either."""
+    profile = state.tier_profiles.get(config.tiers.names[0]) if config.tiers.names else None
+    capacity = None if profile is None else profile.capacity_qps_per_replica
+    if capacity is None and config.target_qps_per_replica is not None:
+        capacity = config.target_qps_per_replica * (1 + config.tolerance)
+    if capacity is None or capacity <= 0:
+        return None
+    needed = math.ceil(planned_qps / (capacity * (1 - config.tiers.hysteresis)) - 1e-9)
+    return needed, capacity
 
 
 def _scale_down_margin(
