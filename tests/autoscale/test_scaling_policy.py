@@ -60,6 +60,13 @@ def test_within_tolerance_holds():
     assert decision.reason.startswith("holding 4:")
 
 
+def test_a_p95_just_over_the_target_inside_the_tolerance_says_so():
+    # 105 ms against 100: not an overload (that starts at 110), but not "<=" either. 4 pods at
+    # 50 QPS and 105 ms hold 48.6 each at 100 ms: 200 QPS needs 5.
+    decision, _ = run(BOTH, observe(qps=200, p95=105))
+    assert decision.reason == "scaled 4 -> 5: p95 105 ms within 10% of 100 ms target"
+
+
 def test_just_outside_tolerance_scales():
     decision, _ = run(QPS_ONLY, observe(qps=225))  # 1.125
     assert decision.desired_replicas == 5

@@ -640,7 +640,9 @@ def _latency_recommendation(
         # Latency only and nothing to size with: step down gently while p95 is far below target.
         wanted = current - 1 if p95 < target_ms * (1 - config.tolerance) / 2 else current
     if wanted >= current:
-        return wanted, f"p95 {p95:.0f} ms <= {target_ms:g} ms target{trend_note}"
+        # Over the target but inside the tolerance is not "over" (no overload ask), nor "<=".
+        relation = "<=" if p95 <= target_ms else f"within {config.tolerance:.0%} of"
+        return wanted, f"p95 {p95:.0f} ms {relation} {target_ms:g} ms target{trend_note}"
     return wanted, f"p95 {p95:.0f} ms, {wanted} replicas hold {target_ms:g} ms target"
 
 
