@@ -125,11 +125,7 @@ class LocalCluster:
             if state is not None:
                 self._say(f"local cluster already running (state in {self.state_dir})")
                 return state
-        if self.processes.load():
-            raise StartupError(
-                f"a previous local cluster in {self.state_dir} is partly running; "
-                "run `kinfer cluster down` first"
-            )
+        self._check_previous()
         bin_dir = build.ensure_built(self.config.cache_dir, self.out)
         prometheus_bin = prometheus.prometheus_binary()
         if shutil.which("rclone") is None:
@@ -147,6 +143,24 @@ class LocalCluster:
             self._say(f"local cluster failed to start; logs in {self.state_dir / 'logs'}")
             self.processes.stop_all()
             raise
+
+    def _check_previous(self) -> None:
+        """Refuse to start over a previous cluster that still has a process running; one whose
+        processes are all gone (killed, or the machine rebooted) is cleared by the fresh start."""
+        records = self.processes.load()
+        if not records:
+            return
+        alive = [r.name for r in records if is_alive(r)]
+        alive += [server["pod"] for server in self._model_servers() if server["alive"]]
+        if alive:
+            raise StartupError(
+                f"a previous local cluster in {self.state_dir} is partly running"
+                f" ({', '.join(alive)}); run `kinfer cluster down` first"
+            )
+        self._say(
+            f"a previous local cluster in {self.state_dir} has stopped (none of its processes"
+            " runs); starting a new one"
+        )
 
     def _start(self, bin_dir: Path, prometheus_bin: str) -> ClusterState:
         started = time.monotonic()
