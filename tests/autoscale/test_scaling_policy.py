@@ -280,21 +280,61 @@ def test_latency_only_steps_down_gently_when_far_below_target():
     assert hold.desired_replicas == 5
 
 
-def test_trend_projects_a_ramp():
-    config = replace(QPS_ONLY, trend_lookahead_s=30, metrics_window_s=60)
+def _ramp(config, points, period_s=15.0, scrape_s=15.0):
+    """Reads every period_s of a rate that moves only at scrapes (every scrape_s), as
+    Prometheus gives it; points: the rate at each scrape. Returns the last decision."""
     state = PolicyState()
-    for t, qps in ((0.0, 150.0), (15.0, 175.0), (30.0, 200.0)):
-        decision, state = decide(config, observe(qps=qps), Replicas(4, 4), state, t)
-    # Slope 25 QPS / 15 s x 30 s: 200 -> 250 QPS planned -> 5 replicas.
+    t = 0.0
+    while t <= (len(points) - 1) * scrape_s:
+        scrape = int(t // scrape_s)
+        observation = Observation(
+            qps=points[scrape], pods_reporting=4, newest_sample_age_s=t - scrape * scrape_s
+        )
+        decision, state = decide(config, observation, Replicas(4, 4), state, 1000.0 + t)
+        t += period_s
+    return decision
+
+
+def test_trend_projects_a_ramp_that_outlasts_the_window():
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60)
+    # 6 QPS a scrape for 75 s: 219 on 4 x 50 is inside the band now, and so is the rise of 18
+    # QPS in 45 s on its own (a diurnal ramp), but 237 in 45 s is not.
+    decision = _ramp(config, [189.0, 195.0, 201.0, 207.0, 213.0, 219.0])
     assert decision.desired_replicas == 5
-    assert "QPS 200 rising 1.7/s, 250 in 30 s > 4 x 50 target" in decision.reason
+    assert "QPS 219 rising 0.4/s, 237 in 45 s > 4 x 50 target" in decision.reason
 
 
-def test_trend_ignores_a_fall_and_noise():
-    config = replace(QPS_ONLY, trend_lookahead_s=30)
-    state = PolicyState()
-    for t, qps in ((0.0, 205.0), (15.0, 195.0), (30.0, 201.0)):
-        decision, state = decide(config, observe(qps=qps), Replicas(4, 4), state, t)
+def test_trend_counts_a_scrape_once_however_often_it_is_read():
+    # The same ramp read every 5 s: each scrape is read three times, and repeated reads of one
+    # scrape are not three points of which two show no rise.
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60, period_s=5)
+    decision = _ramp(config, [150.0, 160.0, 170.0, 180.0, 190.0, 200.0], period_s=5.0)
+    assert decision.desired_replicas == 5
+    assert "rising 0.7/s" in decision.reason
+
+
+def test_trend_is_not_a_step_filling_the_rate_window():
+    # A step from 200 to 400: the 60 s rate climbs for one window, then holds. It is planned
+    # for as measured (8 pods), never projected beyond it.
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60)
+    for last in range(3, 8):
+        points = [200.0, 200.0, 250.0, 300.0, 350.0, 400.0, 400.0, 400.0][: last + 1]
+        decision = _ramp(config, points)
+        assert "rising" not in decision.reason
+        assert decision.desired_replicas == max(4, -(-int(points[-1]) // 50))
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [220.0, 214.0, 208.0, 202.0, 196.0, 190.0],  # a fall
+        [205.0, 195.0, 201.0, 199.0, 204.0, 196.0, 203.0],  # noise around 200
+        [200.0, 200.5, 201.0, 215.0, 215.5, 216.0, 216.5],  # one jump between flat stretches
+    ],
+)
+def test_trend_ignores_a_fall_and_noise(points):
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60)
+    decision = _ramp(config, points)
     assert decision.desired_replicas == 4
     assert "rising" not in decision.reason
 

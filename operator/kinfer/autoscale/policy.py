@@ -15,8 +15,9 @@ same function, so the benchmark measures what runs. Rules, in order:
    if more (with a faster tier and the first tier's capacity measured, what it says even if
    less), kept as a floor while they start (3b, overload);
 4. short window and trend: both recommendations plan on the short (30 s) rate when it is above
-   the window's by more than the tolerance, and, while QPS rises, on the QPS projected
-   trend_lookahead_s ahead (it covers the rate window's lag and the pods' start time);
+   the window's by more than the tolerance, and, on a ramp (a rise at every scrape for longer
+   than a window: not a step filling the window), on the QPS projected trend_lookahead_s ahead
+   (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
 6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
    window, down to the highest of the down window), step limits per period, min/max;
@@ -53,6 +54,14 @@ from kinfer.tiers.policy import (
 OVERLOAD_MAX_FACTOR = 2.0
 # The projected QPS is capped at this multiple of the measured QPS: a trend is a hint, not a fact.
 TREND_MAX_FACTOR = 3.0
+# Reads whose newest samples are this close in time come from the same scrape.
+SAME_SCRAPE_S = 1.0
+# The trend is fitted on this many metrics windows of history: a ramp must rise for longer than
+# one window (a step lifts the window's rate for exactly one window, then holds it).
+TREND_HISTORY_WINDOWS = 2
+# Every rise between scrapes is at least this share of the mean one (noise lifts a flat stretch
+# by a little; a ramp lifts every scrape by about the same).
+TREND_MIN_STEP_SHARE = 0.25
 # A slope must be this many standard errors above zero to count as a trend.
 TREND_MIN_T_STATISTIC = 4.0
 
@@ -288,9 +297,15 @@ def decide(
         # The 60 s rate still holds a burst a whole window after it ended; the short one does not.
         planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
     if planned_qps is not None and not stale:
-        window_start = now_s - config.metrics_window_s
+        window_start = now_s - TREND_HISTORY_WINDOWS * config.metrics_window_s
         state.qps_history = [(t, q) for t, q in state.qps_history if t > window_start]
-        state.qps_history.append((now_s, planned_qps))
+        # One point per scrape, at the scrape's time: between scrapes every period reads the
+        # same rate again, and repeated points are no rise (the trend needs one in every step).
+        sampled_s = now_s - (observation.newest_sample_age_s or 0.0)
+        if state.qps_history and sampled_s - state.qps_history[-1][0] < SAME_SCRAPE_S:
+            state.qps_history[-1] = (state.qps_history[-1][0], planned_qps)
+        else:
+            state.qps_history.append((sampled_s, planned_qps))
         projected, projected_note = _project(config, state.qps_history, planned_qps)
         if projected_note:
             planned_qps, trend_note = projected, projected_note
@@ -567,18 +582,24 @@ def _project(
     if var_t <= 0:
         return qps, ""
     slope = sum((t - mean_t) * (q - mean_q) for t, q in history) / var_t
-    rise = slope * config.trend_lookahead_s
-    # Noise makes slopes too. A trend is a rise beyond the tolerance band, seen in every sample
-    # of the window, whose slope stands out of the fit's residuals (t-statistic).
-    rising = all(later[1] > earlier[1] for earlier, later in itertools.pairwise(history))
-    if rise <= config.tolerance * qps or not rising:
+    # A ramp, not a step filling the rate window, nor noise: the rise spans more than a window,
+    # every scrape adds a fair share of it, and the slope stands out of the fit's residuals.
+    # No band on the rise itself: the projection only moves the planned QPS, and the QPS
+    # rule's tolerance band still applies to it.
+    steps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(history)]
+    mean_step = (history[-1][1] - history[0][1]) / len(steps)
+    if (
+        history[-1][0] - history[0][0] <= config.metrics_window_s
+        or mean_step <= 0
+        or min(steps) < TREND_MIN_STEP_SHARE * mean_step
+    ):
         return qps, ""
     residual = sum((q - mean_q - slope * (t - mean_t)) ** 2 for t, q in history)
     if n > 2 and residual > 0:
         standard_error = math.sqrt(residual / (n - 2) / var_t)
         if slope < TREND_MIN_T_STATISTIC * standard_error:
             return qps, ""
-    projected = min(qps + rise, qps * TREND_MAX_FACTOR)
+    projected = min(qps + slope * config.trend_lookahead_s, qps * TREND_MAX_FACTOR)
     return projected, f" rising {slope:.1f}/s, {projected:.0f} in {config.trend_lookahead_s:.0f} s"
 
 
