@@ -3,6 +3,7 @@ endpoints on 127.0.0.1 that export the contract's metric names, as two pods of o
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import threading
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import Metric
 
 from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings
+from kinfer.autoscale.policy import SAME_SCRAPE_S, PolicyConfig, PolicyState, Replicas, decide
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 pytestmark = [
@@ -250,6 +252,32 @@ def test_triton_p95_from_per_pod_summaries(prometheus):
     # Both pods serve the same rate, so the request-weighted mean is the plain mean.
     mean = read("mean")
     assert mean.latency_p95_ms == pytest.approx(40.0, rel=0.05)
+
+
+def test_the_trend_history_holds_a_point_per_scrape_not_per_read(prometheus):
+    # Read faster than Prometheus scrapes (1 s here, every 5 s period against 15-30 s scrapes in
+    # a cluster): rate() repeats between scrapes, and the policy keeps one point per newest
+    # sample (the reader's newest_sample_age_s), so the trend sees rises, not repeats.
+    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+    wait_for(
+        lambda: reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S),
+        lambda o: o.ok and o.pods_reporting == 2,
+        "both pods",
+    )
+    config = PolicyConfig(min_replicas=1, max_replicas=20, target_qps_per_replica=50)
+    state, reads = PolicyState(), 20
+    started = time.time()
+    for _ in range(reads):
+        now_s = time.time()  # as the control loop takes it, before the read
+        observation = reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S)
+        assert observation.ok and observation.newest_sample_age_s is not None
+        _, state = decide(config, observation, Replicas(2, 2), state, now_s)
+        time.sleep(0.02)
+    elapsed_s = time.time() - started
+    # Points at least SAME_SCRAPE_S apart, within the reads' span and the first sample's age.
+    assert len(state.qps_history) <= elapsed_s / SAME_SCRAPE_S + 3
+    times = [t for t, _ in state.qps_history]
+    assert all(later - earlier >= SAME_SCRAPE_S for earlier, later in itertools.pairwise(times))
 
 
 def test_unknown_service_is_an_observation_not_an_exception(prometheus):
