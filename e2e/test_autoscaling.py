@@ -1,13 +1,15 @@
 """Autoscaling on the real Prometheus and real model servers.
 
 A bounded load step (loopback only) makes the operator scale out within a
-bounded time, the load's end scales in after the stabilization window, and a
-stopped Prometheus holds the replicas with a condition saying so.
+bounded time, the load's end scales in after the stabilization window, a
+rising load is scaled for ahead (the trend), and a stopped Prometheus holds
+the replicas with a condition saying so.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -23,6 +25,10 @@ from kinfer.runtime.loadgen import LoadGenerator
 
 TARGET_QPS_PER_REPLICA = 15
 LOAD_QPS = 50  # -> ceil(50 / 15) = 4 replicas, the maximum
+# The ramp: 6 QPS more every 10 s, up to 96 QPS (ceil(96 / 15) = 7 replicas of 8).
+RAMP_QPS_PER_STEP = 6
+RAMP_STEP_S = 10
+RAMP_STEPS = 16
 
 
 def autoscaled(namespace: str, models: Models, name: str = "scaled") -> dict[str, Any]:
@@ -148,6 +154,50 @@ def test_load_step_scales_out_then_in(
         timeout_s=240,
         interval_s=2,
     )
+
+
+def decision_reason(cluster: Cluster, namespace: str, name: str) -> str:
+    status = cluster.get("kisvc", name, "-n", namespace).get("status", {})
+    return status.get("autoscaling", {}).get("reason") or ""
+
+
+def test_a_ramp_is_scaled_for_ahead_of_the_load(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    # A rising load (a staircase of 6 QPS every 10 s: the 20 s rate climbs at every scrape) is
+    # projected ahead by the trend, on the real Prometheus's per-pod series and timestamps.
+    if not cluster.prometheus_url:
+        pytest.skip("no Prometheus for this cluster (set KINFER_PROMETHEUS_URL)")
+    name = "ramp"
+    service = autoscaled(namespace, models, name)
+    service["spec"]["scaling"]["maxReplicas"] = 8
+    cluster.apply(service)
+    cluster.wait_ready(namespace, name)
+    projected = ""
+    for step in range(1, RAMP_STEPS + 1):
+        rate = RAMP_QPS_PER_STEP * step
+        load = LoadGenerator(
+            endpoints(cluster, namespace, name),
+            "mlp",
+            infer_body(),
+            rate_qps=rate,
+            max_duration_s=RAMP_STEP_S,
+            max_requests=int(rate * RAMP_STEP_S * 1.2),
+        )
+        with load:
+            deadline = time.monotonic() + RAMP_STEP_S
+            while time.monotonic() < deadline and not projected:
+                reason = decision_reason(cluster, namespace, name)
+                projected = reason if " rising " in reason else ""
+                time.sleep(2)
+        if projected:
+            break
+    assert projected, f"no projection in {RAMP_STEPS} steps of the ramp"
+    # "QPS 14 rising 0.5/s, 38 in 45 s > 1 x 15 target": more than measured, ahead.
+    measured, ahead = (
+        float(x) for x in re.findall(r"QPS (\d+) rising .*?, (\d+) in", projected)[0]
+    )
+    assert ahead > measured
 
 
 def metrics_condition(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

@@ -280,15 +280,18 @@ def test_latency_only_steps_down_gently_when_far_below_target():
     assert hold.desired_replicas == 5
 
 
-def _ramp(config, points, period_s=15.0, scrape_s=15.0):
+def _ramp(config, points, period_s=15.0, scrape_s=15.0, partial_at=()):
     """Reads every period_s of a rate that moves only at scrapes (every scrape_s), as
-    Prometheus gives it; points: the rate at each scrape. Returns the last decision."""
+    Prometheus gives it; points: the rate at each scrape, read from 3 of the 4 Ready pods at
+    the scrapes in partial_at. Returns the last decision."""
     state = PolicyState()
     t = 0.0
     while t <= (len(points) - 1) * scrape_s:
         scrape = int(t // scrape_s)
         observation = Observation(
-            qps=points[scrape], pods_reporting=4, newest_sample_age_s=t - scrape * scrape_s
+            qps=points[scrape],
+            pods_reporting=3 if scrape in partial_at else 4,
+            newest_sample_age_s=t - scrape * scrape_s,
         )
         decision, state = decide(config, observation, Replicas(4, 4), state, 1000.0 + t)
         t += period_s
@@ -311,6 +314,28 @@ def test_trend_counts_a_scrape_once_however_often_it_is_read():
     decision = _ramp(config, [150.0, 160.0, 170.0, 180.0, 190.0, 200.0], period_s=5.0)
     assert decision.desired_replicas == 5
     assert "rising 0.7/s" in decision.reason
+
+
+def test_trend_leaves_out_a_dip_on_partial_metrics():
+    # A new pod with too few samples for a rate is missing from the sum: a dip (201 -> 180)
+    # read on 3 of 4 pods is no fall of the load, and the ramp is still projected.
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60)
+    points = [189.0, 195.0, 201.0, 180.0, 213.0, 219.0]
+    decision = _ramp(config, points, partial_at=(3,))
+    assert "QPS 219 rising" in decision.reason
+    assert decision.desired_replicas == 5
+
+
+def test_trend_on_pods_scraped_at_different_offsets():
+    # Two pods scraped 5 s apart: the sum moves every 5 s, by one pod's share at a time (0.2,
+    # then 5.8). Judged over a quarter window (15 s) the rises are even, and the ramp is seen.
+    config = replace(QPS_ONLY, trend_lookahead_s=45, metrics_window_s=60, period_s=5)
+    points = [170.0]
+    for i in range(18):
+        points.append(points[-1] + (0.2 if i % 2 else 5.8))
+    decision = _ramp(config, points, period_s=5.0, scrape_s=5.0)
+    assert "rising" in decision.reason
+    assert decision.desired_replicas == 6
 
 
 def test_trend_is_not_a_step_filling_the_rate_window():

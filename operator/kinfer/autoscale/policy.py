@@ -59,8 +59,8 @@ SAME_SCRAPE_S = 1.0
 # The trend is fitted on this many metrics windows of history: a ramp must rise for longer than
 # one window (a step lifts the window's rate for exactly one window, then holds it).
 TREND_HISTORY_WINDOWS = 2
-# Every rise between scrapes is at least this share of the mean one (noise lifts a flat stretch
-# by a little; a ramp lifts every scrape by about the same).
+# Every rise over a quarter window is at least this share of the mean one (noise lifts a flat
+# stretch by a little; a ramp lifts every quarter by about the same).
 TREND_MIN_STEP_SHARE = 0.25
 # A slope must be this many standard errors above zero to count as a trend.
 TREND_MIN_T_STATISTIC = 4.0
@@ -296,19 +296,24 @@ def decide(
     elif fast is not None and qps is not None and recent is not None and recent < qps:
         # The 60 s rate still holds a burst a whole window after it ended; the short one does not.
         planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
-    if planned_qps is not None and not stale:
+    if qps is not None and not stale:
         window_start = now_s - TREND_HISTORY_WINDOWS * config.metrics_window_s
         state.qps_history = [(t, q) for t, q in state.qps_history if t > window_start]
-        # One point per scrape, at the scrape's time: between scrapes every period reads the
-        # same rate again, and repeated points are no rise (the trend needs one in every step).
-        sampled_s = now_s - (observation.newest_sample_age_s or 0.0)
-        if state.qps_history and sampled_s - state.qps_history[-1][0] < SAME_SCRAPE_S:
-            state.qps_history[-1] = (state.qps_history[-1][0], planned_qps)
-        else:
-            state.qps_history.append((sampled_s, planned_qps))
-        projected, projected_note = _project(config, state.qps_history, planned_qps)
-        if projected_note:
-            planned_qps, trend_note = projected, projected_note
+        # The trend follows the window's rate alone (mixed with the short one it would zigzag),
+        # one point per scrape at the scrape's time: between scrapes a period reads the same
+        # scrape again, and a repeat is no rise. On partial metrics the sum lacks the pods with
+        # too few samples for a rate: a lower bound of the load, so a dip below the last point
+        # is no fall of the load and is left out.
+        last = state.qps_history[-1] if state.qps_history else None
+        if not partial or last is None or qps >= last[1]:
+            sampled_s = now_s - (observation.newest_sample_age_s or 0.0)
+            if last is not None and sampled_s - last[0] < SAME_SCRAPE_S:
+                state.qps_history[-1] = (last[0], qps)
+            else:
+                state.qps_history.append((sampled_s, qps))
+            projected, projected_note = _project(config, state.qps_history, qps)
+            if projected_note and (planned_qps is None or projected > planned_qps):
+                planned_qps, trend_note = projected, projected_note
 
     # 2. QPS recommendation.
     recs: list[tuple[int, str]] = []
@@ -583,13 +588,22 @@ def _project(
         return qps, ""
     slope = sum((t - mean_t) * (q - mean_q) for t, q in history) / var_t
     # A ramp, not a step filling the rate window, nor noise: the rise spans more than a window,
-    # every scrape adds a fair share of it, and the slope stands out of the fit's residuals.
+    # every quarter window adds a fair share of it, and the slope stands out of the residuals.
     # No band on the rise itself: the projection only moves the planned QPS, and the QPS
     # rule's tolerance band still applies to it.
-    steps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(history)]
-    mean_step = (history[-1][1] - history[0][1]) / len(steps)
+    # Rises between points a quarter window apart: where pods are scraped at different offsets
+    # the points come closer together and each holds one pod's share of the rise.
+    spaced = [history[-1]]
+    for point in reversed(history[:-1]):
+        if spaced[-1][0] - point[0] >= config.metrics_window_s / 4:
+            spaced.append(point)
+    spaced.reverse()
+    if len(spaced) < 3:
+        return qps, ""
+    steps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(spaced)]
+    mean_step = (spaced[-1][1] - spaced[0][1]) / len(steps)
     if (
-        history[-1][0] - history[0][0] <= config.metrics_window_s
+        spaced[-1][0] - spaced[0][0] <= config.metrics_window_s
         or mean_step <= 0
         or min(steps) < TREND_MIN_STEP_SHARE * mean_step
     ):
