@@ -15,9 +15,9 @@ same function, so the benchmark measures what runs. Rules, in order:
    if more (with a faster tier and the first tier's capacity measured, what it says even if
    less), kept as a floor while they start (3b, overload);
 4. short window and trend: both recommendations plan on the short (30 s) rate when it is above
-   the window's by more than the tolerance, and, on a ramp (a rise at every scrape for longer
-   than a window: not a step filling the window), on the QPS projected trend_lookahead_s ahead
-   (it covers the rate window's lag and the pods' start time);
+   the window's by more than the tolerance, and, on a ramp of the window's rate (a rise in every
+   quarter window for longer than a window: not a step filling the window), on the QPS projected
+   trend_lookahead_s ahead (it covers the rate window's lag and the pods' start time);
 5. the larger recommendation wins; stale or partial metrics never scale down;
 6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
    window, down to the highest of the down window), step limits per period, min/max;
@@ -590,9 +590,9 @@ def _project(
     # A ramp, not a step filling the rate window, nor noise: the rise spans more than a window,
     # every quarter window adds a fair share of it, and the slope stands out of the residuals.
     # No band on the rise itself: the projection only moves the planned QPS, and the QPS
-    # rule's tolerance band still applies to it.
-    # Rises between points a quarter window apart: where pods are scraped at different offsets
-    # the points come closer together and each holds one pod's share of the rise.
+    # rule's tolerance band still applies to it. Quarter windows rather than points: where
+    # pods are scraped at different offsets the points come closer together and each holds
+    # one pod's share of the rise.
     spaced = [history[-1]]
     for point in reversed(history[:-1]):
         if spaced[-1][0] - point[0] >= config.metrics_window_s / 4:
