@@ -150,7 +150,8 @@ def test_no_scale_down_on_partial_metrics():
 
 def test_scale_down_waits_for_the_stabilization_window():
     config = replace(QPS_ONLY, scale_down_stabilization_s=300)
-    state = PolicyState()
+    # A load that came back after a scale-down (rule 6a): the whole window applies.
+    state = PolicyState(load_returned_s=0.0)
     replicas = 8
     # Load drops from 400 to 100 QPS at t=0; the window remembers the 8-replica recommendation.
     decision, state = decide(config, observe(qps=400, pods=8), Replicas(8, 8), state, 0.0)
@@ -420,6 +421,8 @@ def test_state_round_trips_json():
         )
     text = json.dumps(state.to_dict())
     assert PolicyState.from_dict(json.loads(text)) == state
+    recurring = replace(state, last_scale_down_s=30.0, load_returned_s=90.0)
+    assert PolicyState.from_dict(json.loads(json.dumps(recurring.to_dict()))) == recurring
     assert PolicyState.from_dict(None) == PolicyState()
 
 
@@ -432,6 +435,7 @@ def test_state_round_trips_json():
         {"urgentFloor": [1]},
         {"tierProfiles": []},
         {"lastTierSwitchS": "yesterday"},
+        {"loadReturnedS": "yesterday"},
     ],
 )
 def test_malformed_state_starts_afresh(garbage):
@@ -478,6 +482,10 @@ def test_policy_config_from_spec():
         absorb_bursts=True,
     )
     config = policy_config_from_spec(scaling, precision, expected_pod_start_s=90)
+    quick = policy_config_from_spec(
+        replace(scaling, quick_scale_down_stabilization_s=45, recurrence_s=600)
+    )
+    assert (quick.quick_scale_down_stabilization_s, quick.recurrence_s) == (45, 600)
     assert (config.min_replicas, config.max_replicas) == (2, 9)
     assert config.target_latency_p95_ms == 120
     assert config.scale_down_stabilization_s == scaling.scale_down_stabilization_s
@@ -532,10 +540,13 @@ TIERED = replace(
 FP32_AT_70 = {"fp32": TierProfile(capacity_qps_per_replica=70)}
 
 
-def _release_after_burst(config: PolicyConfig) -> list[tuple[float, int]]:
+def _release_after_burst(config: PolicyConfig, recurring: bool = False) -> list[tuple[float, int]]:
     """8 pods for a 500 QPS burst, then 260 QPS (4 pods at 65) from t=0; (t, replicas) per
-    change. p95 40 ms on 8 pods: the latency rule agrees with the QPS one."""
-    state = PolicyState(tier_profiles=dict(FP32_AT_70))
+    change. p95 40 ms on 8 pods: the latency rule agrees with the QPS one. recurring: the load
+    came back after a scale-down a minute ago (rule 6a's quick window does not apply)."""
+    state = PolicyState(
+        tier_profiles=dict(FP32_AT_70), load_returned_s=-60.0 if recurring else None
+    )
     decision, state = decide(config, observe(qps=500, p95=60, pods=8), Replicas(8, 8), state, -5.0)
     assert decision.desired_replicas == 8
     current, changes = 8, []
@@ -571,7 +582,7 @@ def test_without_tiers_or_pinned_the_scaling_window_holds():
     no_tiers = replace(TIERED, tiers=TierConfig())
     pinned = replace(TIERED, tiers=TierConfig(names=("fp32", "fp16", "int8"), pinned="fp32"))
     for config in (no_tiers, pinned):
-        assert _release_after_burst(config)[0][0] == 115.0
+        assert _release_after_burst(config, recurring=True)[0][0] == 115.0
 
 
 def test_with_tiers_measured_no_faster_the_scaling_window_holds():
@@ -702,3 +713,99 @@ def test_without_a_bridge_or_a_measured_first_tier_the_blind_ask_stands():
         decision, _ = _overload_on_7_pods(config, profiles)
         assert decision.desired_replicas == 14, (config.tiers, profiles)
         assert "arriving" not in decision.reason
+
+
+# 6a. Quick scale-down for a one-off fall.
+NO_TIERS = replace(TIERED, tiers=TierConfig())
+
+
+def test_a_one_off_fall_is_released_after_the_quick_window():
+    # The burst's 8 (t=-5) leaves the 30 s window at t=25; the fall is known once the history
+    # holds a point a metrics window old (read at t=-5, sampled at t=-10): t=50.
+    changes = _release_after_burst(NO_TIERS)
+    assert changes[0][0] == 50.0
+    assert changes[-1][1] == 4  # 260 / 65
+    state = PolicyState(qps_history=[(-65.0, 500.0)], recommendations=[(-35.0, 8)])
+    decision, _ = decide(NO_TIERS, observe(qps=260, p95=40, pods=8), Replicas(8, 8), state, 0.0)
+    assert decision.desired_replicas == 4
+    assert decision.reason == (
+        "scaled 8 -> 4: QPS 260 < 8 x 65 target (one-off fall, 30 s window: the load has not"
+        " come back within 300 s of a scale-down)"
+    )
+
+
+def test_a_one_off_fall_is_planned_on_the_short_rate():
+    # The 60 s rate still holds most of the burst; the short one has seen its end.
+    state = PolicyState(qps_history=[(-65.0, 500.0)])
+    falling = observe(qps=480, qps_recent=260, p95=40, pods=8)
+    decision, _ = decide(NO_TIERS, falling, Replicas(8, 8), state, 0.0)
+    assert decision.desired_replicas == 4
+    assert "260 over the last scrapes" in decision.reason
+    # A load that recurs keeps reading the 60 s rate (480 / 65 = 7.4) and the 120 s window.
+    recurring = replace(state, load_returned_s=-100.0)
+    decision, _ = decide(NO_TIERS, falling, Replicas(8, 8), recurring, 0.0)
+    assert decision.desired_replicas == 8
+
+
+def test_the_quick_window_needs_the_load_below_where_it_was_a_window_ago():
+    # 150 QPS on 8 pods asks for 3, but it rose from 100 a window ago: not a fall, whole window.
+    state = PolicyState(qps_history=[(-65.0, 100.0)], recommendations=[(-40.0, 8)])
+    decision, _ = decide(NO_TIERS, observe(qps=150, pods=8), Replicas(8, 8), state, 0.0)
+    assert decision.desired_replicas == 8
+    assert "stabilized over 120 s" in decision.reason
+    fell = replace(state, qps_history=[(-65.0, 200.0)])
+    decision, _ = decide(NO_TIERS, observe(qps=150, pods=8), Replicas(8, 8), fell, 0.0)
+    assert decision.desired_replicas == 4  # 3, but at most -50 % a period
+
+
+def _drive(config: PolicyConfig, load, until_s: float) -> list[tuple[float, int, str]]:
+    """Every period from t=0: the window's rate load(t) on pods that are Ready at once;
+    (t, replicas, reason) per change."""
+    state, current, changes = PolicyState(), 8, []
+    for period in range(int(until_s / config.period_s)):
+        now = period * config.period_s
+        decision, state = decide(
+            config, observe(qps=load(now), pods=current), Replicas(current, current), state, now
+        )
+        if decision.desired_replicas != current:
+            changes.append((now, decision.desired_replicas, decision.reason))
+            current = decision.desired_replicas
+    return changes
+
+
+def test_a_recurring_load_is_held_for_the_whole_window():
+    # 400 QPS (8 x 50), 100 from t=100, 400 again from t=300 (within 300 s of the release),
+    # 100 from t=500.
+    config = replace(QPS_ONLY, period_s=5)
+
+    def load(t: float) -> float:
+        return 400.0 if t < 100 or 300 <= t < 500 else 100.0
+
+    changes = _drive(config, load, 900)
+    downs = [(t, n, why) for t, n, why in changes if n < 8]
+    first, second = [t for t, _, _ in downs if t < 300], [t for t, _, _ in downs if t >= 500]
+    assert first[0] < 160 and "one-off fall" in downs[0][2]  # 60 s to see the fall, then 30 s
+    assert any(t == 300 and n == 8 for t, n, _ in changes)  # the load came back
+    assert second[0] >= 500 + config.scale_down_stabilization_s - config.period_s
+    assert all("one-off" not in why for t, _, why in downs if t >= 500)
+
+
+def test_a_recurrence_is_remembered_for_three_recurrence_windows():
+    config = replace(NO_TIERS, recurrence_s=100)
+    for returned_ago, quick in ((295.0, False), (305.0, True)):
+        state = PolicyState(
+            qps_history=[(-65.0, 500.0)],
+            recommendations=[(-35.0, 8)],
+            load_returned_s=-returned_ago,
+        )
+        decision, _ = decide(config, observe(qps=260, p95=40, pods=8), Replicas(8, 8), state, 0.0)
+        assert (decision.desired_replicas < 8) is quick
+
+
+def test_a_quick_window_not_shorter_than_the_window_is_off():
+    config = replace(NO_TIERS, quick_scale_down_stabilization_s=120)
+    assert _release_after_burst(config)[0][0] == 115.0
+    state = PolicyState(qps_history=[(-65.0, 500.0)])
+    falling = observe(qps=480, qps_recent=260, p95=40, pods=8)
+    decision, _ = decide(config, falling, Replicas(8, 8), state, 0.0)
+    assert decision.desired_replicas == 8  # no short rate either

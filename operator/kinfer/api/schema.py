@@ -395,7 +395,37 @@ def spec_schema() -> Schema:
                         0, 3600, default=c.DEFAULT_SCALE_UP_STABILIZATION_S
                     ),
                     "scaleDownStabilizationSeconds": _int(
-                        0, 3600, default=c.DEFAULT_SCALE_DOWN_STABILIZATION_S
+                        0,
+                        3600,
+                        default=c.DEFAULT_SCALE_DOWN_STABILIZATION_S,
+                        description=(
+                            "Scale-down stabilization window: scale down to the highest "
+                            "recommendation of this long. A one-off fall of the load uses "
+                            "quickScaleDownStabilizationSeconds instead."
+                        ),
+                    ),
+                    "quickScaleDownStabilizationSeconds": _int(
+                        0,
+                        3600,
+                        default=c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S,
+                        description=(
+                            "Scale-down window for a one-off fall: while the load is below "
+                            "where it was a metrics window ago and has not come back within "
+                            "recurrenceSeconds of a scale-down for 3 x recurrenceSeconds, "
+                            "scale down after this window (the shorter of this and "
+                            "scaleDownStabilizationSeconds), on the 30 s rate when it is lower. "
+                            "Set it to scaleDownStabilizationSeconds or more to turn it off."
+                        ),
+                    ),
+                    "recurrenceSeconds": _int(
+                        1,
+                        3600,
+                        default=c.DEFAULT_RECURRENCE_S,
+                        description=(
+                            "A load that makes the autoscaler add pods within this long of "
+                            "a scale-down recurs: for 3 x this long every scale-down waits "
+                            "scaleDownStabilizationSeconds."
+                        ),
                     ),
                     "scaleUpMaxStep": _int(
                         1,

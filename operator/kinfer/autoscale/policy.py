@@ -21,6 +21,11 @@ same function, so the benchmark measures what runs. Rules, in order:
 5. the larger recommendation wins; stale or partial metrics never scale down;
 6. HPA v2 `behavior`: stabilization windows (scale up to the lowest recommendation of the up
    window, down to the highest of the down window), step limits per period, min/max;
+   6a. quick scale-down for a one-off fall: while the window's rate is below where it was a
+   window ago and the load has not come back within recurrence_s of a scale-down (the rules
+   asking for pods again) for RECURRENCE_MEMORY x recurrence_s, the down window is the quick
+   one and the recommendations plan on the short rate: a spike's pods are released when it
+   ends, a recurring load's are held for the whole window;
 7. free GPU capacity caps a scale-up;
 8. the tier decision (tiers.policy.decide_tier) with the outcome of the above;
 9. tier-aware scale-down: while a lower tier could absorb a burst, the tiers' shorter scale-down
@@ -64,6 +69,9 @@ TREND_HISTORY_WINDOWS = 2
 TREND_MIN_STEP_SHARE = 0.25
 # A slope must be this many standard errors above zero to count as a trend.
 TREND_MIN_T_STATISTIC = 4.0
+# Once the load has come back within recurrence_s of a scale-down, scale-downs wait the whole
+# window for this many recurrence_s: one gap longer than recurrence_s does not end a pattern.
+RECURRENCE_MEMORY = 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,10 @@ class PolicyConfig:
     tolerance: float = c.DEFAULT_TOLERANCE
     scale_up_stabilization_s: float = c.DEFAULT_SCALE_UP_STABILIZATION_S
     scale_down_stabilization_s: float = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
+    # 6a: the down window for a one-off fall (off when not shorter than the window above), and
+    # how soon after a scale-down a load that asks for pods again counts as recurring.
+    quick_scale_down_stabilization_s: float = c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S
+    recurrence_s: float = c.DEFAULT_RECURRENCE_S
     # Up: at most max(scale_up_max_step pods, scale_up_max_step_percent %) per period (HPA's
     # default behavior: 4 pods or 100 % per 15 s; kinfer's 8 pods per 5 s period, see
     # constants). Down: at most scale_down_max_step_percent % per period.
@@ -137,6 +149,8 @@ def policy_config_from_spec(scaling: Any, precision: Any = None, **tuning: Any) 
         tolerance=scaling.tolerance,
         scale_up_stabilization_s=scaling.scale_up_stabilization_s,
         scale_down_stabilization_s=scaling.scale_down_stabilization_s,
+        quick_scale_down_stabilization_s=scaling.quick_scale_down_stabilization_s,
+        recurrence_s=scaling.recurrence_s,
         scale_up_max_step=scaling.scale_up_max_step,
         scale_down_max_step_percent=scaling.scale_down_max_step_percent,
         period_s=scaling.period_s,
@@ -170,9 +184,15 @@ class PolicyState:
     ready_changed_s: float | None = None
     # (time, replicas) of the last overload request, a floor while those pods start.
     urgent_floor: tuple[float, int] | None = None
+    # 6a: when the last period scaled down, and when the rules last asked for pods within
+    # recurrence_s of that (the load came back).
+    last_scale_down_s: float | None = None
+    load_returned_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "lastScaleDownS": self.last_scale_down_s,
+            "loadReturnedS": self.load_returned_s,
             "urgentFloor": None if self.urgent_floor is None else list(self.urgent_floor),
             "readySeen": self.ready_seen,
             "readyChangedS": self.ready_changed_s,
@@ -206,6 +226,8 @@ class PolicyState:
             },
             ready_seen=int(data.get("readySeen", 0)),
             ready_changed_s=_opt_float(data.get("readyChangedS")),
+            last_scale_down_s=_opt_float(data.get("lastScaleDownS")),
+            load_returned_s=_opt_float(data.get("loadReturnedS")),
             urgent_floor=(
                 None
                 if data.get("urgentFloor") is None
@@ -252,6 +274,8 @@ def decide(
         ready_seen=state.ready_seen,
         ready_changed_s=state.ready_changed_s,
         urgent_floor=state.urgent_floor,
+        last_scale_down_s=state.last_scale_down_s,
+        load_returned_s=state.load_returned_s,
     )
 
     if not observation.ok:
@@ -314,6 +338,19 @@ def decide(
             projected, projected_note = _project(config, state.qps_history, qps)
             if projected_note and (planned_qps is None or projected > planned_qps):
                 planned_qps, trend_note = projected, projected_note
+
+    # 6a. a one-off fall: the down window is the quick one, and a falling load is planned on the
+    # short rate (the window's holds the spike for a whole window after its end).
+    quick = _one_off_fall(config, state, qps, now_s)
+    if (
+        quick
+        and fast is None
+        and qps is not None
+        and recent is not None
+        and recent < qps
+        and planned_qps == qps
+    ):
+        planned_qps, trend_note = recent, f" ({recent:.0f} over the last scrapes)"
 
     # 2. QPS recommendation.
     recs: list[tuple[int, str]] = []
@@ -450,9 +487,29 @@ def decide(
         behavior = replace(
             config, scale_down_stabilization_s=config.tiers.scale_down_stabilization_s
         )
+    if quick:
+        behavior = replace(
+            behavior,
+            scale_down_stabilization_s=min(
+                behavior.scale_down_stabilization_s, config.quick_scale_down_stabilization_s
+            ),
+        )
     desired, notes = apply_behavior(behavior, history, current, max(urgent, floor), now_s)
-    if behavior is not config and desired < current:
-        notes.append(f"{config.tiers.names[fast]} absorbs a burst that comes back")
+    if desired < current:
+        if quick:
+            notes.append(
+                f"one-off fall, {behavior.scale_down_stabilization_s:.0f} s window: the load"
+                f" has not come back within {config.recurrence_s:.0f} s of a scale-down"
+            )
+        elif fast is not None and behavior is not config:
+            notes.append(f"{config.tiers.names[fast]} absorbs a burst that comes back")
+        state.last_scale_down_s = now_s
+    elif (
+        desired > current
+        and state.last_scale_down_s is not None
+        and now_s - state.last_scale_down_s <= config.recurrence_s
+    ):
+        state.load_returned_s = now_s
 
     # 7. free GPU capacity.
     uncapped = desired
@@ -527,6 +584,22 @@ def decide(
         ),
         state,
     )
+
+
+def _one_off_fall(
+    config: PolicyConfig, state: PolicyState, qps: float | None, now_s: float
+) -> bool:
+    """6a: the load is below where it was a metrics window ago (the trend history's point from
+    then), and has not come back within recurrence_s of a scale-down for a while."""
+    if config.quick_scale_down_stabilization_s >= config.scale_down_stabilization_s:
+        return False
+    if (
+        state.load_returned_s is not None
+        and now_s - state.load_returned_s <= RECURRENCE_MEMORY * config.recurrence_s
+    ):
+        return False
+    earlier = [q for t, q in state.qps_history if t <= now_s - config.metrics_window_s]
+    return qps is not None and bool(earlier) and qps < earlier[-1]
 
 
 def _absorbed(
