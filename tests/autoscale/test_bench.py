@@ -51,6 +51,28 @@ def test_no_arrival_gauge_simulates_a_server_without_one(tmp_path, capsys):
     assert with_gauge < blind
 
 
+def test_the_quick_window_releases_a_one_off_spike_sooner(tmp_path, capsys):
+    # One 3x spike: released after the quick window, on the short rate, it costs fewer
+    # replica-seconds than after the 120 s window (a quick window of 120 s is off).
+    trace = tmp_path / "once.csv"
+    trace.write_text("t_s,qps\n0,300\n300,900\n420,300\n900,300\n")
+
+    def kinfer_run(*flags: str) -> tuple[int, float]:
+        assert main(["bench", "autoscale", "--trace", str(trace), "--json", *flags]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        kinfer = summary["policies"]["kinfer"]
+        return summary["quick_scale_down_stabilization_s"], kinfer["replica_seconds"]
+
+    (quick, released), (off, held) = (
+        kinfer_run(),
+        kinfer_run("--quick-scale-down-stabilization-s", "120"),
+    )
+    assert (quick, off) == (30, 120)
+    assert released < held
+    assert main(["bench", "autoscale", "--all", "--quick-scale-down-stabilization-s", "-1"]) == 2
+    assert "--quick-scale-down-stabilization-s -1 must be >= 0" in capsys.readouterr().err
+
+
 def test_bad_trace_is_an_error_naming_it(tmp_path, capsys):
     trace = tmp_path / "bad.csv"
     trace.write_text("time,qps\n0,1\n")

@@ -27,6 +27,7 @@ PROJECT_TRACES = ("step", "spike", "diurnal", "bursty")
 # kinfer runs with the CRD defaults (docs/autoscaling.md's sweep chose them).
 KINFER_PERIOD_S = c.DEFAULT_SCALING_PERIOD_S
 KINFER_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
+KINFER_QUICK_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S
 POLICIES = ("kinfer", "kinfer-tiers", "kinfer-tiers-absorb", "hpa", "kpa", "kpa-native", "oracle")
 # Cold starts the tier comparison runs the spike trace with (issue 6).
 TIER_COLD_STARTS_S = (60, 120)
@@ -46,6 +47,7 @@ class Scenario:
     tiers: tuple[str, ...]
     period_s: int = KINFER_PERIOD_S
     scale_down_stabilization_s: int = KINFER_SCALE_DOWN_STABILIZATION_S
+    quick_scale_down_stabilization_s: int = KINFER_QUICK_SCALE_DOWN_STABILIZATION_S
 
     def kinfer_config(self, absorb_bursts: bool = False) -> PolicyConfig:
         """kinfer with the CRD's defaults (a 5 s period and a 120 s scale-down window;
@@ -58,6 +60,7 @@ class Scenario:
             target_qps_per_replica=self.target_qps_per_replica,
             period_s=self.period_s,
             scale_down_stabilization_s=self.scale_down_stabilization_s,
+            quick_scale_down_stabilization_s=self.quick_scale_down_stabilization_s,
             metrics_window_s=int(self.model.rate_window_s),
         )
         precision = PrecisionSpec(
@@ -135,6 +138,7 @@ def report(trace: Trace, scenario: Scenario, results: dict[str, Result]) -> dict
         "slo_ms": scenario.model.slo_ms,
         "seed": scenario.model.seed,
         "arrival_gauge": scenario.model.arrival_gauge_s > 0,
+        "quick_scale_down_stabilization_s": scenario.quick_scale_down_stabilization_s,
         "policies": {name: result.summary() for name, result in results.items()},
         "spikes": [
             {
@@ -210,6 +214,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         " HPA keeps its 300 s)",
     )
     parser.add_argument(
+        "--quick-scale-down-stabilization-s",
+        type=int,
+        default=KINFER_QUICK_SCALE_DOWN_STABILIZATION_S,
+        help="kinfer's scale-down window for a one-off fall (default"
+        f" {KINFER_QUICK_SCALE_DOWN_STABILIZATION_S}; not shorter than the window: off)",
+    )
+    parser.add_argument(
         "--no-arrival-gauge",
         action="store_true",
         help="a server without kinfer's arrival-rate gauge (Triton): overloads are sized blind",
@@ -228,6 +239,13 @@ def _handle(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.quick_scale_down_stabilization_s < 0:
+        print(
+            "kinfer: --quick-scale-down-stabilization-s"
+            f" {args.quick_scale_down_stabilization_s} must be >= 0",
+            file=sys.stderr,
+        )
+        return 2
     scenario = default_scenario(args.cold_start_s, args.seed)
     if args.no_arrival_gauge:
         scenario = replace(scenario, model=replace(scenario.model, arrival_gauge_s=0))
@@ -235,6 +253,7 @@ def _handle(args: argparse.Namespace) -> int:
         scenario,
         period_s=args.period_s,
         scale_down_stabilization_s=args.scale_down_stabilization_s,
+        quick_scale_down_stabilization_s=args.quick_scale_down_stabilization_s,
     )
     if args.trace is not None:
         try:
