@@ -1,7 +1,8 @@
 """Autoscaling on the real Prometheus and real model servers.
 
 A bounded load step (loopback only) makes the operator scale out within a
-bounded time, the load's end scales in after the stabilization window, a
+bounded time, the load's end scales in after the quick window for a one-off
+fall (a load that does not come back is not held for the whole window), a
 rising load is scaled for ahead (the trend), and a stopped Prometheus holds
 the replicas with a condition saying so.
 """
@@ -47,7 +48,10 @@ def autoscaled(namespace: str, models: Models, name: str = "scaled") -> dict[str
                 "targetQPSPerReplica": TARGET_QPS_PER_REPLICA,
                 "periodSeconds": 5,
                 "metricsWindowSeconds": 20,
+                # The window a recurring load is held for; a one-off fall (the step test's
+                # end) is released after the quick one.
                 "scaleDownStabilizationSeconds": 20,
+                "quickScaleDownStabilizationSeconds": 20,
             },
         },
     }
@@ -110,7 +114,10 @@ def test_load_step_scales_out_then_in(
     if not cluster.prometheus_url:
         pytest.skip("no Prometheus for this cluster (set KINFER_PROMETHEUS_URL)")
     name = "scaled"
-    cluster.apply(autoscaled(namespace, models, name))
+    isvc = autoscaled(namespace, models, name)
+    # Longer than the scale-in wait below: only the quick window can release the pods in time.
+    isvc["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 900
+    cluster.apply(isvc)
     cluster.wait_ready(namespace, name)
     assert spec_replicas(cluster, namespace, name) == 1
 
@@ -147,13 +154,16 @@ def test_load_step_scales_out_then_in(
         )
     assert load.result.ok > 0
 
-    # Scale-in after the load ends and the 20 s stabilization window passes.
+    # Scale-in after the load ends: the fall is seen against the rate a window (20 s) ago, then
+    # the 20 s quick window passes; the 900 s window would hold the pods past this wait.
     wait_for(
         "scale-in to 1 replica after the load",
         lambda: spec_replicas(cluster, namespace, name) == 1,
         timeout_s=240,
         interval_s=2,
     )
+    scale_ins = [m for m in scaled_events(cluster, namespace, name) if "one-off fall" in m]
+    assert scale_ins, scaled_events(cluster, namespace, name)
 
 
 def decision_reason(cluster: Cluster, namespace: str, name: str) -> str:
