@@ -590,7 +590,8 @@ def _one_off_fall(
     config: PolicyConfig, state: PolicyState, qps: float | None, now_s: float
 ) -> bool:
     """6a: the load is below where it was a metrics window ago (the trend history's point from
-    then), and has not come back within recurrence_s of a scale-down for a while."""
+    then), and has not come back within recurrence_s of a scale-down in the last
+    RECURRENCE_MEMORY x recurrence_s. Off when the quick window is not the shorter one."""
     if config.quick_scale_down_stabilization_s >= config.scale_down_stabilization_s:
         return False
     if (
