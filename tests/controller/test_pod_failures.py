@@ -96,7 +96,17 @@ def test_pods_are_looked_at_in_name_order_and_long_messages_are_clipped():
         ]
     )
     assert found.message.startswith("pod mlp-a:")
-    assert len(found.message) <= MAX_MESSAGE_CHARS and found.message.endswith("word…")
+    assert len(found.message) <= MAX_MESSAGE_CHARS and found.message.endswith("word")
+
+
+def test_a_long_fetch_log_keeps_its_last_words():
+    # What FallbackToLogsOnError gives: rclone's whole tail; its last line says why.
+    log = "NOTICE: Config file not found - using defaults " + "ERROR : Attempt failed " * 40
+    log += "Failed to copyto: error listing: directory not found"
+    found = pod_failure([pod("mlp-a", init=[terminated("fetch-model", 3, log)])])
+    assert found.message.endswith("Failed to copyto: error listing: directory not found")
+    assert "exited 3: …" in found.message and "NOTICE" not in found.message
+    assert len(found.message) <= MAX_MESSAGE_CHARS
 
 
 def test_ready_says_why_the_pods_do_not_come_up(minimal):

@@ -72,6 +72,14 @@ def test_tiers_become_one_fetch_per_version() -> None:
     assert [f.container for f in plan.fetches] == ["fetch-fp32", "fetch-fp16", "fetch-int8"]
 
 
+def test_a_fetch_reports_its_log_only_under_fallback_to_logs_on_error() -> None:
+    # As a real kubelet: terminated.message carries the log's tail only with that policy.
+    pod = _pod("onnxruntime-cpu.yaml", "http://127.0.0.1:8123/mlp/fp32/model.onnx")
+    assert podplan.plan_pod(pod, STATE).fetches[0].message_from_log
+    del pod["spec"]["initContainers"][0]["terminationMessagePolicy"]
+    assert not podplan.plan_pod(pod, STATE).fetches[0].message_from_log
+
+
 def test_triton_pod_is_recognised_by_its_command() -> None:
     pod = _pod("triton-gpu.yaml", "http://127.0.0.1:8123/mlp/fp32/model.onnx")
     plan = podplan.plan_pod(pod, STATE)

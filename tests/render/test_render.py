@@ -196,6 +196,34 @@ def test_one_fetch_init_container_per_tier_into_its_version_directory():
     assert "--http-url=https://models.example.com" in fetches[1]["args"]
 
 
+@pytest.mark.parametrize("sample", ["tiers-gpu.yaml", "triton-gpu.yaml", "onnxruntime-cpu.yaml"])
+def test_no_subpath_mount_sits_inside_a_read_only_mount(sample):
+    # The runtime creates a subPath mount's target file inside the mount around it; a
+    # real kubelet fails the container (StartError) when that one is read-only.
+    for container in pod_spec(load_sample(sample))["containers"]:
+        mounts = container["volumeMounts"]
+        for inner in (m for m in mounts if m.get("subPath")):
+            outer = [
+                m
+                for m in mounts
+                if m is not inner
+                and inner["mountPath"].startswith(m["mountPath"].rstrip("/") + "/")
+            ]
+            assert outer and not any(m.get("readOnly") for m in outer), (inner, outer)
+
+
+@pytest.mark.parametrize("sample", ["tiers-gpu.yaml", "triton-gpu.yaml", "onnxruntime-cpu.yaml"])
+def test_every_container_falls_back_to_its_log_for_the_termination_message(sample):
+    # A real kubelet leaves terminated.message empty otherwise: a failed fetch or
+    # server would reach the InferenceService's condition with no words of its own.
+    spec = pod_spec(load_sample(sample))
+    containers = spec["initContainers"] + spec["containers"]
+    assert len(containers) >= 2
+    assert {c["name"]: c.get("terminationMessagePolicy") for c in containers} == {
+        c["name"]: "FallbackToLogsOnError" for c in containers
+    }
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [

@@ -23,6 +23,8 @@ STUCK_WAITING_REASONS = frozenset(
     }
 )
 MAX_MESSAGE_CHARS = 400
+# Of a terminated container's message (the kubelet's tail of its log), the end is kept.
+MAX_DETAIL_CHARS = 300
 
 FETCH_FAILED = "ModelFetchFailed"
 SERVER_FAILING = "ServerFailing"
@@ -42,7 +44,10 @@ def _clip(text: str) -> str:
 
 
 def _exit(terminated: dict[str, Any]) -> str:
-    detail = terminated.get("message") or terminated.get("reason") or ""
+    """ "exited N: <the end of its output>": a log's last lines say why it ended."""
+    detail = " ".join(str(terminated.get("message") or terminated.get("reason") or "").split())
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = "…" + detail[-(MAX_DETAIL_CHARS - 1) :].split(" ", 1)[-1]
     return f"exited {terminated.get('exitCode')}" + (f": {detail}" if detail else "")
 
 

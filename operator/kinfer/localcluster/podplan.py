@@ -35,6 +35,8 @@ class Fetch:
     container: str
     argv: tuple[str, ...]
     env: dict[str, str]
+    # A kubelet puts the log's tail into terminated.message only with this policy.
+    message_from_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
             if "value" in e
         }
         mapped = tuple(_map_arg(a, mounts, volume_dirs) for a in args)
-        fetches.append(Fetch(init["name"], ("rclone", *mapped), env))
+        from_log = init.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        fetches.append(Fetch(init["name"], ("rclone", *mapped), env, from_log))
 
     containers = spec.get("containers") or []
     if not containers:

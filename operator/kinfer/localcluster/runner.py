@@ -342,6 +342,8 @@ class PodRunner:
             config_file.path.parent.mkdir(parents=True, exist_ok=True)
             config_file.path.write_text(data[config_file.key])
         if plan.runtime == "triton":
+            from kinfer.runtime.local_triton import to_python_backend
+
             to_python_backend(plan.model_repository)
 
     def _configmap(self, namespace: str, name: str) -> dict[str, str]:
@@ -467,17 +469,15 @@ class PodRunner:
         plan = server.plan
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         statuses = []
-        for name in (fetch.container for fetch in plan.fetches):
+        for fetch in plan.fetches:
+            name = fetch.container
             failed = name == error.container
+            terminated = {"exitCode": error.exit_code, "reason": "Error", "finishedAt": now}
+            # As a real kubelet: the log's tail only under FallbackToLogsOnError.
+            if fetch.message_from_log:
+                terminated["message"] = error.output_tail
             state = (
-                {
-                    "terminated": {
-                        "exitCode": error.exit_code,
-                        "reason": "Error",
-                        "message": error.output_tail,
-                        "finishedAt": now,
-                    }
-                }
+                {"terminated": terminated}
                 if failed
                 else {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}
             )
@@ -566,62 +566,6 @@ def server_command(plan: PodPlan) -> tuple[list[str], dict[str, str]]:
             "kinfer-ort-server is not installed (pip install -e runtime_images/onnxruntime)"
         )
     return [command, *args], env
-
-
-def to_python_backend(repository: Path) -> None:
-    """Rewrite each model's production config for the local Triton's Python backend.
-
-    The wheel's tritonserver has only the Python backend: the config keeps its
-    version policy, batching and parameters (the kinfer.tiers list), switches
-    the backend, and gains inputs/outputs read from the ONNX model (the Python
-    backend cannot auto-complete them); each version dir gets the model.py
-    that runs its model.onnx with onnxruntime.
-    """
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from kinfer.runtime import repository as runtime_repository
-
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        model_dir = config_path.parent
-        config = mc.ModelConfig()
-        text_format.Parse(config_path.read_text(), config)
-        versions = sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-        onnx_files = [v / "model.onnx" for v in versions if (v / "model.onnx").exists()]
-        if not onnx_files:
-            continue
-        if not config.input or not config.output:
-            inputs, outputs = runtime_repository.onnx_signature(
-                onnx_files[0], batched=config.max_batch_size > 0
-            )
-            del config.input[:]
-            del config.output[:]
-            for tensor in inputs:
-                config.input.append(
-                    mc.ModelInput(
-                        name=tensor.name,
-                        data_type=runtime_repository.triton_type(tensor.dtype),
-                        dims=tensor.dims,
-                    )
-                )
-            for tensor in outputs:
-                config.output.append(
-                    mc.ModelOutput(
-                        name=tensor.name,
-                        data_type=runtime_repository.triton_type(tensor.dtype),
-                        dims=tensor.dims,
-                    )
-                )
-        config.platform = ""
-        config.backend = "python"
-        # No GPU here: the Python backend runs CPU instances.
-        for group in config.instance_group:
-            group.kind = mc.ModelInstanceGroup.KIND_CPU
-        # The pod mounts config.pbtxt read-only; locally it is a plain copy we replace.
-        config_path.unlink()
-        config_path.write_text(text_format.MessageToString(config))
-        for version in versions:
-            (version / "model.py").write_text(runtime_repository.PYTHON_BACKEND_MODEL)
 
 
 def _http_ok(url: str) -> bool:

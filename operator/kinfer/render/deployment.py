@@ -85,7 +85,9 @@ def server_container(isvc: InferenceService, options: RenderOptions) -> dict[str
     default_image = {"triton": options.images.triton, "onnxruntime": options.images.onnxruntime}
     config_path = posixpath.join(c.MODEL_REPOSITORY_PATH, spec.model.name, CONFIG_KEY)
     mounts = [
-        {"name": "model-repository", "mountPath": c.MODEL_REPOSITORY_PATH, "readOnly": True},
+        # Writable: the runtime creates the mount point of config.pbtxt (the subPath mount
+        # below) inside it, which a read-only mount refuses (a real kubelet's StartError).
+        {"name": "model-repository", "mountPath": c.MODEL_REPOSITORY_PATH},
         {"name": "model-config", "mountPath": config_path, "subPath": CONFIG_KEY, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
@@ -108,6 +110,9 @@ def server_container(isvc: InferenceService, options: RenderOptions) -> dict[str
         "livenessProbe": _probe("/v2/health/live", 10, 6),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
+        # A real kubelet leaves terminated.message empty unless told to fall back to
+        # the log's tail: the status and Events quote it when the server fails.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
 

@@ -107,6 +107,9 @@ def init_containers(
                     "limits": {"cpu": "1", "memory": "1Gi"},
                 },
                 "securityContext": security_context,
+                # rclone's last words reach terminated.message (a real kubelet
+                # writes nothing there otherwise), and so the InferenceService.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "volumeMounts": mounts,
             }
         )
