@@ -14,7 +14,7 @@ import kopf
 
 from kinfer.api import constants as c
 from kinfer.config import RenderOptions
-from kinfer.controller import control_loop
+from kinfer.controller import control_loop, scheduler
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
 from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIONS
@@ -41,7 +41,7 @@ def _write(
     if outcome.status_patch:
         _kube().patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch, owned)
     for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        _kube().post_event(body, event.type, event.reason, event.message)
 
 
 @kopf.on.startup()
@@ -61,15 +61,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.create(c.GROUP, c.VERSION, c.PLURAL)
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL)
 def reconcile_inference_service(body: kopf.Body, **_: Any) -> None:
-    obj = dict(body)
-    _write(obj, reconcile(obj, _kube(), _options()))
-
-
-@kopf.timer(
-    c.GROUP, c.VERSION, c.PLURAL, interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S
-)
-def resync_inference_service(body: kopf.Body, **_: Any) -> None:
-    """Heal drift (a child edited or deleted by hand) and follow GPU capacity."""
     obj = dict(body)
     _write(obj, reconcile(obj, _kube(), _options()))
 
@@ -96,21 +87,42 @@ def _write_period(body: dict[str, Any], result: control_loop.PeriodResult) -> No
     )
 
 
-@kopf.daemon(c.GROUP, c.VERSION, c.PLURAL, cancellation_timeout=15.0)
-async def inference_service_control_loop(
-    stopped: kopf.DaemonStopped, name: str, namespace: str, **_: Any
-) -> None:
-    """Autoscaling and tier convergence of one InferenceService (see control_loop)."""
-    memory = control_loop.LoopMemory()
-    while not stopped:
-        body = await asyncio.to_thread(_kube().get, c.API_VERSION, c.KIND, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        try:
-            result = await asyncio.to_thread(
-                control_loop.run_period, body, _kube(), STATE.get("metrics_reader"), memory
-            )
-            await asyncio.to_thread(_write_period, body, result)
-        except Exception:
-            log.exception("control loop of %s/%s: period failed", namespace, name)
-        await stopped.wait(control_loop.TICK_S)
+def _tick(key: tuple[str, str], memory: control_loop.LoopMemory, resync: bool) -> None:
+    """One InferenceService's tick: its control loop; with `resync`, a reconcile first
+    (heals drift: a child edited or deleted by hand; follows GPU capacity)."""
+    namespace, name = key
+    body = _kube().get(c.API_VERSION, c.KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    if resync:
+        _write(body, reconcile(body, _kube(), _options()))
+    result = control_loop.run_period(body, _kube(), STATE.get("metrics_reader"), memory)
+    _write_period(body, result)
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+def inference_service_seen(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """The scheduler's list of InferenceServices follows the watch."""
+    _scheduler().observe(type, dict(body))
+
+
+def _scheduler() -> scheduler.Scheduler:
+    if "scheduler" not in STATE:
+        STATE["scheduler"] = scheduler.Scheduler(
+            tick=_tick, tick_s=control_loop.TICK_S, resync_s=RESYNC_INTERVAL_S
+        )
+    return STATE["scheduler"]
+
+
+@kopf.on.startup()
+async def start_scheduler(**_: Any) -> None:
+    stopped = asyncio.Event()
+    STATE["scheduler_stopped"] = stopped
+    STATE["scheduler_task"] = asyncio.create_task(_scheduler().run(stopped))
+
+
+@kopf.on.cleanup()
+async def stop_scheduler(**_: Any) -> None:
+    if "scheduler_task" in STATE:
+        STATE["scheduler_stopped"].set()
+        await STATE["scheduler_task"]

@@ -8,6 +8,7 @@ unchanged InferenceService sends no write at all.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -21,6 +22,8 @@ from kinfer.controller.status import merge_owned
 
 log = logging.getLogger(__name__)
 
+# As kopf cuts its Events' messages (the API server takes up to 1 KiB).
+EVENT_MESSAGE_MAX = 1024
 # Status writes that lost a race with another loop's write: read again and retry.
 CONFLICT_RETRIES = 5
 
@@ -178,3 +181,36 @@ class Kube:
             namespace=namespace,
             content_type="application/merge-patch+json",
         )
+
+    def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on `obj` (what `kubectl describe` and `get events` show).
+
+        Best effort, like a kubelet's or kopf's: a failed post is logged, never raised.
+        """
+        meta = obj["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", c.API_VERSION),
+                "kind": obj.get("kind", c.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_MAX],
+            "source": {"component": c.FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._resource("v1", "Event").create(body=event, namespace=meta["namespace"])
+        except ApiException as error:
+            log.warning(
+                "event %s on %s/%s failed: %s", reason, meta["namespace"], meta["name"], error
+            )
