@@ -23,7 +23,10 @@ class Images:
         )
     )
     storage_initializer: str = field(
-        default_factory=lambda: _env("KINFER_STORAGE_INITIALIZER_IMAGE", "rclone/rclone:1.68.2")
+        default_factory=lambda: _env(
+            "KINFER_STORAGE_INITIALIZER_IMAGE",
+            "ghcr.io/kinfer-dev/kinfer-storage-initializer:0.1.0",
+        )
     )
 
 
