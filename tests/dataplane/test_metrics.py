@@ -122,8 +122,14 @@ def test_triton_metrics_count_what_was_sent(triton_server):
     before = scrape(triton_server)
     rows = [1, 2, 1]
     _send(triton_server, rows, failures=0)
-    after = scrape(triton_server)
-    assert sample_value(after, "nv_inference_request_success", **labels) - sample_value(
-        before, "nv_inference_request_success", **labels
-    ) == len(rows)
+
+    def sent(text: str) -> float:
+        return sample_value(text, "nv_inference_request_success", **labels) - sample_value(
+            before, "nv_inference_request_success", **labels
+        )
+
+    # Triton records a request's statistics after it has sent the answer: a scrape
+    # right after the last answer can miss it, so wait until all are counted.
+    after = _poll(lambda: scrape(triton_server), lambda text: sent(text) >= len(rows), 30.0)
+    assert sent(after) == len(rows)
     assert "nv_inference_request_summary_us{" in after and 'quantile="0.95"' in after
