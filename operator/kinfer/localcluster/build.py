@@ -1,10 +1,17 @@
-"""Builds the cluster's binaries from the pinned Go modules into a cache outside the repo, once."""
+"""Builds the clusters' binaries from the pinned Go modules into a cache outside the repo, once.
+
+`BINARIES` run the local cluster; `KIND_BINARIES` go into the kind node image and
+its cluster (kubelet, kubeadm, kube-proxy, CoreDNS, crictl, Prometheus) or drive it
+(kind). Kubernetes binaries carry their release version (`kubectl version` and
+kubeadm read it), taken from the pinned go.mod.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +30,11 @@ class Binary:
     name: str
     module: str
     package: str
+    tags: str = ""  # Go build tags
+
+    @property
+    def is_kubernetes(self) -> bool:
+        return self.package.startswith("k8s.io/kubernetes/")
 
 
 BINARIES: tuple[Binary, ...] = (
@@ -35,6 +47,25 @@ BINARIES: tuple[Binary, ...] = (
     Binary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
     Binary("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok"),
 )
+KIND_BINARIES: tuple[Binary, ...] = (
+    *BINARIES,
+    Binary("kubelet", "kubernetes", "k8s.io/kubernetes/cmd/kubelet"),
+    Binary("kubeadm", "kubernetes", "k8s.io/kubernetes/cmd/kubeadm"),
+    Binary("kube-proxy", "kubernetes", "k8s.io/kubernetes/cmd/kube-proxy"),
+    Binary("kind", "kind", "sigs.k8s.io/kind"),
+    Binary("coredns", "coredns", "github.com/coredns/coredns"),
+    Binary("crictl", "kind", "sigs.k8s.io/cri-tools/cmd/crictl"),
+    # Only Kubernetes service discovery (the cloud providers' SDKs would triple the build).
+    Binary(
+        "prometheus",
+        "prometheus",
+        "github.com/prometheus/prometheus/cmd/prometheus",
+        tags="remove_all_sd,enable_kubernetes_sd",
+    ),
+)
+BINARY_SETS = {"local": BINARIES, "kind": KIND_BINARIES}
+# Bumped when how a binary is built changes (flags), so the cache folder changes too.
+BUILD_RECIPE = "2"
 PROGRESS_EVERY_S = 10.0
 
 
@@ -60,7 +91,7 @@ def go_executable() -> str:
 def cache_key(modules: Path | None = None) -> str:
     """A digest of every pinned go.mod/go.sum: a version bump lands in a new cache folder."""
     modules = modules or modules_dir()
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(BUILD_RECIPE.encode())
     for path in sorted(modules.glob("*/go.*")):
         digest.update(path.relative_to(modules).as_posix().encode())
         digest.update(path.read_bytes())
@@ -71,9 +102,29 @@ def bin_dir(cache_dir: Path) -> Path:
     return cache_dir / "bin" / cache_key()
 
 
-def missing(cache_dir: Path) -> list[Binary]:
+def missing(cache_dir: Path, binaries: tuple[Binary, ...] = BINARIES) -> list[Binary]:
     directory = bin_dir(cache_dir)
-    return [b for b in BINARIES if not (directory / b.name).is_file()]
+    return [b for b in binaries if not (directory / b.name).is_file()]
+
+
+def module_version(module: str, path: str) -> str:
+    """The version a shipped go.mod requires of `path` (e.g. k8s.io/kubernetes -> v1.37.2)."""
+    text = (modules_dir() / module / "go.mod").read_text()
+    found = re.search(rf"^\s*{re.escape(path)} (v\S+)", text, re.MULTILINE)
+    if found is None:
+        raise BuildError(f"go/{module}/go.mod does not require {path}")
+    return found.group(1)
+
+
+def version_ldflags(binary: Binary) -> list[str]:
+    """`-ldflags` stamping a Kubernetes binary with its release version (else v0.0.0-master)."""
+    if not binary.is_kubernetes:
+        return []
+    version = module_version(binary.module, "k8s.io/kubernetes")
+    major, minor = version.removeprefix("v").split(".")[:2]
+    base = "k8s.io/component-base/version"
+    flags = {"gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean"}
+    return ["-ldflags=" + " ".join(f"-X {base}.{key}={value}" for key, value in flags.items())]
 
 
 def _count_packages(stream: TextIO, counter: list[int], tail: list[str]) -> None:
@@ -96,6 +147,7 @@ def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> P
     # `-buildvcs=false`: the modules sit inside kinfer's checkout, whose git state
     # says nothing about these binaries.
     command = [go_executable(), "build", "-v", "-mod=readonly", "-buildvcs=false"]
+    command += version_ldflags(binary) + ([f"-tags={binary.tags}"] if binary.tags else [])
     command += ["-o", str(partial), binary.package]
     process = subprocess.Popen(
         command,
@@ -135,11 +187,13 @@ def build_binary(binary: Binary, directory: Path, out: TextIO = sys.stderr) -> P
     return target
 
 
-def ensure_built(cache_dir: Path, out: TextIO = sys.stderr) -> Path:
+def ensure_built(
+    cache_dir: Path, out: TextIO = sys.stderr, binaries: tuple[Binary, ...] = BINARIES
+) -> Path:
     """Build what is missing (idempotent; a lock keeps builds from racing); return the dir."""
     directory = bin_dir(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    todo = missing(cache_dir)
+    todo = missing(cache_dir, binaries)
     if not todo:
         return directory
     started = time.monotonic()
@@ -151,7 +205,7 @@ def ensure_built(cache_dir: Path, out: TextIO = sys.stderr) -> Path:
     )
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for binary in missing(cache_dir):
+        for binary in missing(cache_dir, binaries):
             build_binary(binary, directory, out)
     print(f"all binaries built in {time.monotonic() - started:.0f}s", file=out, flush=True)
     return directory

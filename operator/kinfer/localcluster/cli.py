@@ -77,6 +77,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     build = sub.add_parser("build", help="build the cluster's binaries into the cache (idempotent)")
     _common(build)
+    build.add_argument(
+        "--set",
+        choices=("local", "kind"),
+        default="local",
+        help="local: the local cluster's binaries (default); kind: also those of the kind "
+        "node image and its cluster (kubelet, kubeadm, kube-proxy, CoreDNS, crictl, "
+        "Prometheus, kind)",
+    )
     build.set_defaults(handler=_build)
 
     demo = sub.add_parser(
@@ -198,7 +206,9 @@ def _build(args: argparse.Namespace) -> int:
     from kinfer.localcluster import build
 
     try:
-        directory = build.ensure_built(_config(args).cache_dir)
+        directory = build.ensure_built(
+            _config(args).cache_dir, binaries=build.BINARY_SETS[args.set]
+        )
     except build.BuildError as error:
         return _fail(str(error))
     print(directory)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +90,14 @@ class Kubectl:
                     ports[match.group(2)] = match.group(1)
             if len(ports) < 2:
                 raise KubectlError(f"kubectl port-forward to pod {meta['name']} did not start")
+            # kubectl says a line per connection: drain them, or a full pipe stalls it.
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
             yield f"127.0.0.1:{ports['8000']}", f"127.0.0.1:{ports['8001']}"
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass

@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools pins the binaries kinfer's local cluster builds from this module.
+// Package tools pins the binaries kinfer's local cluster and kind node image build from this module.
 package tools
 
 import (
@@ -9,4 +9,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
