@@ -24,6 +24,7 @@ from e2e.harness import (
     ENV_KEEP,
     ENV_MODEL_BASE_URL,
     ENV_OPERATOR,
+    ENV_SKIP_KIND_COVERED,
     ENV_STATE_DIR,
     Cluster,
     Models,
@@ -39,11 +40,18 @@ E2E_TIMEOUT_S = 1800
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # This hook sees every collected item (tests/ too): touch only e2e's.
     e2e_dir = Path(__file__).parent
+    # `make test` (CI runs `make e2e-kind` after it): on the local cluster, leave out what
+    # the kind cluster runs on real containers (marked kind_covered).
+    skip_covered = os.environ.get(ENV_SKIP_KIND_COVERED) == "1" and not os.environ.get("KUBECONFIG")
     for item in items:
         if e2e_dir not in item.path.parents:
             continue
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
+        if skip_covered and item.get_closest_marker("kind_covered"):
+            item.add_marker(
+                pytest.mark.skip(reason=f"run on kind by make e2e-kind ({ENV_SKIP_KIND_COVERED}=1)")
+            )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -151,15 +159,17 @@ def _operator_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
+def models(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
     """The fp32/fp16/int8 test MLP, built here; served on 127.0.0.1 unless a base URL is given."""
     from kinfer.localcluster.modelstore import ModelStore, build_test_models
 
     root = tmp_path_factory.mktemp("models")
     tiers = build_test_models(root)
     if os.environ.get(ENV_MODEL_BASE_URL):
-        # kind: the same deterministic models, served in-cluster by e2e/kind/.
-        yield Models(os.environ[ENV_MODEL_BASE_URL], root, tiers)
+        # kind: the same deterministic models, copied into the in-cluster store.
+        published = Models(os.environ[ENV_MODEL_BASE_URL], root, tiers, cluster=cluster)
+        published.publish(*tiers.values())
+        yield published
         return
     store = ModelStore(root).start()
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kinfer.localcluster.kubectl import Kubectl
+from kinfer.localcluster.kubectl import Kubectl, KubectlError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
@@ -24,6 +26,12 @@ CRDS = REPO / "crds"
 # The samples' storageUris point here; the e2e suite serves the same paths itself.
 SAMPLE_MODEL_BASE = "https://models.example.com/"
 ISVC_LABEL = "kinfer.dev/inferenceservice"
+STORE_NAMESPACE = "kinfer-e2e"
+# kind: the CPU each model-server pod asks for (requests = limits), so that four pods
+# and the control plane fit the node's two cores.
+KIND_POD_CPU = "200m"
+OPERATOR_NAMESPACE = "kinfer-system"  # an installed operator (manifests/)
+OPERATOR_SELECTOR = "app.kubernetes.io/name=kinfer-operator"  # kind: where e2e/kind/model-store.yaml serves the models
 
 # Environment that steers the suite (see docs/local-cluster.md):
 ENV_OPERATOR = (
@@ -33,6 +41,9 @@ ENV_MODEL_BASE_URL = "KINFER_E2E_MODEL_BASE_URL"  # where pods fetch models (kin
 ENV_STATE_DIR = "KINFER_E2E_STATE_DIR"  # the e2e local cluster's state dir
 ENV_KEEP = "KINFER_E2E_KEEP_CLUSTER"  # "1": leave the e2e local cluster up
 ENV_REAL_GPUS = "KINFER_E2E_REAL_GPUS"  # "1": the (non-local) cluster's GPU nodes are real
+# "1" (make test): on the local cluster, skip the tests marked kind_covered (make e2e-kind
+# runs them on real containers)
+ENV_SKIP_KIND_COVERED = "KINFER_E2E_SKIP_KIND_COVERED"
 
 
 class WaitTimeout(AssertionError):
@@ -163,7 +174,17 @@ class Operator:
             )
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup, as a crashed or evicted operator."""
+        """SIGKILL: no cleanup, as a crashed or evicted operator.
+
+        Installed in-cluster, its pod is force-deleted (no grace period); its
+        Deployment starts another at once.
+        """
+        if self.installed:
+            self.cluster.kubectl(
+                "delete", "pod", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR,
+                "--grace-period=0", "--force", "--wait=false",
+            )  # fmt: skip
+            return
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
@@ -185,6 +206,12 @@ class Operator:
         return self.installed or (self.process is not None and self.process.poll() is None)
 
     def log_tail(self, lines: int = 40) -> str:
+        if self.installed:
+            result = self.cluster.kubectl(
+                "logs", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, f"--tail={lines}",
+                check=False,
+            )  # fmt: skip
+            return result.stdout or result.stderr
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -193,11 +220,34 @@ class Operator:
 
 @dataclass
 class Models:
-    """Where pods fetch the test models, and the local copies to compute expected outputs."""
+    """Where pods fetch the test models, and the local copies to compute expected outputs.
+
+    Locally the store serves `local_root` itself; on kind, `publish()` copies files
+    written under `local_root` into the in-cluster model store (kinfer-e2e/model-store).
+    """
 
     base_url: str
     local_root: Path
     tiers: dict[str, str] = field(default_factory=dict)
+    cluster: Cluster | None = None  # set when the store runs in the cluster
+
+    def publish(self, *relative: str) -> None:
+        """Make these files (relative to `local_root`) fetchable at `uri(relative)`."""
+        if self.cluster is None or not relative:
+            return
+        store = self.cluster.items("pods", "-n", STORE_NAMESPACE, "-l", "app=model-store")
+        running = [p for p in store if condition(p, "Ready") == "True"]
+        assert running, f"no Ready model-store pod in {STORE_NAMESPACE}"
+        with tempfile.TemporaryDirectory() as staging:
+            for path in relative:
+                target = Path(staging) / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.local_root / path, target)
+            pod = running[0]["metadata"]["name"]
+            # Merged into what the store already serves.
+            self.cluster.kubectl(
+                "cp", f"{staging}/.", f"{STORE_NAMESPACE}/{pod}:/models/", timeout_s=300
+            )
 
     def uri(self, relative: str) -> str:
         return self.base_url.rstrip("/") + "/" + relative.lstrip("/")
@@ -210,16 +260,34 @@ def serves_on_gpu(cluster: Cluster, isvc: dict[str, Any]) -> str | None:
     """Why this cluster cannot serve `isvc` (None if it can).
 
     The local cluster runs every runtime as a local process whatever GPU a pod
-    asked for. On kind the GPUs are only advertised (scheduling works), and
-    Triton's GPU instance group needs a real one.
+    asked for. On kind the GPU nodes are simulated (KWOK): their pods are
+    scheduled and never run.
     """
     resources = isvc["spec"].get("resources") or {}
     wants_gpu = int(resources.get("gpus", 0) or 0) > 0 or bool(resources.get("migProfile"))
-    if cluster.is_local or not wants_gpu or isvc["spec"]["runtime"] != "triton":
+    if cluster.is_local or not wants_gpu or os.environ.get(ENV_REAL_GPUS) == "1":
         return None
-    if os.environ.get(ENV_REAL_GPUS) == "1":
-        return None
-    return f"Triton on a simulated GPU cannot serve on this cluster (set {ENV_REAL_GPUS}=1 with real GPUs)"
+    return (
+        "its pods ask for a GPU, and this cluster's GPU nodes are simulated: such pods are "
+        f"scheduled and never run (set {ENV_REAL_GPUS}=1 with real GPUs)"
+    )
+
+
+def runnable_here(cluster: Cluster, isvc: dict[str, Any]) -> dict[str, Any]:
+    """`isvc` as this cluster can run it, for tests whose subject is not its resources.
+
+    On kind without real GPUs: no GPU ask (the GPU nodes are simulated, their pods never
+    run), so the model server runs for real on the kind node (Triton on the CPU test
+    image); and at most KIND_POD_CPU per pod, so that a scale-out fits the node's two
+    cores beside the control plane. Elsewhere `isvc` is returned as it is.
+    """
+    if cluster.is_local or os.environ.get(ENV_REAL_GPUS) == "1":
+        return isvc
+    resources = dict(isvc["spec"].get("resources") or {})
+    for key in ("gpus", "gpuProduct", "migProfile"):
+        resources.pop(key, None)
+    resources["cpu"] = KIND_POD_CPU
+    return {**isvc, "spec": {**isvc["spec"], "resources": resources}}
 
 
 def load_sample(name: str, namespace: str, models: Models) -> dict[str, Any]:
@@ -231,8 +299,8 @@ def load_sample(name: str, namespace: str, models: Models) -> dict[str, Any]:
 
 
 def deploy_ready_sample(cluster: Cluster, sample: str, namespace: str, models: Models) -> str:
-    """Apply a sample and wait until it is Ready; returns its name."""
-    isvc = load_sample(sample, namespace, models)
+    """Apply a sample (as this cluster can run it) and wait until it is Ready; its name."""
+    isvc = runnable_here(cluster, load_sample(sample, namespace, models))
     name = isvc["metadata"]["name"]
     cluster.apply(isvc)
     cluster.wait_ready(namespace, name)
@@ -265,6 +333,68 @@ def pod_endpoint(cluster: Cluster, pod: dict[str, Any]) -> Iterator[tuple[str, s
         assert ip.startswith("127."), f"pod IP {ip} is not loopback"
     with Kubectl(cluster.kubectl_binary, cluster.kubeconfig).pod_endpoints(pod) as endpoints:
         yield endpoints
+
+
+class ReadyPodURLs:
+    """The HTTP base URLs of an InferenceService's Ready pods: a load generator's endpoints.
+
+    Locally a pod IP is a loopback address dialled directly. Elsewhere (kind) each Ready
+    pod gets its own `kubectl port-forward` on 127.0.0.1, opened when the pod turns Ready
+    and closed when it goes, so the load is spread over the pods just the same.
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
+        self.cluster, self.namespace, self.name = cluster, namespace, name
+        self._forwards: dict[str, tuple[contextlib.ExitStack, str]] = {}
+
+    def __call__(self) -> list[str]:
+        pods = {
+            p["metadata"]["name"]: p for p in self.cluster.ready_pods(self.namespace, self.name)
+        }
+        if self.cluster.is_local:
+            return [f"http://{p['status']['podIP']}:8000" for p in pods.values()]
+        for gone in set(self._forwards) - set(pods):
+            self._forwards.pop(gone)[0].close()
+        for pod_name, pod in pods.items():
+            if pod_name in self._forwards:
+                continue
+            stack = contextlib.ExitStack()
+            kubectl = Kubectl(self.cluster.kubectl_binary, self.cluster.kubeconfig)
+            try:
+                http, _ = stack.enter_context(kubectl.pod_endpoints(pod))
+            except KubectlError:  # the pod went meanwhile: the next call sees it gone
+                stack.close()
+                continue
+            self._forwards[pod_name] = (stack, f"http://{http}")
+        return [self._forwards[n][1] for n in pods if n in self._forwards]
+
+    def close(self) -> None:
+        for stack, _ in self._forwards.values():
+            stack.close()
+        self._forwards.clear()
+
+    def __enter__(self) -> ReadyPodURLs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def infer_body(batch: int = 1) -> dict[str, Any]:
+    """An Open Inference Protocol JSON request for the test MLP."""
+    from kinfer.runtime import testmodels
+
+    data = testmodels.sample_input(batch=batch)
+    return {
+        "inputs": [
+            {
+                "name": testmodels.INPUT_NAME,
+                "shape": list(data.shape),
+                "datatype": "FP32",
+                "data": data.flatten().tolist(),
+            }
+        ]
+    }
 
 
 def infer_both_protocols(http_url: str, grpc_url: str, model: str, batch: Any) -> tuple[Any, Any]:

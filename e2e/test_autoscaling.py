@@ -20,8 +20,16 @@ from typing import Any
 
 import pytest
 
-from e2e.harness import Cluster, Models, Operator, condition_of, wait_for
-from kinfer.runtime import testmodels
+from e2e.harness import (
+    Cluster,
+    Models,
+    Operator,
+    ReadyPodURLs,
+    condition_of,
+    infer_body,
+    runnable_here,
+    wait_for,
+)
 from kinfer.runtime.loadgen import LoadGenerator
 
 TARGET_QPS_PER_REPLICA = 15
@@ -57,27 +65,6 @@ def autoscaled(namespace: str, models: Models, name: str = "scaled") -> dict[str
     }
 
 
-def infer_body(batch: int = 1) -> dict[str, Any]:
-    data = testmodels.sample_input(batch=batch)
-    return {
-        "inputs": [
-            {
-                "name": testmodels.INPUT_NAME,
-                "shape": list(data.shape),
-                "datatype": "FP32",
-                "data": data.flatten().tolist(),
-            }
-        ]
-    }
-
-
-def endpoints(cluster: Cluster, namespace: str, name: str):
-    def ready_urls() -> list[str]:
-        return [f"http://{p['status']['podIP']}:8000" for p in cluster.ready_pods(namespace, name)]
-
-    return ready_urls
-
-
 def spec_replicas(cluster: Cluster, namespace: str, name: str) -> int:
     return int(cluster.get("kisvc", name, "-n", namespace)["spec"]["replicas"])
 
@@ -108,6 +95,7 @@ def prometheus_paused(cluster: Cluster) -> Iterator[None]:
         os.kill(record.pid, signal.SIGCONT)
 
 
+@pytest.mark.kind_covered
 def test_load_step_scales_out_then_in(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -117,19 +105,20 @@ def test_load_step_scales_out_then_in(
     isvc = autoscaled(namespace, models, name)
     # Longer than the scale-in wait below: only the quick window can release the pods in time.
     isvc["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 900
-    cluster.apply(isvc)
+    cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name)
     assert spec_replicas(cluster, namespace, name) == 1
 
+    urls = ReadyPodURLs(cluster, namespace, name)
     load = LoadGenerator(
-        endpoints(cluster, namespace, name),
+        urls,
         "mlp",
         infer_body(),
         rate_qps=LOAD_QPS,
         max_duration_s=600,
         max_requests=LOAD_QPS * 600,
     )
-    with load:
+    with urls, load:
         # Scale-out: metrics pipeline (2 s scrapes, 20 s window) + a 5 s period + pod start.
         wait_for(
             "scale-out to 4 replicas under load",
@@ -171,6 +160,7 @@ def decision_reason(cluster: Cluster, namespace: str, name: str) -> str:
     return status.get("autoscaling", {}).get("reason") or ""
 
 
+@pytest.mark.kind_covered
 def test_a_ramp_is_scaled_for_ahead_of_the_load(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -181,13 +171,14 @@ def test_a_ramp_is_scaled_for_ahead_of_the_load(
     name = "ramp"
     service = autoscaled(namespace, models, name)
     service["spec"]["scaling"]["maxReplicas"] = 8
-    cluster.apply(service)
+    cluster.apply(runnable_here(cluster, service))
     cluster.wait_ready(namespace, name)
     projected = ""
+    urls = ReadyPodURLs(cluster, namespace, name)
     for step in range(1, RAMP_STEPS + 1):
         rate = RAMP_QPS_PER_STEP * step
         load = LoadGenerator(
-            endpoints(cluster, namespace, name),
+            urls,
             "mlp",
             infer_body(),
             rate_qps=rate,
@@ -202,6 +193,7 @@ def test_a_ramp_is_scaled_for_ahead_of_the_load(
                 time.sleep(2)
         if projected:
             break
+    urls.close()
     assert projected, f"no projection in {RAMP_STEPS} steps of the ramp"
     # "QPS 14 rising 0.5/s, 38 in 45 s > 1 x 15 target": more than measured, ahead.
     measured, ahead = (
@@ -220,7 +212,7 @@ def test_prometheus_loss_holds_replicas_with_a_condition(
     if not cluster.is_local:
         pytest.skip("stops the local cluster's Prometheus")
     name = "held"
-    cluster.apply(autoscaled(namespace, models, name))
+    cluster.apply(runnable_here(cluster, autoscaled(namespace, models, name)))
     cluster.wait_ready(namespace, name)
     wait_for(
         "metrics from the idle pod",

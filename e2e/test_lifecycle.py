@@ -22,6 +22,7 @@ from e2e.harness import (
     infer_both_protocols,
     load_sample,
     pod_endpoint,
+    runnable_here,
     wait_for,
 )
 from kinfer.runtime import testmodels
@@ -37,6 +38,7 @@ def _status(cluster: Cluster, namespace: str, name: str) -> dict:
     return cluster.get("kisvc", name, "-n", namespace).get("status") or {}
 
 
+@pytest.mark.kind_covered
 def test_kubectl_scale_is_honoured(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -134,10 +136,11 @@ def test_a_spec_the_api_server_refuses_is_reported_and_its_fix_applies(
     assert {"name": "WHERE", "value": "here"} in container["env"]
 
 
+@pytest.mark.kind_covered
 def test_a_model_that_cannot_be_fetched_is_said_on_the_inferenceservice(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    isvc = runnable_here(cluster, load_sample("onnxruntime-cpu.yaml", namespace, models))
     name = isvc["metadata"]["name"]
     good_uri = isvc["spec"]["model"]["storageUri"]
     isvc["spec"]["model"]["storageUri"] = models.base_url.rstrip("/") + "/missing/model.onnx"
@@ -150,6 +153,8 @@ def test_a_model_that_cannot_be_fetched_is_said_on_the_inferenceservice(
     ready = wait_for("Ready=False ModelFetchFailed", fetch_failed, 180)
     assert ready["status"] == "False"
     assert "init container fetch-model exited" in ready["message"], ready["message"]
+    # rclone's own last words (a real kubelet passes them on under FallbackToLogsOnError).
+    assert "not found" in ready["message"], ready["message"]
     # What the user sees on the pod too, as a kubelet would report it.
     [pod] = cluster.pods(namespace, name)
     [init] = pod["status"]["initContainerStatuses"]
@@ -166,6 +171,7 @@ def test_a_model_that_cannot_be_fetched_is_said_on_the_inferenceservice(
     cluster.wait_ready(namespace, name)
 
 
+@pytest.mark.kind_covered
 def test_delete_removes_every_child_through_the_garbage_collector(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -280,7 +286,7 @@ def test_prometheus_scrapes_pods_with_namespace_and_inferenceservice_labels(
 ) -> None:
     if not cluster.prometheus_url:
         pytest.skip("no Prometheus URL for this cluster (KINFER_PROMETHEUS_URL)")
-    isvc = load_sample(sample, namespace, models)
+    isvc = runnable_here(cluster, load_sample(sample, namespace, models))
     name = isvc["metadata"]["name"]
     runtime = isvc["spec"]["runtime"]
     cluster.apply(isvc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from e2e.harness import (
     ISVC_LABEL,
     Cluster,
@@ -11,6 +13,7 @@ from e2e.harness import (
     Operator,
     deploy_ready_sample,
     load_sample,
+    runnable_here,
     wait_for,
 )
 
@@ -24,14 +27,12 @@ def _labelled(cluster: Cluster, namespace: str, name: str, kinds: str) -> list[d
     return cluster.items(kinds, "-n", namespace, "-l", f"{ISVC_LABEL}={name}")
 
 
+@pytest.mark.kind_covered
 def test_operator_killed_mid_reconcile_converges_without_duplicates_or_orphans(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
-    if operator.installed:
-        import pytest
-
-        pytest.skip("the operator runs in-cluster; this test kills a local operator process")
-    isvc = load_sample("tiers-gpu.yaml", namespace, models)
+    # Installed in-cluster, "kill" force-deletes the operator's pod.
+    isvc = runnable_here(cluster, load_sample("tiers-gpu.yaml", namespace, models))
     name = isvc["metadata"]["name"]
     operator.kill()
     try:
@@ -86,6 +87,7 @@ def _versions(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, st
     return {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"] for o in objects}
 
 
+@pytest.mark.kind_covered
 def test_no_api_writes_while_nothing_changes(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:

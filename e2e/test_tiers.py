@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from e2e.harness import Cluster, Models, Operator, condition_of, wait_for
+from e2e.harness import (
+    Cluster,
+    Models,
+    Operator,
+    ReadyPodURLs,
+    condition_of,
+    infer_body,
+    pod_endpoint,
+    runnable_here,
+    wait_for,
+)
 from kinfer.runtime import testmodels
 from kinfer.runtime.loadgen import LoadGenerator
 from kinfer.runtime.switch import active_version
@@ -38,6 +48,7 @@ def heavy_models(models: Models) -> dict[str, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         path.replace(target)
         relative[tier] = f"heavy/{tier}/model.onnx"
+    models.publish(*relative.values())
     return relative
 
 
@@ -101,12 +112,10 @@ def request_payload() -> tuple[bytes, dict[str, str]]:
     return body, headers
 
 
-def load_on(cluster: Cluster, namespace: str, name: str, rate_qps: float) -> LoadGenerator:
+def load_on(urls: ReadyPodURLs, rate_qps: float) -> LoadGenerator:
     body, headers = request_payload()
     return LoadGenerator(
-        lambda: [
-            f"http://{p['status']['podIP']}:8000" for p in cluster.ready_pods(namespace, name)
-        ],
+        urls,
         "mlp",
         body,
         headers=headers,
@@ -118,10 +127,11 @@ def load_on(cluster: Cluster, namespace: str, name: str, rate_qps: float) -> Loa
 
 
 def pod_versions(cluster: Cluster, namespace: str, name: str) -> dict[str, int | None]:
-    return {
-        pod["metadata"]["name"]: active_version(f"{pod['status']['podIP']}:8001", "mlp")
-        for pod in cluster.ready_pods(namespace, name)
-    }
+    versions = {}
+    for pod in cluster.ready_pods(namespace, name):
+        with pod_endpoint(cluster, pod) as (_, grpc_url):
+            versions[pod["metadata"]["name"]] = active_version(grpc_url, "mlp")
+    return versions
 
 
 def tier_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -139,9 +149,14 @@ def active_tier(cluster: Cluster, namespace: str, name: str) -> str | None:
     return cluster.get("kisvc", name, "-n", namespace).get("status", {}).get("activeTier")
 
 
-def require_local(cluster: Cluster) -> None:
+def require_cold_start_and_prometheus(cluster: Cluster) -> None:
     if not cluster.is_local or not cluster.prometheus_url:
-        pytest.skip("needs the local cluster's pod IPs, cold-start emulation and Prometheus")
+        pytest.skip("needs the local cluster's simulated cold start (a pod Running, not Ready)")
+
+
+def require_prometheus(cluster: Cluster) -> None:
+    if not cluster.prometheus_url:
+        pytest.skip("no Prometheus for this cluster (set KINFER_PROMETHEUS_URL)")
 
 
 def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
@@ -151,7 +166,7 @@ def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
     heavy_models: dict[str, str],
     namespace: str,
 ) -> None:
-    require_local(cluster)
+    require_cold_start_and_prometheus(cluster)
     fp32_ms = service_time_ms(models.local(heavy_models["fp32"]))
     int8_ms = service_time_ms(models.local(heavy_models["int8"]))
     assert int8_ms < fp32_ms, "int8 must be faster than fp32 on this CPU for this scenario"
@@ -170,11 +185,11 @@ def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
         "metricsWindowSeconds": 15,
         "scaleDownStabilizationSeconds": 600,
     }
-    cluster.apply(isvc)
+    cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name, timeout_s=COLD_START_S + 240)
     wait_for("the first tier active", lambda: active_tier(cluster, namespace, name) == "fp32", 60)
 
-    with load_on(cluster, namespace, name, rate) as load:
+    with ReadyPodURLs(cluster, namespace, name) as urls, load_on(urls, rate) as load:
         wait_for(
             "a step down from fp32 under the spike",
             lambda: active_tier(cluster, namespace, name) in ("fp16", "int8"),
@@ -208,6 +223,7 @@ def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
     )
 
 
+@pytest.mark.kind_covered
 def test_pinned_tier_never_moves_under_a_spike(
     cluster: Cluster,
     operator: Operator,
@@ -215,7 +231,7 @@ def test_pinned_tier_never_moves_under_a_spike(
     heavy_models: dict[str, str],
     namespace: str,
 ) -> None:
-    require_local(cluster)
+    require_prometheus(cluster)
     fp32_ms = service_time_ms(models.local(heavy_models["fp32"]))
     name = "pinned"
     isvc = tiered(namespace, models, heavy_models, name, pinned="fp32")
@@ -226,9 +242,10 @@ def test_pinned_tier_never_moves_under_a_spike(
         "periodSeconds": 5,
         "metricsWindowSeconds": 15,
     }
-    cluster.apply(isvc)
+    cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name)
-    with load_on(cluster, namespace, name, 1.3 * 1000.0 / fp32_ms):
+    rate = 1.3 * 1000.0 / fp32_ms
+    with ReadyPodURLs(cluster, namespace, name) as urls, load_on(urls, rate):
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             assert active_tier(cluster, namespace, name) == "fp32"
@@ -239,6 +256,7 @@ def test_pinned_tier_never_moves_under_a_spike(
     assert tier_events(cluster, namespace, name) == []
 
 
+@pytest.mark.kind_covered
 def test_new_pod_comes_up_on_the_active_tier(
     cluster: Cluster,
     operator: Operator,
@@ -246,12 +264,11 @@ def test_new_pod_comes_up_on_the_active_tier(
     heavy_models: dict[str, str],
     namespace: str,
 ) -> None:
-    require_local(cluster)
     name = "restarts"
     isvc = tiered(namespace, models, heavy_models, name, pinned="int8")
     isvc["metadata"]["annotations"] = {}
     isvc["spec"]["replicas"] = 2
-    cluster.apply(isvc)
+    cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name)
 
     def converged() -> bool:
@@ -274,3 +291,54 @@ def test_new_pod_comes_up_on_the_active_tier(
         timeout_s=180,
         interval_s=1,
     )
+
+
+@pytest.mark.kind_covered
+def test_pinning_another_tier_under_load_switches_every_pod_with_zero_failed_requests(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    # The small test MLP: the subject is the switch itself, not capacity.
+    name = "repinned"
+    isvc = {
+        "apiVersion": "kinfer.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runtime": "onnxruntime",
+            "model": {"name": "mlp"},
+            "precision": {
+                "tiers": [{"name": t, "storageUri": models.uri(models.tiers[t])} for t in TIERS],
+                "pinned": "fp32",
+            },
+            "resources": {"cpu": "500m", "memory": "512Mi"},
+            "replicas": 2,
+        },
+    }
+    cluster.apply(runnable_here(cluster, isvc))
+    cluster.wait_ready(namespace, name)
+
+    def on_version(version: int) -> bool:
+        versions = pod_versions(cluster, namespace, name)
+        return len(versions) == 2 and set(versions.values()) == {version}
+
+    wait_for("both pods on fp32 (version 1)", lambda: on_version(1), timeout_s=120, interval_s=1)
+    with ReadyPodURLs(cluster, namespace, name) as urls:
+        load = LoadGenerator(
+            urls, "mlp", infer_body(), rate_qps=10, max_duration_s=300, max_requests=3000
+        )
+        with load:
+            wait_for("load on both pods", lambda: load.result.ok >= 20, timeout_s=60)
+            cluster.kubectl(
+                "patch", f"kisvc/{name}", "-n", namespace, "--type=merge",
+                "-p", '{"spec": {"precision": {"pinned": "int8"}}}',
+            )  # fmt: skip
+            wait_for(
+                "every pod on int8 (version 3)", lambda: on_version(3), timeout_s=120, interval_s=1
+            )
+            served = load.result.ok
+            wait_for("load after the switch", lambda: load.result.ok >= served + 20, timeout_s=60)
+    result = load.result
+    assert result.failed == 0, f"{result.failed} failed requests, e.g. {result.errors[:3]}"
+    obj = cluster.get("kisvc", name, "-n", namespace)
+    assert obj["status"].get("activeTier") == "int8"
+    assert (condition_of(obj, "TierConverged") or {}).get("status") == "True", obj["status"]
