@@ -24,7 +24,6 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
     parsed = {
         "spec.model.format": spec.model.format,
         "spec.precision.dwellSeconds": spec.precision.dwell_s,
-        "spec.precision.scaleDownStabilizationSeconds": spec.precision.scale_down_stabilization_s,
         "spec.precision.absorbBursts": spec.precision.absorb_bursts,
         "spec.resources.gpus": spec.resources.gpus,
         "spec.resources.cpu": spec.resources.cpu,
@@ -35,10 +34,6 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
         "spec.scaling.tolerance": spec.scaling.tolerance,
         "spec.scaling.scaleUpStabilizationSeconds": spec.scaling.scale_up_stabilization_s,
         "spec.scaling.scaleDownStabilizationSeconds": spec.scaling.scale_down_stabilization_s,
-        "spec.scaling.quickScaleDownStabilizationSeconds": (
-            spec.scaling.quick_scale_down_stabilization_s
-        ),
-        "spec.scaling.recurrenceSeconds": spec.scaling.recurrence_s,
         "spec.scaling.scaleUpMaxStep": spec.scaling.scale_up_max_step,
         "spec.scaling.scaleDownMaxStepPercent": spec.scaling.scale_down_max_step_percent,
         "spec.scaling.periodSeconds": spec.scaling.period_s,

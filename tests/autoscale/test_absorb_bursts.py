@@ -4,25 +4,27 @@ the Ready pods; off by default, and off it changes nothing."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
 
+from kinfer.api.model import PrecisionSpec
+from kinfer.autoscale.capacity_model import TierProfile
 from kinfer.autoscale.observation import Observation
-from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
-from kinfer.tiers.policy import TierConfig, TierProfile
+from kinfer.autoscale.policy import PolicyState, Replicas, decide
+from kinfer.autoscale.reasons import Reason
+from tests.policy_configs import policy, tune
 
 NAMES = ("fp32", "fp16", "int8")
-OFF = PolicyConfig(
+OFF = policy(
     min_replicas=1,
     max_replicas=40,
     target_qps_per_replica=65,
     target_latency_p95_ms=100,
-    tiers=TierConfig(names=NAMES),
+    tiers=NAMES,
     # HPA's 4 pods, so a scale-up from 7 is +100 % (14) whatever the default.
     scale_up_max_step=4,
 )
-ON = replace(OFF, tiers=TierConfig(names=NAMES, absorb_bursts=True))
+ON = tune(OFF, absorb_bursts=True)
 MEASURED = {
     "fp32": TierProfile(capacity_qps_per_replica=70),
     "int8": TierProfile(capacity_qps_per_replica=220),
@@ -44,7 +46,7 @@ def on_int8(switched_s: float = 980.0, profiles: dict | None = None) -> PolicySt
 
 
 def test_off_by_default():
-    assert TierConfig().absorb_bursts is False
+    assert PrecisionSpec().absorb_bursts is False
 
 
 def test_holds_a_scale_up_the_serving_lower_tier_covers_with_headroom():
@@ -54,21 +56,21 @@ def test_holds_a_scale_up_the_serving_lower_tier_covers_with_headroom():
     assert decision.desired_replicas == 7
     assert not decision.scaled
     assert decision.tier_index == 2
-    assert decision.reason == (
-        "held at 7: int8 holds 1386 QPS on 7 Ready pods (220/replica, 10% headroom) >= 14"
-        " x 70/replica asked at fp32 (QPS 900 > 7 x 65 target)"
-    )
+    assert decision.reason is Reason.BURST_ABSORBED
+    (step,) = decision.steps(Reason.BURST_ABSORBED)
+    assert step.figures == {"holds": pytest.approx(1386), "asked": 14, "ready": 7}
     # The same with the option off scales up as before (step limit: +7 from 7).
     decision, _ = decide(OFF, observe(900, 60, 7), Replicas(7, 7), on_int8(), 1000.0)
     assert decision.desired_replicas == 14
-    assert decision.reason.startswith("scaled 7 -> 14: QPS 900 > 7 x 65 target")
+    assert decision.reason is Reason.QPS_TARGET
+    assert decision.steps(Reason.QPS_TARGET)[0].figures["replicas"] == 14
 
 
 def test_scales_up_when_the_tier_does_not_cover_the_ask_plus_headroom():
     # 1300 QPS asks 20 pods: 20 x 70 = 1400 > 1386.
     decision, _ = decide(ON, observe(1300, 60, 7), Replicas(7, 7), on_int8(), 1000.0)
     assert decision.desired_replicas == 14
-    assert decision.reason.startswith("scaled 7 -> 14:")
+    assert not decision.steps(Reason.BURST_ABSORBED)
     # Without the headroom it would have held: 7 x 220 = 1540 >= 1400.
     assert 7 * 220 >= 20 * 70
 
@@ -107,8 +109,10 @@ def test_holds_when_the_walk_steps_down_this_period_and_asks_no_floor():
     decision, state = decide(ON, observe(500, 2400, 5), Replicas(5, 5), at_fp32, 1000.0)
     assert decision.desired_replicas == 5
     assert decision.tier_changed and decision.tier_index == 2
-    assert decision.reason.startswith("held at 5: int8 holds 990 QPS on 5 Ready pods")
-    assert decision.reason.endswith("(p95 2400 ms > 100 ms target on 5 pods)")
+    assert decision.reason is Reason.BURST_ABSORBED
+    (step,) = decision.steps(Reason.BURST_ABSORBED)
+    assert step.figures == {"holds": pytest.approx(990), "asked": 10, "ready": 5}
+    assert decision.steps(Reason.OVERLOAD_FLOOR)[0].figures["replicas"] == 10
     assert state.urgent_floor is None
     # Off: the 2x ask goes out and is kept as a floor while those pods start.
     decision, state = decide(OFF, observe(500, 2400, 5), Replicas(5, 5), at_fp32, 1000.0)
@@ -117,13 +121,13 @@ def test_holds_when_the_walk_steps_down_this_period_and_asks_no_floor():
 
 
 def test_a_pinned_lower_tier_absorbs_nothing():
-    pinned = replace(ON, tiers=TierConfig(names=NAMES, pinned="int8", absorb_bursts=True))
+    pinned = tune(ON, pinned="int8")
     decision, _ = decide(pinned, observe(900, 60, 7), Replicas(7, 7), on_int8(), 1000.0)
     assert decision.desired_replicas == 14
 
 
 def test_min_replicas_still_applies_while_holding():
-    config = replace(ON, min_replicas=9)
+    config = tune(ON, min_replicas=9)
     decision, _ = decide(config, observe(900, 60, 7), Replicas(7, 7), on_int8(), 1000.0)
     assert decision.desired_replicas == 9
 
@@ -153,14 +157,10 @@ def test_on_only_ever_holds_where_off_scales_up(seed):
         replicas = Replicas(current, ready, rng.choice([None, 0, 3]))
         off, _ = decide(OFF, observation, replicas, state, 1000.0)
         on, _ = decide(ON, observation, replicas, state, 1000.0)
-        assert (on.tier_index, on.tier_changed, on.tier_reason) == (
-            off.tier_index,
-            off.tier_changed,
-            off.tier_reason,
-        )
+        assert (on.tier_index, on.tier) == (off.tier_index, off.tier)
         if on.desired_replicas == off.desired_replicas:
             assert on == off
         else:
             assert off.desired_replicas > current
-            assert on.desired_replicas == max(current, OFF.min_replicas)
-            assert on.reason.startswith(f"held at {on.desired_replicas}: ")
+            assert on.desired_replicas == max(current, OFF.scaling.min_replicas)
+            assert on.reason is Reason.BURST_ABSORBED

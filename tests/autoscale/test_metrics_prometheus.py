@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import Metric
 
 from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings
-from kinfer.autoscale.policy import SAME_SCRAPE_S, PolicyConfig, PolicyState, Replicas, decide
+from kinfer.autoscale.policy import PolicyState, Replicas, decide
+from kinfer.autoscale.signal import SAME_SCRAPE_S
+from tests.policy_configs import policy
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 pytestmark = [
@@ -264,7 +266,7 @@ def test_the_trend_history_holds_a_point_per_scrape_not_per_read(prometheus):
         lambda o: o.ok and o.pods_reporting == 2,
         "both pods",
     )
-    config = PolicyConfig(min_replicas=1, max_replicas=20, target_qps_per_replica=50)
+    config = policy(min_replicas=1, max_replicas=20, target_qps_per_replica=50)
     state, reads = PolicyState(), 20
     started = time.time()
     for _ in range(reads):

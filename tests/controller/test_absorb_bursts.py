@@ -1,5 +1,5 @@
-"""spec.precision.absorbBursts reaches the policy through the control loop (the path
-scaleDownStabilizationSeconds takes), and its hold is the status line and condition."""
+"""spec.precision.absorbBursts reaches the policy through the control loop (the path every
+spec field takes), and its hold is the status record, the condition and no Event."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from kinfer.api import constants as c
 from kinfer.api.model import parse
+from kinfer.autoscale.capacity_model import TierProfile
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import PolicyState
 from kinfer.controller.control_loop import LoopMemory, scaling_period
-from kinfer.tiers.policy import TierProfile
 from tests.conftest import load_sample
 
 NOW_S = 10_000.0
@@ -64,14 +64,20 @@ def test_absorb_bursts_holds_the_scale_up_and_says_why():
     result, tier = _period(True)
     assert result.replicas is None
     assert tier == 2
-    reason = result.status_patch["autoscaling"]["reason"]
-    assert reason.startswith("held at 7: int8 holds 1386 QPS on 7 Ready pods")
+    record = result.status_patch["autoscaling"]
+    assert record["reason"] == "BurstAbsorbed"
+    absorbed = next(step for step in record["trail"] if step["reason"] == "BurstAbsorbed")
+    assert absorbed == {
+        "stage": "tier",
+        "reason": "BurstAbsorbed",
+        "figures": {"holds": 1386.0, "asked": 14, "ready": 7},
+    }
     active = next(
         cond
         for cond in result.status_patch["conditions"]
         if cond["type"] == c.CONDITION_AUTOSCALING
     )
-    assert (active["reason"], active["message"]) == ("Holding", reason)
+    assert (active["reason"], active["message"]) == ("BurstAbsorbed", record["message"])
     assert not result.events
 
 
@@ -79,4 +85,6 @@ def test_absorb_bursts_holds_the_scale_up_and_says_why():
 def test_without_absorb_bursts_the_same_period_scales_up(absorb):
     result, _ = _period(absorb)
     assert result.replicas == 14
-    assert result.events[0].message.startswith("scaled 7 -> 14: QPS 900 > 7 x 65 target")
+    (event,) = result.events
+    assert (event.reason, event.action) == ("QPSTarget", "Scale")
+    assert event.message.startswith("scaled 7 -> 14: QPS 900 > 7 x 65 target")

@@ -9,18 +9,29 @@ import random
 
 import pytest
 
-from kinfer.autoscale.observation import Observation, VersionObservation
-from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
-from kinfer.tiers.policy import (
-    TierConfig,
+from kinfer.api.model import PrecisionSpec, TierSpec
+from kinfer.autoscale.capacity_model import (
+    CapacityModel,
     TierProfile,
     capacity_at_target,
-    decide_tier,
-    faster_tier,
     update_profile,
 )
+from kinfer.autoscale.observation import Observation, VersionObservation
+from kinfer.autoscale.policy import PolicyState, Replicas, decide
+from kinfer.autoscale.reasons import Reason
+from kinfer.tiers.policy import TierInput, decide_tier, floor_index
+from tests.policy_configs import policy
 
-TIERS = TierConfig(names=("fp32", "fp16", "int8"), dwell_s=30)
+NAMES = ("fp32", "fp16", "int8")
+
+
+def tiers(*names: str, **settings) -> PrecisionSpec:
+    """spec.precision with these tiers (default fp32, fp16, int8) and settings."""
+    specs = tuple(TierSpec(name, f"s3://models/{name}") for name in names or NAMES)
+    return PrecisionSpec(tiers=specs, **settings)
+
+
+TIERS = tiers(dwell_s=30)
 MEASURED = {
     "fp32": TierProfile(capacity_qps_per_replica=70),
     "fp16": TierProfile(capacity_qps_per_replica=150),
@@ -28,29 +39,34 @@ MEASURED = {
 }
 
 
-def tier(config: TierConfig = TIERS, **kw) -> object:
+def model(precision: PrecisionSpec = TIERS, profiles=MEASURED, hint=60.0) -> CapacityModel:
+    """The capacity model as the policy builds it: hint is the QPS target (first tier, unmeasured)."""
+    names = tuple(precision.tier_names())
+    return CapacityModel(names, profiles, 100.0, hint, tolerance=0.1, hysteresis=0.1)
+
+
+def tier(config: PrecisionSpec = TIERS, profiles=MEASURED, **kw) -> object:
     args = dict(
         active_index=0,
-        profiles=MEASURED,
         latency_p95_ms=300.0,
         qps=600.0,
         target_latency_p95_ms=100.0,
         tolerance=0.1,
         ready_replicas=5,
         capacity_pending=True,
-        top_tier_capacity_hint=60.0,
         last_switch_s=None,
         now_s=1000.0,
     )
     args.update(kw)
-    return decide_tier(config, **args)
+    return decide_tier(config, model(config, profiles), TierInput(**args))
 
 
 def test_steps_down_when_over_slo_and_capacity_is_pending():
     decision = tier()
     assert decision.changed
     assert decision.index == 1
-    assert decision.reason == (
+    assert decision.reason is Reason.TIER_DEGRADED
+    assert decision.message == (
         "tier fp32 -> fp16: p95 300 ms > 100 ms target and new capacity is not Ready"
     )
 
@@ -65,7 +81,7 @@ def test_holds_when_capacity_is_ready():
     decision = tier(capacity_pending=False)
     assert not decision.changed
     assert decision.index == 0
-    assert "capacity is Ready" in decision.reason
+    assert decision.reason is Reason.TIER_HELD
 
 
 def test_holds_within_tolerance_of_the_slo():
@@ -80,10 +96,10 @@ def test_skips_a_tier_that_measures_no_faster():
 
 
 def test_no_faster_tier_holds():
-    profiles = {name: TierProfile(capacity_qps_per_replica=70) for name in TIERS.names}
+    profiles = {name: TierProfile(capacity_qps_per_replica=70) for name in NAMES}
     decision = tier(profiles=profiles)
     assert not decision.changed
-    assert "no faster tier" in decision.reason
+    assert decision.reason is Reason.TIER_HELD
 
 
 def test_an_unmeasured_tier_is_tried_one_step():
@@ -95,7 +111,8 @@ def test_saturated_pods_step_straight_to_the_fastest_unmeasured_tier():
     # p95 600 ms = 6x target: the pods queue, the QPS they report is their capacity.
     decision = tier(profiles={}, latency_p95_ms=600.0)
     assert decision.index == 2
-    assert decision.reason == "tier fp32 -> int8: p95 600 ms > 100 ms target and saturated"
+    assert decision.reason is Reason.TIER_DEGRADED
+    assert decision.message == "tier fp32 -> int8: p95 600 ms > 100 ms target and saturated"
 
 
 def test_saturated_pods_do_not_stop_at_a_measured_tier_that_holds_the_reported_qps():
@@ -111,10 +128,10 @@ def test_saturated_step_still_skips_a_tier_that_measures_no_faster():
 
 
 def test_saturated_step_respects_the_accuracy_floor():
-    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    floored = tiers(min_tier="fp16")
     decision = tier(floored, profiles={}, latency_p95_ms=600.0)
     assert decision.index == 1
-    assert decision.reason.endswith("new capacity is not Ready")
+    assert decision.reason is Reason.TIER_DEGRADED
 
 
 def test_saturated_step_needs_pending_capacity_too():
@@ -122,7 +139,7 @@ def test_saturated_step_needs_pending_capacity_too():
 
 
 def test_accuracy_floor_bounds_the_step_down():
-    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    floored = tiers(min_tier="fp16")
     assert tier(floored, qps=1000.0).index == 1
     at_floor = tier(floored, active_index=1, qps=1000.0)
     assert not at_floor.changed
@@ -130,24 +147,24 @@ def test_accuracy_floor_bounds_the_step_down():
 
 
 def test_active_tier_below_the_floor_is_brought_back():
-    floored = TierConfig(names=TIERS.names, min_tier="fp16")
+    floored = tiers(min_tier="fp16")
     decision = tier(floored, active_index=2, latency_p95_ms=50.0, qps=100.0)
     assert decision.index == 1
     assert decision.changed
-    assert "accuracy floor fp16" in decision.reason
+    assert decision.reason is Reason.TIER_FLOOR
 
 
 def test_pinned_never_moves():
-    pinned = TierConfig(names=TIERS.names, pinned="fp16")
+    pinned = tiers(pinned="fp16")
     for p95 in (20.0, 300.0, 5000.0):
         decision = tier(pinned, active_index=1, latency_p95_ms=p95)
         assert decision.index == 1
         assert not decision.changed
-        assert decision.reason == "tier pinned to fp16"
+        assert decision.reason is Reason.TIER_PINNED
 
 
 def test_pinned_moves_the_active_tier_to_the_pin():
-    pinned = TierConfig(names=TIERS.names, pinned="int8")
+    pinned = tiers(pinned="int8")
     decision = tier(pinned, active_index=0)
     assert decision.index == 2
     assert decision.changed
@@ -157,7 +174,8 @@ def test_steps_up_when_the_higher_tier_holds_on_ready_capacity():
     # 10 Ready x 70 x (1 - 0.1) = 630 >= 600 at fp32.
     decision = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=10, capacity_pending=False)
     assert decision.index == 0
-    assert decision.reason == "tier int8 -> fp32: QPS 600 fits 10 Ready x 70/replica at fp32"
+    assert decision.reason is Reason.TIER_RESTORED
+    assert decision.message == "tier int8 -> fp32: QPS 600 fits 10 Ready x 70/replica at fp32"
 
 
 def test_steps_up_only_as_far_as_holds():
@@ -188,7 +206,8 @@ def test_top_tier_without_profile_uses_the_qps_target_hint():
 def test_dwell_holds_a_step_up_after_a_switch():
     decision = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=20, last_switch_s=980.0)
     assert not decision.changed
-    assert "dwelling (20/30 s)" in decision.reason
+    assert decision.reason is Reason.TIER_HELD
+    assert decision.message == "tier int8: dwelling (20/30 s)"
     later = tier(active_index=2, latency_p95_ms=40.0, ready_replicas=20, last_switch_s=960.0)
     assert later.changed
 
@@ -204,8 +223,8 @@ def test_consecutive_step_downs_do_not_wait_for_the_dwell():
 
 
 def test_single_tier_or_no_tiers_are_inert():
-    assert tier(TierConfig(names=("fp32",))).index == 0
-    assert not tier(TierConfig()).changed
+    assert tier(tiers("fp32")).index == 0
+    assert not tier(PrecisionSpec()).changed
 
 
 def test_no_latency_data_holds():
@@ -239,12 +258,12 @@ def test_profile_round_trips_json():
 
 # The tier decision inside the scaling decision.
 
-CONFIG = PolicyConfig(
+CONFIG = policy(
     max_replicas=6,
     target_qps_per_replica=50,
     target_latency_p95_ms=100,
     expected_pod_start_s=60,
-    tiers=TierConfig(names=("fp32", "fp16", "int8")),
+    tiers=NAMES,
 )
 
 
@@ -275,8 +294,8 @@ def test_scaling_decision_steps_down_at_max_replicas_even_when_qps_says_enough()
 
 
 def test_scaling_decision_steps_down_without_free_gpus():
-    config = PolicyConfig(
-        max_replicas=20, target_qps_per_replica=50, target_latency_p95_ms=100, tiers=CONFIG.tiers
+    config = policy(
+        max_replicas=20, target_qps_per_replica=50, target_latency_p95_ms=100, tiers=NAMES
     )
     observation = Observation(qps=290, latency_p95_ms=400, pods_reporting=6, newest_sample_age_s=3)
     state = PolicyState(ready_seen=6, ready_changed_s=95.0)
@@ -294,12 +313,12 @@ def test_scaling_decision_steps_down_while_new_pods_start():
 
 
 def test_no_step_down_when_pods_start_faster_than_a_period():
-    config = PolicyConfig(
+    config = policy(
         max_replicas=10,
         target_qps_per_replica=50,
         target_latency_p95_ms=100,
         expected_pod_start_s=5,
-        tiers=CONFIG.tiers,
+        tiers=NAMES,
     )
     observation = Observation(qps=300, latency_p95_ms=400, pods_reporting=3, newest_sample_age_s=3)
     decision, _ = decide(config, observation, Replicas(3, 3), PolicyState(), 100.0)
@@ -307,12 +326,12 @@ def test_no_step_down_when_pods_start_faster_than_a_period():
     assert not decision.tier_changed
 
 
-STEP_UP_CONFIG = PolicyConfig(
+STEP_UP_CONFIG = policy(
     max_replicas=40,
     target_qps_per_replica=65,
     target_latency_p95_ms=100,
     expected_pod_start_s=60,
-    tiers=TierConfig(names=("fp32", "fp16", "int8")),
+    tiers=NAMES,
 )
 
 
@@ -342,9 +361,9 @@ def test_on_a_lower_tier_replicas_are_sized_for_the_step_up_headroom():
     # only with the step-up headroom at 15 (945): sized at 14 the service would stay on int8.
     decision, _ = _on_int8(900, 14)
     assert decision.desired_replicas == 15
-    assert decision.reason == (
-        "scaled 14 -> 15: QPS 900 at int8: 15 x 70/replica hold it at fp32 with 10% headroom"
-    )
+    assert decision.reason is Reason.STEP_UP_HEADROOM
+    (step,) = decision.steps(Reason.STEP_UP_HEADROOM)
+    assert step.figures == {"planned": 900, "replicas": 15, "capacity": 70}
     assert decision.tier_index == 2
 
 
@@ -366,11 +385,12 @@ def test_once_the_headroom_is_ready_the_tier_steps_up():
 
 
 def test_the_step_up_sizing_is_off_with_a_pinned_tier():
-    pinned = PolicyConfig(
+    pinned = policy(
         max_replicas=40,
         target_qps_per_replica=65,
         target_latency_p95_ms=100,
-        tiers=TierConfig(names=("fp32", "fp16", "int8"), pinned="int8"),
+        tiers=NAMES,
+        pinned="int8",
     )
     observation = Observation(
         qps=900,
@@ -484,12 +504,13 @@ def test_never_reverses_a_switch_within_the_dwell_time(seed):
     """Random load, latency and readiness each period: a switch up after a switch down (or the
     reverse) is always at least dwell_s apart."""
     rng = random.Random(seed)
-    config = PolicyConfig(
+    config = policy(
         max_replicas=8,
         target_qps_per_replica=50,
         target_latency_p95_ms=100,
         period_s=5,
-        tiers=TierConfig(names=("fp32", "fp16", "int8"), dwell_s=30),
+        tiers=NAMES,
+        dwell_s=30,
     )
     state, current, switches = PolicyState(), 4, []
     for period in range(600):
@@ -515,7 +536,11 @@ def test_never_reverses_a_switch_within_the_dwell_time(seed):
             assert t1 - t0 >= 30, switches
 
 
-# faster_tier: whether a lower tier can absorb a burst (the tier-aware scale-down's condition).
+# faster_tier: whether a lower tier can absorb a burst (the quick scale-down's condition).
+
+
+def faster_tier(precision: PrecisionSpec, profiles) -> int | None:
+    return model(precision, profiles).faster_tier(floor_index(precision))
 
 
 def test_faster_tier_is_the_lowest_measured_faster_tier():
@@ -529,19 +554,23 @@ def test_faster_tier_counts_an_unmeasured_tier_as_the_walk_does():
 
 def test_faster_tier_skips_tiers_measured_no_faster():
     # fp16 and int8 on a CPU: no faster than fp32 by more than the hysteresis.
-    cpu = {name: TierProfile(capacity_qps_per_replica=72) for name in ("fp32", "fp16", "int8")}
+    cpu = {name: TierProfile(capacity_qps_per_replica=72) for name in NAMES}
     assert faster_tier(TIERS, cpu) is None
     cpu["fp16"] = TierProfile(capacity_qps_per_replica=150)
     assert faster_tier(TIERS, cpu) == 1
 
 
-def test_faster_tier_respects_the_floor_and_the_pin():
-    assert faster_tier(TierConfig(names=("fp32", "fp16", "int8"), min_tier="fp16"), MEASURED) == 1
-    assert (
-        faster_tier(TierConfig(names=("fp32", "fp16", "int8"), min_tier="fp32"), MEASURED) is None
-    )
-    assert faster_tier(TierConfig(names=("fp32", "fp16", "int8"), pinned="int8"), MEASURED) is None
-    assert faster_tier(TierConfig(names=("fp32",)), MEASURED) is None
+def test_faster_tier_respects_the_floor():
+    assert faster_tier(tiers(min_tier="fp16"), MEASURED) == 1
+    assert faster_tier(tiers(min_tier="fp32"), MEASURED) is None
+    assert faster_tier(tiers("fp32"), MEASURED) is None
+
+
+def test_the_step_up_count_holds_the_load_with_the_headroom():
+    # 640 / (70 x 0.9) = 10.2 -> 11; without a profile the QPS target plus the tolerance.
+    assert model().step_up(640.0) == (11, 70)
+    assert model(profiles={}, hint=65.0).step_up(640.0) == (10, pytest.approx(71.5))
+    assert model(profiles={}, hint=None).step_up(640.0) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -83,12 +83,6 @@ DEFAULT_MAX_REPLICAS = 10
 DEFAULT_TOLERANCE = 0.1
 DEFAULT_SCALE_UP_STABILIZATION_S = 0
 DEFAULT_SCALE_DOWN_STABILIZATION_S = 120
-# A falling load that has not come back within DEFAULT_RECURRENCE_S of a scale-down (a one-off
-# spike's end) is released on the short rate after this window instead: pods held for a load
-# that does not return are pure cost (docs/autoscaling.md, "Quick scale-down").
-DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S = 30
-# HPA's default scale-down window: a load back within it of a release is a recurring one.
-DEFAULT_RECURRENCE_S = 300
 # Pods a scale-up may add per period beyond +100 %: HPA's default is 4 per 15 s; with a 5 s
 # period and asks measured at the first saturated scrape (the arrival-rate gauge), 8 lets a
 # small fleet take a step of 2.5x and more in one period (docs/autoscaling.md, the sweep).
@@ -97,9 +91,6 @@ DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT = 50
 DEFAULT_SCALING_PERIOD_S = 5
 DEFAULT_METRICS_WINDOW_S = 60
 DEFAULT_TIER_DWELL_S = 30
-# With tiers, the scale-down window: a faster tier absorbs a burst that comes back within a second,
-# so released pods are cheap to be wrong about (docs/autoscaling.md, tier-aware scale-down).
-DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S = 30
 # With tiers, hold a scale-up while a measured lower tier holds the ask (opt-in: fewer
 # replica-seconds on bursty load for more time on a lower tier; docs/autoscaling.md).
 DEFAULT_TIER_ABSORB_BURSTS = False

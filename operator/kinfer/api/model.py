@@ -34,7 +34,6 @@ class PrecisionSpec:
     pinned: str | None = None
     min_tier: str | None = None
     dwell_s: int = c.DEFAULT_TIER_DWELL_S
-    scale_down_stabilization_s: int = c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
     absorb_bursts: bool = c.DEFAULT_TIER_ABSORB_BURSTS
 
     def tier_names(self) -> list[str]:
@@ -86,8 +85,6 @@ class ScalingSpec:
     tolerance: float = c.DEFAULT_TOLERANCE
     scale_up_stabilization_s: int = c.DEFAULT_SCALE_UP_STABILIZATION_S
     scale_down_stabilization_s: int = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
-    quick_scale_down_stabilization_s: int = c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S
-    recurrence_s: int = c.DEFAULT_RECURRENCE_S
     scale_up_max_step: int = c.DEFAULT_SCALE_UP_MAX_STEP
     scale_down_max_step_percent: int = c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT
     period_s: int = c.DEFAULT_SCALING_PERIOD_S
@@ -200,11 +197,6 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
             pinned=precision.get("pinned"),
             min_tier=precision.get("minTier"),
             dwell_s=int(precision.get("dwellSeconds", c.DEFAULT_TIER_DWELL_S)),
-            scale_down_stabilization_s=int(
-                precision.get(
-                    "scaleDownStabilizationSeconds", c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S
-                )
-            ),
             absorb_bursts=bool(precision.get("absorbBursts", c.DEFAULT_TIER_ABSORB_BURSTS)),
         ),
         resources=ResourcesSpec(
@@ -227,13 +219,6 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
             scale_down_stabilization_s=int(
                 scaling.get("scaleDownStabilizationSeconds", c.DEFAULT_SCALE_DOWN_STABILIZATION_S)
             ),
-            quick_scale_down_stabilization_s=int(
-                scaling.get(
-                    "quickScaleDownStabilizationSeconds",
-                    c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S,
-                )
-            ),
-            recurrence_s=int(scaling.get("recurrenceSeconds", c.DEFAULT_RECURRENCE_S)),
             scale_up_max_step=int(scaling.get("scaleUpMaxStep", c.DEFAULT_SCALE_UP_MAX_STEP)),
             scale_down_max_step_percent=int(
                 scaling.get("scaleDownMaxStepPercent", c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT)

@@ -302,17 +302,6 @@ def spec_schema() -> Schema:
                         default=c.DEFAULT_TIER_DWELL_S,
                         description="Minimum time between two tier switches.",
                     ),
-                    "scaleDownStabilizationSeconds": _int(
-                        0,
-                        3600,
-                        default=c.DEFAULT_TIER_SCALE_DOWN_STABILIZATION_S,
-                        description=(
-                            "Scale-down stabilization window while a lower tier could absorb "
-                            "a burst by stepping down: no tier is pinned and a tier down to "
-                            "minTier is unmeasured or measured faster than the first (the "
-                            "shorter of this and scaling.scaleDownStabilizationSeconds)."
-                        ),
-                    ),
                     "absorbBursts": {
                         "type": "boolean",
                         "default": c.DEFAULT_TIER_ABSORB_BURSTS,
@@ -400,31 +389,8 @@ def spec_schema() -> Schema:
                         default=c.DEFAULT_SCALE_DOWN_STABILIZATION_S,
                         description=(
                             "Scale-down stabilization window: scale down to the highest "
-                            "recommendation of this long. A one-off fall of the load uses "
-                            "quickScaleDownStabilizationSeconds instead."
-                        ),
-                    ),
-                    "quickScaleDownStabilizationSeconds": _int(
-                        0,
-                        3600,
-                        default=c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S,
-                        description=(
-                            "Scale-down window for a one-off fall: while the load is below "
-                            "where it was a metrics window ago and has not come back within "
-                            "recurrenceSeconds of a scale-down for 3 x recurrenceSeconds, "
-                            "scale down after this window (the shorter of this and "
-                            "scaleDownStabilizationSeconds), on the 30 s rate when it is lower. "
-                            "Set it to scaleDownStabilizationSeconds or more to turn it off."
-                        ),
-                    ),
-                    "recurrenceSeconds": _int(
-                        1,
-                        3600,
-                        default=c.DEFAULT_RECURRENCE_S,
-                        description=(
-                            "A load that makes the autoscaler add pods within this long of "
-                            "a scale-down recurs: for 3 x this long every scale-down waits "
-                            "scaleDownStabilizationSeconds."
+                            "recommendation of this long. A one-off fall of the load, or one "
+                            "a faster tier would absorb, uses the quick window (30 s) instead."
                         ),
                     ),
                     "scaleUpMaxStep": _int(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, apply_behavior, decide
+from kinfer.autoscale.behavior import Behavior, apply_behavior
+from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
 from kinfer.autoscale.simulator import Command, Controller, ServiceModel, View
 
 HPA_SYNC_PERIOD_S = 15
@@ -33,28 +34,23 @@ def kinfer(config: PolicyConfig, name: str = "kinfer") -> Controller:
             state,
             float(view.t),
         )
-        reason = decision.reason
-        if decision.tier_changed:
-            reason += f"; {decision.tier_reason}"
-        return Command(decision.desired_replicas, decision.tier_index, reason)
+        return Command(decision.desired_replicas, decision.tier_index, decision.message)
 
-    return Controller(name=name, interval_s=int(config.period_s), step=step)
+    return Controller(name=name, interval_s=int(config.scaling.period_s), step=step)
 
 
 def hpa(min_replicas: int, max_replicas: int, target_qps_per_replica: float) -> Controller:
     """HPA v2 on an External/Object QPS metric (AverageValue) with its default behavior:
     15 s sync, 10 % tolerance, scale up max(4 pods, 100 %) per 15 s with no stabilization,
     scale down 100 % per 15 s after a 300 s stabilization window. Same Prometheus as kinfer."""
-    config = PolicyConfig(
+    behavior = Behavior(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        tolerance=HPA_TOLERANCE,
-        scale_up_stabilization_s=0,
-        scale_down_stabilization_s=HPA_SCALE_DOWN_STABILIZATION_S,
-        scale_up_max_step=4,
-        scale_up_max_step_percent=100,
-        scale_down_max_step_percent=100,
-        period_s=HPA_SYNC_PERIOD_S,
+        up_window_s=0,
+        down_window_s=HPA_SCALE_DOWN_STABILIZATION_S,
+        up_max_step=4,
+        up_max_step_percent=100,
+        down_max_step_percent=100,
     )
     history: list[tuple[float, int]] = []
 
@@ -71,7 +67,7 @@ def hpa(min_replicas: int, max_replicas: int, target_qps_per_replica: float) -> 
         now = float(view.t)
         history[:] = [(t, n) for t, n in history if t > now - HPA_SCALE_DOWN_STABILIZATION_S]
         history.append((now, recommended))
-        desired, _ = apply_behavior(config, history, current, recommended, now)
+        desired, _ = apply_behavior(behavior, history, current, recommended, now)
         return Command(desired)
 
     return Controller(name="hpa", interval_s=HPA_SYNC_PERIOD_S, step=step)
@@ -145,4 +141,5 @@ def oracle(model: ServiceModel, min_replicas: int, max_replicas: int) -> Control
 
 
 def without_tiers(config: PolicyConfig) -> PolicyConfig:
-    return replace(config, tiers=replace(config.tiers, names=config.tiers.names[:1]))
+    precision = config.precision
+    return replace(config, precision=replace(precision, tiers=precision.tiers[:1]))

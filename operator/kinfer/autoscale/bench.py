@@ -13,7 +13,7 @@ from pathlib import Path
 from kinfer.api import constants as c
 from kinfer.api.model import PrecisionSpec, ScalingSpec, TierSpec
 from kinfer.autoscale import baselines
-from kinfer.autoscale.policy import PolicyConfig, policy_config_from_spec
+from kinfer.autoscale.policy import PolicyConfig, Tuning
 from kinfer.autoscale.simulator import (
     Result,
     ServiceModel,
@@ -27,7 +27,7 @@ PROJECT_TRACES = ("step", "spike", "diurnal", "bursty")
 # kinfer runs with the CRD defaults (docs/autoscaling.md's sweep chose them).
 KINFER_PERIOD_S = c.DEFAULT_SCALING_PERIOD_S
 KINFER_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
-KINFER_QUICK_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_QUICK_SCALE_DOWN_STABILIZATION_S
+KINFER_QUICK_SCALE_DOWN_STABILIZATION_S = int(Tuning().quick_scale_down_stabilization_s)
 POLICIES = ("kinfer", "kinfer-tiers", "kinfer-tiers-absorb", "hpa", "kpa", "kpa-native", "oracle")
 # Cold starts the tier comparison runs the spike trace with (issue 6).
 TIER_COLD_STARTS_S = (60, 120)
@@ -60,16 +60,17 @@ class Scenario:
             target_qps_per_replica=self.target_qps_per_replica,
             period_s=self.period_s,
             scale_down_stabilization_s=self.scale_down_stabilization_s,
-            quick_scale_down_stabilization_s=self.quick_scale_down_stabilization_s,
             metrics_window_s=int(self.model.rate_window_s),
         )
         precision = PrecisionSpec(
             tiers=tuple(TierSpec(name, f"s3://models/{name}") for name in self.tiers),
             absorb_bursts=absorb_bursts,
         )
-        return policy_config_from_spec(
-            scaling, precision, expected_pod_start_s=self.model.cold_start_s
+        tuning = Tuning(
+            expected_pod_start_s=self.model.cold_start_s,
+            quick_scale_down_stabilization_s=self.quick_scale_down_stabilization_s,
         )
+        return PolicyConfig(scaling, precision, tuning)
 
 
 def default_scenario(cold_start_s: float = 30.0, seed: int = 0) -> Scenario:

@@ -20,13 +20,8 @@ from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, parse
 from kinfer.api.validation import validate_object
 from kinfer.autoscale.observation import Observation
-from kinfer.autoscale.policy import (
-    Decision,
-    PolicyState,
-    Replicas,
-    decide,
-    policy_config_from_spec,
-)
+from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
+from kinfer.autoscale.reasons import Step
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Event, observe_capacity
 from kinfer.controller.status import Condition, merge_conditions, now_rfc3339, spec_rejected
@@ -36,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # How often the loop wakes: tier convergence of new or restarted pods.
 TICK_S = 3.0
+# The Events' `action` (their `reason` is the deciding stage's).
+ACTION_SCALE = "Scale"
+ACTION_SWITCH_TIER = "SwitchTier"
 
 
 class MetricsReader(Protocol):
@@ -82,15 +80,14 @@ def _scaling_conditions(decision: Decision, observation: Observation) -> list[Co
             c.CONDITION_METRICS_AVAILABLE,
             "False",
             reason,
-            f"{decision.reason} (replicas held: fail-static)",
+            f"{decision.message} (replicas held: fail-static)",
         )
+    # The deciding stage's reason (docs/autoscaling.md, "Reasons").
     active = Condition(
         c.CONDITION_AUTOSCALING,
         "True" if decision.metrics_available else "False",
-        "Scaled"
-        if decision.scaled
-        else ("Holding" if decision.metrics_available else "FailStatic"),
-        decision.reason,
+        decision.reason.value,
+        decision.message,
     )
     return [metrics, active]
 
@@ -135,6 +132,12 @@ def observed_pod_start_s(pods: list[dict[str, Any]]) -> float:
     return min(max(durations), 600.0) if durations else DEFAULT_POD_START_S
 
 
+def _step_record(step: Step) -> dict[str, Any]:
+    """A trail step as status shows it: stage, reason, figures (rounded for humans)."""
+    figures = {k: round(v, 2) if isinstance(v, float) else v for k, v in step.figures.items()}
+    return {"stage": step.stage.value, "reason": step.reason.value, "figures": figures}
+
+
 def _figures(record: dict[str, Any] | None) -> dict[str, Any]:
     """A status record without what changes every period by itself."""
     return {k: v for k, v in (record or {}).items() if k not in ("lastDecisionTime", "state")}
@@ -155,9 +158,8 @@ def scaling_period(
         memory.state = PolicyState.from_dict(autoscaling.get("state"))
     before = memory.state
     pods = kube.list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
-    config = policy_config_from_spec(
-        isvc.spec.scaling, isvc.spec.precision, expected_pod_start_s=observed_pod_start_s(pods)
-    )
+    tuning = Tuning(expected_pod_start_s=observed_pod_start_s(pods))
+    config = PolicyConfig(isvc.spec.scaling, isvc.spec.precision, tuning)
     if reader is None:
         observation = Observation(error="no Prometheus configured (--prometheus-url)")
     else:
@@ -175,7 +177,9 @@ def scaling_period(
     record: dict[str, Any] = {
         "lastMetrics": observation.to_dict(),
         "desiredReplicas": decision.desired_replicas,
-        "reason": decision.reason,
+        "reason": decision.reason.value,
+        "message": decision.message,
+        "trail": [_step_record(step) for step in decision.trail],
         "lastDecisionTime": now_rfc3339(),
         "lastScaleTime": autoscaling.get("lastScaleTime"),
         "state": memory.state.to_dict(),
@@ -183,7 +187,9 @@ def scaling_period(
     if decision.desired_replicas != isvc.spec.replicas:
         result.replicas = decision.desired_replicas
         record["lastScaleTime"] = record["lastDecisionTime"]
-        result.events.append(Event("Normal", "Scaled", decision.reason))
+        result.events.append(
+            Event("Normal", decision.reason.value, decision.message, action=ACTION_SCALE)
+        )
     conditions = _conditions_patch(
         body, _scaling_conditions(decision, observation), isvc.generation
     )
@@ -199,9 +205,12 @@ def scaling_period(
         result.status_patch["autoscaling"] = record
         memory.last_written_s = now_s
     tier_index = decision.tier_index if tiers_switchable(isvc) else None
-    if decision.tier_changed:
-        # tier_reason reads "tier fp32 -> fp16: p95 ... > ... target and ...".
-        result.events.append(Event("Normal", "TierSwitched", decision.tier_reason))
+    if decision.tier is not None and decision.tier.changed:
+        # TierDegraded, TierRestored, TierPinned or TierFloor: "tier fp32 -> fp16: p95 ...".
+        tier = decision.tier
+        result.events.append(
+            Event("Normal", tier.reason.value, tier.message, action=ACTION_SWITCH_TIER)
+        )
     return result, tier_index
 
 

@@ -41,7 +41,7 @@ def _write(
     if outcome.status_patch:
         _kube().patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch, owned)
     for event in outcome.events:
-        _kube().post_event(body, event.type, event.reason, event.message)
+        _kube().post_event(body, event.type, event.reason, event.message, event.action)
 
 
 @kopf.on.startup()

@@ -182,7 +182,14 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def post_event(
+        self,
+        obj: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        action: str | None = None,
+    ) -> None:
         """A core/v1 Event on `obj` (what `kubectl describe` and `get events` show).
 
         Best effort, like a kubelet's or kopf's: a failed post is logged, never raised.
@@ -208,6 +215,8 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
+        if action is not None:
+            event["action"] = action
         try:
             self._resource("v1", "Event").create(body=event, namespace=meta["namespace"])
         except ApiException as error:

@@ -40,6 +40,8 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+    # What was done (core/v1 Event.action): e.g. Scale, SwitchTier; None: not said.
+    action: str | None = None
 
 
 @dataclass
