@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 
 from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, apply_behavior, decide
-from kinfer.autoscale.simulator import Command, Controller, ServiceModel, View
+from kinfer_dev.autoscale.simulator import Command, Controller, ServiceModel, View
 
 HPA_SYNC_PERIOD_S = 15
 HPA_TOLERANCE = 0.1
