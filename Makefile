@@ -14,13 +14,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-$(BIN)/kinfer: pyproject.toml runtime_images/onnxruntime/pyproject.toml
+$(BIN)/kinfer: pyproject.toml operator/dev/pyproject.toml runtime_images/onnxruntime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e runtime_images/onnxruntime
+	$(BIN)/pip install --quiet -e '.[dev]' -e operator/dev -e runtime_images/onnxruntime
 	@touch $@
 
-install: $(BIN)/kinfer  ## create .venv with kinfer, its server and the dev tools
+install: $(BIN)/kinfer  ## create .venv with kinfer, kinfer-dev (cluster, bench), its server and the dev tools
 
 # kinfer-ort-server's gRPC port is served by this Go binary (its Dockerfile builds the
 # same); the server finds it beside the venv's python. kinfer-perf, the runtime bench's

@@ -63,7 +63,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 def _free_pod_cidr() -> str:
     """A /16 of 127.0.0.0/8 no other local cluster (the user's is 127.1/16) listens in."""
-    from kinfer.localcluster.cluster import _listening_addresses
+    from kinfer_dev.localcluster.cluster import _listening_addresses
 
     busy = {a.packed[1] for a in _listening_addresses() if a.packed[0] == 127}
     for second in range(2, 100):
@@ -76,8 +76,8 @@ def _kubectl_for_external() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    from kinfer.localcluster import build
-    from kinfer.localcluster.config import cache_dir_default
+    from kinfer_dev.localcluster import build
+    from kinfer_dev.localcluster.config import cache_dir_default
 
     built = build.bin_dir(cache_dir_default()) / "kubectl"
     if built.exists():
@@ -99,8 +99,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         return
 
-    from kinfer.localcluster.cluster import LocalCluster
-    from kinfer.localcluster.config import ClusterConfig
+    from kinfer_dev.localcluster.cluster import LocalCluster
+    from kinfer_dev.localcluster.config import ClusterConfig
 
     state_dir = Path(os.environ.get(ENV_STATE_DIR) or tmp_path_factory.mktemp("cluster") / "state")
     config = ClusterConfig.from_env(state_dir=state_dir, pod_cidr=_free_pod_cidr())
@@ -161,7 +161,7 @@ def _operator_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def models(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
     """The fp32/fp16/int8 test MLP, built here; served on 127.0.0.1 unless a base URL is given."""
-    from kinfer.localcluster.modelstore import ModelStore, build_test_models
+    from kinfer_dev.localcluster.modelstore import ModelStore, build_test_models
 
     root = tmp_path_factory.mktemp("models")
     tiers = build_test_models(root)

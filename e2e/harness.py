@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kinfer.localcluster.kubectl import Kubectl, KubectlError
+from kinfer_dev.localcluster.kubectl import Kubectl, KubectlError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "manifests" / "samples"
@@ -382,7 +382,7 @@ class ReadyPodURLs:
 
 def infer_body(batch: int = 1) -> dict[str, Any]:
     """An Open Inference Protocol JSON request for the test MLP."""
-    from kinfer.runtime import testmodels
+    from kinfer_dev.runtime import testmodels
 
     data = testmodels.sample_input(batch=batch)
     return {

@@ -29,7 +29,7 @@ from e2e.harness import (
     runnable_here,
     wait_for,
 )
-from kinfer.runtime.loadgen import LoadGenerator
+from kinfer_dev.runtime.loadgen import LoadGenerator
 
 TARGET_QPS_PER_REPLICA = 15
 LOAD_QPS = 50  # -> ceil(50 / 15) = 4 replicas, the maximum
@@ -87,7 +87,7 @@ def reasons(events: list[dict[str, Any]]) -> list[str]:
 @contextmanager
 def prometheus_paused(cluster: Cluster) -> Iterator[None]:
     """SIGSTOP the local cluster's Prometheus (queries hang, then time out), SIGCONT after."""
-    from kinfer.localcluster.processes import ProcessTable
+    from kinfer_dev.localcluster.processes import ProcessTable
 
     record = ProcessTable(Path(cluster.kubeconfig).parent).get("prometheus")
     assert record is not None, "the local cluster records no prometheus process"

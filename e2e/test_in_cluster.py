@@ -25,7 +25,7 @@ from e2e.harness import (
     infer_body,
     wait_for,
 )
-from kinfer.runtime import testmodels
+from kinfer_dev.runtime import testmodels
 
 # Any image with python3: the kind cluster loads the Debian-based one `make images` made.
 CLIENT_IMAGE = os.environ.get("KINFER_E2E_CLIENT_IMAGE", "localhost/kinfer-e2e-python:latest")

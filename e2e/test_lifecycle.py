@@ -25,7 +25,7 @@ from e2e.harness import (
     runnable_here,
     wait_for,
 )
-from kinfer.runtime import testmodels
+from kinfer_dev.runtime import testmodels
 
 CHILD_KINDS = ("deployments", "replicasets", "services", "configmaps", "pods")
 

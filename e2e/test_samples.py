@@ -16,7 +16,7 @@ from e2e.harness import (
     pod_endpoint,
     serves_on_gpu,
 )
-from kinfer.runtime import testmodels
+from kinfer_dev.runtime import testmodels
 
 SAMPLE_FILES = sorted(p.name for p in SAMPLES.glob("*.yaml"))
 # int8/fp16 tiers are compared to their own model file, so tolerances stay tight.

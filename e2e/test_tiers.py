@@ -26,9 +26,9 @@ from e2e.harness import (
     runnable_here,
     wait_for,
 )
-from kinfer.runtime import testmodels
-from kinfer.runtime.loadgen import LoadGenerator
 from kinfer.runtime.switch import active_version
+from kinfer_dev.runtime import testmodels
+from kinfer_dev.runtime.loadgen import LoadGenerator
 
 # Big enough that compute, not HTTP, dominates a request, so the tiers differ in speed
 # the way they would on a GPU: on a CPU int8 is ~3x faster than fp32, fp16 no faster.

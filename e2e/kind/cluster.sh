@@ -141,9 +141,9 @@ kubectl -n monitoring create configmap prometheus-config --from-file=prometheus.
 "$root/.venv/bin/python" - "$STATE_DIR" <<'PY'
 import sys, yaml
 from pathlib import Path
-from kinfer.localcluster import nodes
-from kinfer.localcluster.cluster import _kwok_stages_path
-from kinfer.localcluster.config import DEFAULT_NODES
+from kinfer_dev.localcluster import nodes
+from kinfer_dev.localcluster.cluster import _kwok_stages_path
+from kinfer_dev.localcluster.config import DEFAULT_NODES
 state = Path(sys.argv[1])
 # Nodes kept Ready; pods bound there never run, and go when deleted (pod-delete).
 keep = lambda s: s["spec"]["resourceRef"]["kind"] == "Node" or s["metadata"]["name"] == "pod-delete"
@@ -165,7 +165,7 @@ kubectl create namespace kinfer-e2e --dry-run=client -o yaml | kubectl apply -f 
 kubectl apply -f e2e/kind/model-store.yaml >/dev/null
 kubectl -n kinfer-e2e rollout status deployment/model-store --timeout=300s >/dev/null
 models=$(mktemp -d)
-"$root/.venv/bin/python" -c "from pathlib import Path; from kinfer.localcluster.modelstore import build_test_models; build_test_models(Path('$models'))"
+"$root/.venv/bin/python" -c "from pathlib import Path; from kinfer_dev.localcluster.modelstore import build_test_models; build_test_models(Path('$models'))"
 store=$(kubectl -n kinfer-e2e get pods -l app=model-store -o jsonpath='{.items[0].metadata.name}')
 kubectl -n kinfer-e2e cp "$models/." "$store:/models/"
 rm -rf "$models"

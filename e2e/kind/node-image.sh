@@ -52,13 +52,13 @@ component_image() {  # tag binary-or-empty dockerfile-lines...
 pause_bin() {
   local source
   source="$(go env GOMODCACHE)/k8s.io/kubernetes@$k8s_version/build/pause/linux/pause.c"
-  [ -f "$source" ] || (cd operator/kinfer/localcluster/go/kubernetes && go mod download k8s.io/kubernetes)
+  [ -f "$source" ] || (cd operator/dev/kinfer_dev/localcluster/go/kubernetes && go mod download k8s.io/kubernetes)
   gcc -Os -static -DVERSION="$1" -o "$work/pause" "$source"
   strip "$work/pause"
   echo "$work/pause"
 }
 pinned() {  # module path: the version go/<module>/go.mod requires of path
-  grep -oP "(^|\s|require )\Q$2\E \Kv\S+" "operator/kinfer/localcluster/go/$1/go.mod" | head -1
+  grep -oP "(^|\s|require )\Q$2\E \Kv\S+" "operator/dev/kinfer_dev/localcluster/go/$1/go.mod" | head -1
 }
 for image in "${wanted[@]}"; do
   name=${image##*/}; name=${name%%:*}; tag=${image##*:}

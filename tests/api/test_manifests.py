@@ -15,7 +15,9 @@ MANIFESTS = REPO / "manifests"
 
 def test_shipped_scrape_config_is_the_local_clusters():
     shipped = (MANIFESTS / "prometheus" / "scrape-config.yaml").read_text()
-    local = (REPO / "operator/kinfer/localcluster/prometheus/scrape-config.yaml").read_text()
+    local = (
+        REPO / "operator/dev/kinfer_dev/localcluster/prometheus/scrape-config.yaml"
+    ).read_text()
     assert yaml.safe_load(shipped) == yaml.safe_load(local)
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kinfer.autoscale.bench import project_trace, spike_windows
 from kinfer.cli import main
+from kinfer_dev.autoscale.bench import project_trace, spike_windows
 
 FIGURES = {"slo_violation_fraction", "replica_seconds", "scale_events"}
 POLICIES = {"kinfer", "kinfer-tiers", "kinfer-tiers-absorb", "hpa", "kpa", "kpa-native", "oracle"}

@@ -1,8 +1,8 @@
 """The spike lower bound: exact on deterministic arrivals, and never above what a policy pays."""
 
-from kinfer.autoscale import bench
-from kinfer.autoscale.bounds import bursts, hold_cost_bound, scale_out_cost_bound, spike_bound
-from kinfer.autoscale.simulator import ServiceModel, Trace
+from kinfer_dev.autoscale import bench
+from kinfer_dev.autoscale.bounds import bursts, hold_cost_bound, scale_out_cost_bound, spike_bound
+from kinfer_dev.autoscale.simulator import ServiceModel, Trace
 
 # Seed 0 puts the first scrape at t=2, then every 15 s: 92, 107, ...
 MODEL = ServiceModel(

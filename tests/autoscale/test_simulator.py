@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.autoscale import baselines
-from kinfer.autoscale.bench import PROJECT_TRACES, default_scenario, project_trace, run_trace
-from kinfer.autoscale.simulator import (
+from kinfer_dev.autoscale import baselines
+from kinfer_dev.autoscale.bench import PROJECT_TRACES, default_scenario, project_trace, run_trace
+from kinfer_dev.autoscale.simulator import (
     Command,
     Controller,
     Result,

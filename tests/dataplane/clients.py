@@ -8,7 +8,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kinfer.runtime.testmodels import INPUT_NAME, OUTPUT_NAME
+from kinfer_dev.runtime.testmodels import INPUT_NAME, OUTPUT_NAME
 
 
 def infer(

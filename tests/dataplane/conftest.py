@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.runtime import local_triton
-from kinfer.runtime.local_triton import start_local_triton
-from kinfer.runtime.ort_server import start_ort_server
-from kinfer.runtime.repository import write_model_repository
-from kinfer.runtime.testmodels import build_tier_models
+from kinfer_dev.runtime import local_triton
+from kinfer_dev.runtime.local_triton import start_local_triton
+from kinfer_dev.runtime.ort_server import start_ort_server
+from kinfer_dev.runtime.repository import write_model_repository
+from kinfer_dev.runtime.testmodels import build_tier_models
 
 # Models in both repositories: "mlp" is read-only (inference, metadata, bad inputs);
 # the others belong to one test module each.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kinfer.runtime.testmodels import sample_input
+from kinfer_dev.runtime.testmodels import sample_input
 
 from .clients import sample_value, scrape
 from .conftest import MAX_REQUEST_BYTES, READ_ONLY_MODEL

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kinfer.runtime.ort_server import start_ort_server
-from kinfer.runtime.repository import write_model_repository
-from kinfer.runtime.testmodels import run_reference, sample_input
+from kinfer_dev.runtime.ort_server import start_ort_server
+from kinfer_dev.runtime.repository import write_model_repository
+from kinfer_dev.runtime.testmodels import run_reference, sample_input
 
 from .clients import infer
 from .conftest import READ_ONLY_MODEL

@@ -7,7 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kinfer.runtime.testmodels import INPUT_NAME, OUTPUT_NAME, run_reference, sample_input
+from kinfer_dev.runtime.testmodels import INPUT_NAME, OUTPUT_NAME, run_reference, sample_input
 
 from .clients import infer
 from .conftest import READ_ONLY_MODEL

@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from kinfer.runtime import bench
-from kinfer.runtime.ort_server import start_ort_server
-from kinfer.runtime.repository import write_model_repository
+from kinfer_dev.runtime import bench
+from kinfer_dev.runtime.ort_server import start_ort_server
+from kinfer_dev.runtime.repository import write_model_repository
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_repeated_sweeps_report_medians_and_sum_counts():
 
 
 def test_raw_paced_idles_before_each_run_and_is_compared_with_raw(tier_models):
-    from kinfer.runtime.testmodels import sample_input
+    from kinfer_dev.runtime.testmodels import sample_input
 
     batch = sample_input(1)
     raw = bench._bench_raw(tier_models["fp32"], batch, 1, 0.3, 0.05, 100_000)
@@ -171,7 +171,7 @@ def test_native_requests_are_what_tritonclient_sends():
 
     from tritonclient.grpc import service_pb2
 
-    from kinfer.runtime.testmodels import sample_input
+    from kinfer_dev.runtime.testmodels import sample_input
 
     batch = sample_input(2)
     body, json_size = bench.native_request("grpc", batch)
@@ -190,7 +190,7 @@ def test_native_requests_are_what_tritonclient_sends():
 def test_the_native_client_measures_a_real_server(ort_server, protocol):
     if bench.find_perf_client() is None:
         pytest.fail("kinfer-perf is not built: run `make grpc-frontend`")
-    from kinfer.runtime.testmodels import sample_input
+    from kinfer_dev.runtime.testmodels import sample_input
 
     cell = bench._bench_native(
         f"kinfer-{protocol}", ort_server, protocol, sample_input(1), 4, 0.5, 0.2, 100_000

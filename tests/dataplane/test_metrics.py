@@ -8,7 +8,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kinfer.runtime.testmodels import INPUT_NAME, sample_input
+from kinfer_dev.runtime.testmodels import INPUT_NAME, sample_input
 
 from .clients import infer, sample_value, scrape
 from .conftest import METRICS_MODEL

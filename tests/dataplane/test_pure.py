@@ -7,15 +7,15 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from kinfer.runtime.repository import (
+from kinfer.runtime.switch import switch_config, tier_names
+from kinfer_dev.runtime.repository import (
     ModelConfigSpec,
     TensorSpec,
     onnx_signature,
     render_config_pbtxt,
     write_model_repository,
 )
-from kinfer.runtime.switch import switch_config, tier_names
-from kinfer.runtime.testmodels import (
+from kinfer_dev.runtime.testmodels import (
     INPUT_NAME,
     MLPShape,
     build_tier_models,
@@ -115,7 +115,7 @@ def test_find_executable_prefers_this_pythons_bin_then_path(tmp_path, monkeypatc
     import os
     import sys
 
-    from kinfer.runtime.process import find_executable
+    from kinfer_dev.runtime.process import find_executable
 
     venv_bin, elsewhere = tmp_path / "venv-bin", tmp_path / "elsewhere"
     for folder in (venv_bin, elsewhere):

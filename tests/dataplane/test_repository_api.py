@@ -11,7 +11,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from kinfer.runtime.switch import active_version, ready_versions, select_version
-from kinfer.runtime.testmodels import run_reference, sample_input
+from kinfer_dev.runtime.testmodels import run_reference, sample_input
 
 from .clients import infer
 from .conftest import LOAD_MODEL, READ_ONLY_MODEL

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from kinfer.runtime.switch import active_version, select_version
-from kinfer.runtime.testmodels import INPUT_NAME, OUTPUT_NAME, run_reference, sample_input
+from kinfer_dev.runtime.testmodels import INPUT_NAME, OUTPUT_NAME, run_reference, sample_input
 
 from .conftest import SWITCH_MODEL
 
@@ -105,7 +105,7 @@ def test_switch_tiers_under_load_with_zero_failed_requests(server, tier_models):
 def thread_pool_server(ort_repository, tmp_path_factory):
     # The same server with every run on the thread pool (no inline execution): requests
     # then wait in the batcher's queue and in worker threads while a switch swaps the model.
-    from kinfer.runtime.ort_server import start_ort_server
+    from kinfer_dev.runtime.ort_server import start_ort_server
 
     handle = start_ort_server(
         ort_repository,

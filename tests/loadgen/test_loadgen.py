@@ -10,7 +10,7 @@ import time
 import pytest
 from aiohttp import web
 
-from kinfer.runtime.loadgen import LoadGenerator, require_loopback
+from kinfer_dev.runtime.loadgen import LoadGenerator, require_loopback
 
 
 # Refused before any connection is tried: nothing is ever sent to these addresses.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.localcluster import config, nodes
+from kinfer_dev.localcluster import config, nodes
 
 
 def test_default_nodes_cover_two_gpu_products_a_mig_node_and_a_cpu_node() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kinfer.localcluster.cli import kinfer_command
+from kinfer_dev.localcluster.cli import kinfer_command
 
 
 def _script(path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.localcluster.kubectl import Kubectl, KubectlError
+from kinfer_dev.localcluster.kubectl import Kubectl, KubectlError
 
 
 def _fake_kubectl(tmp_path: Path, body: str) -> str:

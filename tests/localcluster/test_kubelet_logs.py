@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.localcluster import pki
-from kinfer.localcluster.kubelet_logs import (
+from kinfer_dev.localcluster import pki
+from kinfer_dev.localcluster.kubelet_logs import (
     KubeletLogServer,
     LogQuery,
     LogRequestError,

@@ -10,7 +10,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from kinfer.localcluster import build, config, pki
+from kinfer_dev.localcluster import build, config, pki
 
 
 def test_pki_signs_server_and_client_certs_with_one_ca(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_kubeconfig_points_at_the_pki_files(tmp_path: Path) -> None:
 
 
 def test_kwok_stages_gate_kinfer_pod_readiness_on_the_runner_annotations() -> None:
-    text = (resources.files("kinfer.localcluster") / "kwok-stages.yaml").read_text()
+    text = (resources.files("kinfer_dev.localcluster") / "kwok-stages.yaml").read_text()
     stages = {s["metadata"]["name"]: s for s in yaml.safe_load_all(text)}
     assert {"node-initialize", "pod-create", "pod-delete", "kinfer-pod-started"} <= set(stages)
     sync = yaml.safe_dump(stages["kinfer-pod-sync"])

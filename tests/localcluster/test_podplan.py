@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kinfer.api.model import parse
-from kinfer.localcluster import podplan
 from kinfer.render import render
+from kinfer_dev.localcluster import podplan
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path("/state")

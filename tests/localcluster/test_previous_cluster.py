@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kinfer.localcluster.cluster import LocalCluster
-from kinfer.localcluster.config import ClusterConfig
-from kinfer.localcluster.processes import ProcessRecord, StartupError, _start_ticks
+from kinfer_dev.localcluster.cluster import LocalCluster
+from kinfer_dev.localcluster.config import ClusterConfig
+from kinfer_dev.localcluster.processes import ProcessRecord, StartupError, _start_ticks
 
 
 def _sleeper() -> subprocess.Popen[bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kinfer.localcluster import discovery, prometheus
+from kinfer_dev.localcluster import discovery, prometheus
 
 
 def _pod(ip: str | None = "127.1.1.2") -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from kinfer.runtime import testmodels
-from kinfer.runtime.local_triton import to_python_backend
+from kinfer_dev.runtime import testmodels
+from kinfer_dev.runtime.local_triton import to_python_backend
 
 PRODUCTION_CONFIG = """
 name: "mlp"

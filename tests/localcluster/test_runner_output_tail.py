@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kinfer.localcluster.runner import output_tail
+from kinfer_dev.localcluster.runner import output_tail
 
 
 def test_whole_last_lines_that_fit():

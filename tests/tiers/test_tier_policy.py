@@ -579,8 +579,8 @@ def test_the_bursty_trace_measures_int8_near_its_capacity_in_the_simulator(seed)
     # drain and the fp32 seconds, new pods Ready midway) int8 read 103-168 QPS per replica; on
     # the short window once it follows the switch, 178-226 against the simulator's 230, never
     # above it (a p95 over Poisson seconds reads every tier a little slow: fp32 62-70 against 70).
-    from kinfer.autoscale import bench
-    from kinfer.autoscale.simulator import Command, Controller, simulate
+    from kinfer_dev.autoscale import bench
+    from kinfer_dev.autoscale.simulator import Command, Controller, simulate
 
     scenario = bench.default_scenario(30.0, seed)
     config = scenario.kinfer_config()

@@ -57,20 +57,20 @@ def run_operator(args: argparse.Namespace) -> int:
         log_prefix=args.log_format != "json",
     )
     api_client = load_api_client(args.kubeconfig)
-    handlers.STATE["kube"] = Kube(api_client)
 
     @kopf.on.login()
     def login(**_: object) -> kopf.ConnectionInfo:
         # The credentials our client loaded (--kubeconfig, in-cluster, or the default).
         return kopf.ConnectionInfo(**connection_info(api_client))
 
-    handlers.STATE["render_options"] = RenderOptions()
     try:
         settings = metrics.settings_from_args(args)
     except ValueError as error:
         print(f"kinfer run: {error}", file=sys.stderr)
         return 2
-    handlers.STATE["metrics_reader"] = metrics.PrometheusReader(settings)
+    memo = handlers.operator_memo(
+        Kube(api_client), RenderOptions(), metrics.PrometheusReader(settings)
+    )
     # Never log credentials a URL may carry (user:password@host).
     parts = urlsplit(settings.url)
     shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
@@ -81,6 +81,7 @@ def run_operator(args: argparse.Namespace) -> int:
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
+            memo=memo,
         )
     )
     return 0

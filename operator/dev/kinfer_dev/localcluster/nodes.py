@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kinfer.localcluster.config import ANNOTATION_KWOK_NODE, NVIDIA_TAINT, NodeSpec
+from kinfer_dev.localcluster.config import ANNOTATION_KWOK_NODE, NVIDIA_TAINT, NodeSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 

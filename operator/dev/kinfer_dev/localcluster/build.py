@@ -74,8 +74,8 @@ class BuildError(RuntimeError):
 
 
 def modules_dir() -> Path:
-    """The go/ folder shipped inside the kinfer package (go.mod, go.sum, tools.go per module)."""
-    return Path(str(resources.files("kinfer.localcluster") / "go"))
+    """The go/ folder shipped in kinfer-dev (go.mod, go.sum, tools.go per module)."""
+    return Path(str(resources.files("kinfer_dev.localcluster") / "go"))
 
 
 def go_executable() -> str:

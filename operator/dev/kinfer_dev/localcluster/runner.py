@@ -27,22 +27,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kinfer.localcluster import discovery
-from kinfer.localcluster.config import (
+from kinfer_dev.localcluster import discovery
+from kinfer_dev.localcluster.config import (
     ANNOTATION_KWOK_NODE,
     ANNOTATION_SERVER_READY,
     ANNOTATION_SERVER_RESTARTS,
 )
-from kinfer.localcluster.kubelet_logs import KubeletLogServer, LogRequestError, LogSource
-from kinfer.localcluster.podplan import (
+from kinfer_dev.localcluster.kubelet_logs import KubeletLogServer, LogRequestError, LogSource
+from kinfer_dev.localcluster.podplan import (
     LABEL_ISVC,
     PodPlan,
     UnsupportedPod,
     local_server_args,
     plan_pod,
 )
-from kinfer.localcluster.processes import ProcessRecord, _start_ticks, is_alive, stop_process
-from kinfer.runtime.process import find_executable
+from kinfer_dev.localcluster.processes import ProcessRecord, _start_ticks, is_alive, stop_process
+from kinfer_dev.runtime.process import find_executable
 
 log = logging.getLogger("kinfer.pod-runner")
 
@@ -342,7 +342,7 @@ class PodRunner:
             config_file.path.parent.mkdir(parents=True, exist_ok=True)
             config_file.path.write_text(data[config_file.key])
         if plan.runtime == "triton":
-            from kinfer.runtime.local_triton import to_python_backend
+            from kinfer_dev.runtime.local_triton import to_python_backend
 
             to_python_backend(plan.model_repository)
 
@@ -351,7 +351,7 @@ class PodRunner:
 
     def _isvc_cold_start(self, plan: PodPlan, pod: dict[str, Any]) -> float:
         """The InferenceService's annotation applies to all its pods; else the cluster default."""
-        from kinfer.localcluster.config import ANNOTATION_COLD_START_S
+        from kinfer_dev.localcluster.config import ANNOTATION_COLD_START_S
 
         name = (pod["metadata"].get("labels") or {}).get(LABEL_ISVC)
         try:
@@ -550,7 +550,7 @@ def server_command(plan: PodPlan) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, **plan.env}
     args = local_server_args(plan)
     if plan.runtime == "triton":
-        from kinfer.runtime import local_triton
+        from kinfer_dev.runtime import local_triton
 
         backends = local_triton.prepare_backend_dir(plan.work_dir)
         argv = [

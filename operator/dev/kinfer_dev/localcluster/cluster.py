@@ -15,9 +15,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from kinfer.localcluster import build, controlplane, discovery, nodes, pki, prometheus
-from kinfer.localcluster.config import ClusterConfig, node_ips, node_pod_cidrs, validate_pod_cidr
-from kinfer.localcluster.processes import (
+from kinfer_dev.localcluster import build, controlplane, discovery, nodes, pki, prometheus
+from kinfer_dev.localcluster.config import (
+    ClusterConfig,
+    node_ips,
+    node_pod_cidrs,
+    validate_pod_cidr,
+)
+from kinfer_dev.localcluster.processes import (
     ProcessTable,
     StartupError,
     free_port,
@@ -104,8 +109,8 @@ class LocalCluster:
 
     def _model_servers(self) -> list[dict[str, Any]]:
         """The pod runner's servers: one per running pod, with its PID and log."""
-        from kinfer.localcluster.processes import ProcessRecord
-        from kinfer.localcluster.runner import SERVER_RECORD
+        from kinfer_dev.localcluster.processes import ProcessRecord
+        from kinfer_dev.localcluster.runner import SERVER_RECORD
 
         servers = []
         for path in sorted((self.state_dir / "pods").glob(f"*/{SERVER_RECORD}")):
@@ -312,7 +317,7 @@ class LocalCluster:
             [
                 sys.executable,
                 "-m",
-                "kinfer.localcluster.runner",
+                "kinfer_dev.localcluster.runner",
                 f"--state-dir={self.state_dir}",
                 f"--kubeconfig={self.component_kubeconfig('runner')}",
                 f"--cold-start-seconds={self.config.cold_start_s}",
@@ -331,7 +336,7 @@ class LocalCluster:
     # -- down -------------------------------------------------------------
     def down(self) -> None:
         """Stop every recorded process (the runner's model servers too) and remove the state dir."""
-        from kinfer.localcluster.runner import stop_recorded_servers
+        from kinfer_dev.localcluster.runner import stop_recorded_servers
 
         self.processes.stop_all()
         stop_recorded_servers(self.state_dir)
@@ -374,7 +379,7 @@ _PORT_NAMES = (
 def _kwok_stages_path() -> Path:
     from importlib import resources
 
-    return Path(str(resources.files("kinfer.localcluster") / "kwok-stages.yaml"))
+    return Path(str(resources.files("kinfer_dev.localcluster") / "kwok-stages.yaml"))
 
 
 def _unverified_tls() -> ssl.SSLContext:

@@ -15,7 +15,7 @@ SCRAPE_CONFIG_RESOURCE = ("prometheus", "scrape-config.yaml")
 
 def scrape_config_path() -> Path:
     """The shipped scrape config (also meant for manifests/): one source of truth."""
-    return Path(str(resources.files("kinfer.localcluster").joinpath(*SCRAPE_CONFIG_RESOURCE)))
+    return Path(str(resources.files("kinfer_dev.localcluster").joinpath(*SCRAPE_CONFIG_RESOURCE)))
 
 
 def load_scrape_configs() -> list[dict[str, Any]]:

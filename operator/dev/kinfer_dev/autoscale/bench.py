@@ -12,9 +12,9 @@ from pathlib import Path
 
 from kinfer.api import constants as c
 from kinfer.api.model import PrecisionSpec, ScalingSpec, TierSpec
-from kinfer.autoscale import baselines
 from kinfer.autoscale.policy import PolicyConfig, Tuning
-from kinfer.autoscale.simulator import (
+from kinfer_dev.autoscale import baselines
+from kinfer_dev.autoscale.simulator import (
     Result,
     ServiceModel,
     Trace,
@@ -171,7 +171,7 @@ def spike_windows(trace: Trace) -> list[tuple[int, int, float]]:
 
 
 def project_trace(name: str) -> Trace:
-    source = resources.files("kinfer.autoscale") / "traces" / f"{name}.csv"
+    source = resources.files("kinfer_dev.autoscale") / "traces" / f"{name}.csv"
     with resources.as_file(source) as path:
         return load_trace(path)
 
@@ -269,7 +269,7 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             print(_markdown([summary]))
         return 0
-    from kinfer.autoscale import plots
+    from kinfer_dev.autoscale import plots
 
     summaries = []
     for name in PROJECT_TRACES:

@@ -3,7 +3,7 @@
 It has only the Python backend, so it serves repositories written with
 `write_model_repository(..., flavour="python")`, or production repositories after
 `to_python_backend`. Production uses the official image. `python -m
-kinfer.runtime.local_triton ARGS` is the entrypoint of the kinfer-triton-cpu-test
+kinfer_dev.runtime.local_triton ARGS` is the entrypoint of the kinfer-triton-cpu-test
 image: it takes tritonserver's flags, converts a copy of the model repository and
 runs the wheel's tritonserver on it.
 """
@@ -17,7 +17,7 @@ import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
-from kinfer.runtime.process import ServerHandle, start_server
+from kinfer_dev.runtime.process import ServerHandle, start_server
 
 
 def pytriton_dir() -> Path:
@@ -133,7 +133,7 @@ def to_python_backend(repository: Path) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from kinfer.runtime import repository as runtime_repository
+    from kinfer_dev.runtime import repository as runtime_repository
 
     for config_path in sorted(repository.glob("*/config.pbtxt")):
         model_dir = config_path.parent

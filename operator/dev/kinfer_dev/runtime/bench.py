@@ -204,11 +204,11 @@ def benchmark(
     """Every target at every concurrency, `repeat` sweeps: {"machine", "model", "cells", ...}.
 
     Each cell holds the medians over the sweeps (requests and failures summed)."""
-    from kinfer.runtime.local_triton import available as triton_available
-    from kinfer.runtime.local_triton import start_local_triton
-    from kinfer.runtime.ort_server import start_ort_server
-    from kinfer.runtime.repository import write_model_repository
-    from kinfer.runtime.testmodels import MLPShape, build_tier_models, sample_input
+    from kinfer_dev.runtime.local_triton import available as triton_available
+    from kinfer_dev.runtime.local_triton import start_local_triton
+    from kinfer_dev.runtime.ort_server import start_ort_server
+    from kinfer_dev.runtime.repository import write_model_repository
+    from kinfer_dev.runtime.testmodels import MLPShape, build_tier_models, sample_input
 
     rounds: list[list[Cell]] = []
     # Other work on the machine skews every figure: the load average says how much there was.
@@ -466,7 +466,7 @@ async def _load(
 
 def find_perf_client() -> str | None:
     """kinfer-perf, where `make grpc-frontend` puts it (beside this Python) or on PATH."""
-    from kinfer.runtime.process import find_executable
+    from kinfer_dev.runtime.process import find_executable
 
     return find_executable(PERF_CLIENT)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinfer.localcluster.config import SERVICE_CLUSTER_IP_RANGE
-from kinfer.localcluster.pki import Pki
+from kinfer_dev.localcluster.config import SERVICE_CLUSTER_IP_RANGE
+from kinfer_dev.localcluster.pki import Pki
 
 HOST = "127.0.0.1"
 # The controllers a Deployment-based operator needs, and nothing that would

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kinfer.localcluster.config import ANNOTATION_COLD_START_S, LOOPBACK
+from kinfer_dev.localcluster.config import ANNOTATION_COLD_START_S, LOOPBACK
 
 LABEL_ISVC = "kinfer.dev/inferenceservice"
 LABEL_RUNTIME = "kinfer.dev/runtime"

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from kinfer.localcluster.config import ClusterConfig
-from kinfer.localcluster.kubectl import Kubectl, KubectlError
+from kinfer_dev.localcluster.config import ClusterConfig
+from kinfer_dev.localcluster.kubectl import Kubectl, KubectlError
 
 NAMESPACE = "kinfer-demo"
 NAME = "demo-mlp"
@@ -73,9 +73,9 @@ def run(config: ClusterConfig, timeout_s: float = 600.0) -> int:
 
 
 def _run(config: ClusterConfig, timeout_s: float) -> None:
-    from kinfer.localcluster import build
-    from kinfer.localcluster.cluster import LocalCluster
-    from kinfer.localcluster.processes import ProcessTable, StartupError, http_ok, wait_until
+    from kinfer_dev.localcluster import build
+    from kinfer_dev.localcluster.cluster import LocalCluster
+    from kinfer_dev.localcluster.processes import ProcessTable, StartupError, http_ok, wait_until
 
     external = os.environ.get("KUBECONFIG")
     cluster = LocalCluster(config, out=sys.stdout)
@@ -121,7 +121,7 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(_crd_path()))
     kubectl("wait", "--for=condition=Established", "crd/inferenceservices.kinfer.dev")
     operator = processes.get("operator")
-    from kinfer.localcluster.processes import is_alive
+    from kinfer_dev.localcluster.processes import is_alive
 
     if operator is None or not is_alive(operator):
         argv = [sys.executable, "-m", "kinfer", "run", f"--kubeconfig={kubeconfig}"]
@@ -134,8 +134,8 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
         print(f"operator already running (pid {operator.pid})")
 
     _step(3, "building the test model (an MLP in ONNX) and serving it on 127.0.0.1")
-    from kinfer.localcluster.modelstore import build_test_models
-    from kinfer.localcluster.processes import free_port
+    from kinfer_dev.localcluster.modelstore import build_test_models
+    from kinfer_dev.localcluster.processes import free_port
 
     models_dir = work_dir / "models"
     tiers = build_test_models(models_dir)
@@ -188,7 +188,7 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
     status = json.loads(kubectl("get", "kisvc", NAME, "-n", NAMESPACE, "-o", "json").stdout)
     print("status:")
     print(yaml.safe_dump(status.get("status", {}), sort_keys=False).rstrip())
-    from kinfer.localcluster.cli import kinfer_command
+    from kinfer_dev.localcluster.cli import kinfer_command
 
     kinfer = kinfer_command()
     print(
@@ -210,7 +210,7 @@ def _run(config: ClusterConfig, timeout_s: float) -> None:
 
 
 def _kubectl_version() -> str:
-    from kinfer.localcluster.build import modules_dir
+    from kinfer_dev.localcluster.build import modules_dir
 
     go_mod = (modules_dir() / "kubernetes" / "go.mod").read_text()
     match = re.search(r"k8s.io/kubernetes (v[0-9.]+)", go_mod)
@@ -233,7 +233,7 @@ def _infer(kubectl: Kubectl, model_path: Path) -> None:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from kinfer.runtime import testmodels
+    from kinfer_dev.runtime import testmodels
 
     pods = json.loads(
         kubectl(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kinfer.autoscale.simulator import Result, Trace
+from kinfer_dev.autoscale.simulator import Result, Trace
 
 COLORS = {
     "kinfer": "tab:blue",

@@ -16,7 +16,7 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from kinfer.autoscale.simulator import Run, ServiceModel, Trace, arrivals_for
+from kinfer_dev.autoscale.simulator import Run, ServiceModel, Trace, arrivals_for
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def build_test_models(root: Path, model: str = "mlp") -> dict[str, str]:
 
     Returns tier -> path relative to root, the layout the samples' storageUris use.
     """
-    from kinfer.runtime import testmodels
+    from kinfer_dev.runtime import testmodels
 
     built = testmodels.build_tier_models(root / f".{model}-build")
     relative = {}

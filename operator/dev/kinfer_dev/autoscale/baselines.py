@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from kinfer.autoscale.behavior import Behavior, apply_behavior
 from kinfer.autoscale.policy import PolicyConfig, PolicyState, Replicas, decide
-from kinfer.autoscale.simulator import Command, Controller, ServiceModel, View
+from kinfer_dev.autoscale.simulator import Command, Controller, ServiceModel, View
 
 HPA_SYNC_PERIOD_S = 15
 HPA_TOLERANCE = 0.1

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from kinfer.runtime.process import ServerHandle, start_server
+from kinfer_dev.runtime.process import ServerHandle, start_server
 
 
 def start_ort_server(

@@ -147,7 +147,7 @@ def onnx_signature(
 PYTHON_BACKEND_MODEL = '''\
 """kinfer: Triton Python-backend model running this version's model.onnx with onnxruntime.
 
-Written by kinfer.runtime.repository for the local Triton (nvidia-pytriton ships only
+Written by kinfer_dev.runtime.repository for the local Triton (nvidia-pytriton ships only
 the Python backend); production Triton serves model.onnx with its onnxruntime backend.
 """
 

@@ -118,7 +118,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):  # -> ClusterConfig
-    from kinfer.localcluster.config import ClusterConfig, load_nodes
+    from kinfer_dev.localcluster.config import ClusterConfig, load_nodes
 
     nodes = load_nodes(args.nodes_file) if getattr(args, "nodes_file", None) else None
     return ClusterConfig.from_env(
@@ -131,7 +131,7 @@ def _config(args: argparse.Namespace):  # -> ClusterConfig
 
 
 def _cluster(args: argparse.Namespace):  # -> LocalCluster
-    from kinfer.localcluster.cluster import LocalCluster
+    from kinfer_dev.localcluster.cluster import LocalCluster
 
     return LocalCluster(_config(args))
 
@@ -142,8 +142,8 @@ def _fail(message: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from kinfer.localcluster.build import BuildError
-    from kinfer.localcluster.processes import StartupError
+    from kinfer_dev.localcluster.build import BuildError
+    from kinfer_dev.localcluster.processes import StartupError
 
     try:
         cluster = _cluster(args)
@@ -203,7 +203,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from kinfer.localcluster import build
+    from kinfer_dev.localcluster import build
 
     try:
         directory = build.ensure_built(
@@ -216,6 +216,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kinfer.localcluster import demo
+    from kinfer_dev.localcluster import demo
 
     return demo.run(_config(args), timeout_s=args.timeout_seconds)

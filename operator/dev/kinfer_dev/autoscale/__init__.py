@@ -1,0 +1,1 @@
+"""The autoscaling simulator, its baselines (HPA, KPA, oracle), bounds, plots and bench."""
