@@ -230,22 +230,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    if args.cold_start_s < 0:
-        print(f"kinfer: --cold-start-s {args.cold_start_s} must be >= 0", file=sys.stderr)
-        return 2
-    if args.period_s <= 0 or args.scale_down_stabilization_s < 0:
-        print(
-            f"kinfer: --period-s {args.period_s} must be > 0 and --scale-down-stabilization-s"
-            f" {args.scale_down_stabilization_s} >= 0",
-            file=sys.stderr,
-        )
-        return 2
-    if args.quick_scale_down_stabilization_s < 0:
-        print(
-            "kinfer: --quick-scale-down-stabilization-s"
-            f" {args.quick_scale_down_stabilization_s} must be >= 0",
-            file=sys.stderr,
-        )
+    error = _argument_error(args)
+    if error is not None:
+        print(f"kinfer: {error}", file=sys.stderr)
         return 2
     scenario = default_scenario(args.cold_start_s, args.seed)
     if args.no_arrival_gauge:
@@ -256,42 +243,42 @@ def _handle(args: argparse.Namespace) -> int:
         scale_down_stabilization_s=args.scale_down_stabilization_s,
         quick_scale_down_stabilization_s=args.quick_scale_down_stabilization_s,
     )
-    if args.trace is not None:
-        try:
-            trace = load_trace(args.trace)
-        except (OSError, ValueError) as error:
-            print(f"kinfer: --trace: {error}", file=sys.stderr)
-            return 2
-        results = run_trace(trace, scenario)
-        summary = report(trace, scenario, results)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            print(_markdown([summary]))
-        return 0
-    from kinfer_dev.autoscale import plots
+    if args.trace is None:
+        return _run_all(args, scenario)
+    try:
+        trace = load_trace(args.trace)
+    except (OSError, ValueError) as error:
+        print(f"kinfer: --trace: {error}", file=sys.stderr)
+        return 2
+    summary = report(trace, scenario, run_trace(trace, scenario))
+    print(json.dumps(summary) if args.json else _markdown([summary]))
+    return 0
 
-    summaries = []
-    for name in PROJECT_TRACES:
-        trace = project_trace(name)
-        results = run_trace(trace, scenario)
-        summaries.append(report(trace, scenario, results))
-        if args.out is not None:
-            plots.plot(trace, scenario.model.slo_ms, results, args.out / f"{name}.png")
+
+def _argument_error(args: argparse.Namespace) -> str | None:
+    if args.cold_start_s < 0:
+        return f"--cold-start-s {args.cold_start_s} must be >= 0"
+    if args.period_s <= 0 or args.scale_down_stabilization_s < 0:
+        return (
+            f"--period-s {args.period_s} must be > 0 and --scale-down-stabilization-s"
+            f" {args.scale_down_stabilization_s} >= 0"
+        )
+    if args.quick_scale_down_stabilization_s < 0:
+        return (
+            "--quick-scale-down-stabilization-s"
+            f" {args.quick_scale_down_stabilization_s} must be >= 0"
+        )
+    return None
+
+
+def _scenarios(scenario: Scenario) -> list[tuple[str, Trace, Scenario]]:
+    """(plot name, trace, scenario) of every run of --all: the project's traces, the spike at
+    longer cold starts, and the spike on a cluster with room for few pods."""
+    runs = [(name, project_trace(name), scenario) for name in PROJECT_TRACES]
     spike = project_trace("spike")
     for cold_start_s in TIER_COLD_STARTS_S:
-        tier_scenario = replace(
-            scenario, model=replace(scenario.model, cold_start_s=float(cold_start_s))
-        )
-        results = run_trace(spike, tier_scenario)
-        summaries.append(report(spike, tier_scenario, results))
-        if args.out is not None:
-            plots.plot(
-                spike,
-                scenario.model.slo_ms,
-                results,
-                args.out / f"spike-cold-start-{cold_start_s}s.png",
-            )
+        slower = replace(scenario, model=replace(scenario.model, cold_start_s=float(cold_start_s)))
+        runs.append((f"spike-cold-start-{cold_start_s}s", spike, slower))
     limited = replace(
         scenario,
         model=replace(
@@ -300,24 +287,25 @@ def _handle(args: argparse.Namespace) -> int:
             max_pods=GPU_LIMITED_MAX_PODS,
         ),
     )
-    results = run_trace(spike, limited)
-    summaries.append(report(spike, limited, results))
-    if args.out is not None:
-        plots.plot(
-            spike,
-            scenario.model.slo_ms,
-            results,
-            args.out / f"spike-gpu-limited-{GPU_LIMITED_MAX_PODS}-pods.png",
-        )
+    runs.append((f"spike-gpu-limited-{GPU_LIMITED_MAX_PODS}-pods", spike, limited))
+    return runs
+
+
+def _run_all(args: argparse.Namespace, scenario: Scenario) -> int:
+    from kinfer_dev.autoscale import plots
+
+    summaries = []
+    for name, trace, run_scenario in _scenarios(scenario):
+        results = run_trace(trace, run_scenario)
+        summaries.append(report(trace, run_scenario, results))
+        if args.out is not None:
+            plots.plot(trace, scenario.model.slo_ms, results, args.out / f"{name}.png")
     table = _markdown(summaries)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "autoscale.md").write_text(table)
         (args.out / "autoscale.json").write_text(json.dumps(summaries, indent=1) + "\n")
-    if args.json:
-        print(json.dumps({"runs": summaries}))
-    else:
-        print(table)
+    print(json.dumps({"runs": summaries}) if args.json else table)
     return 0
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -204,10 +205,6 @@ def benchmark(
     """Every target at every concurrency, `repeat` sweeps: {"machine", "model", "cells", ...}.
 
     Each cell holds the medians over the sweeps (requests and failures summed)."""
-    from kinfer_dev.runtime.local_triton import available as triton_available
-    from kinfer_dev.runtime.local_triton import start_local_triton
-    from kinfer_dev.runtime.ort_server import start_ort_server
-    from kinfer_dev.runtime.repository import write_model_repository
     from kinfer_dev.runtime.testmodels import MLPShape, build_tier_models, sample_input
 
     rounds: list[list[Cell]] = []
@@ -217,37 +214,9 @@ def benchmark(
         work = Path(tmp)
         models = build_tier_models(work / "models", tiers=("fp32",))
         batch = sample_input(1)
-        servers = []
+        servers: list[tuple[str, Any]] = []
         try:
-            if any(t.startswith("kinfer") for t in targets):
-                repo = work / "ort-repo"
-                write_model_repository(repo, MODEL, models)
-            if "kinfer-http" in targets or "kinfer-grpc" in targets:
-                _log(progress, "starting kinfer-ort-server ...")
-                handle = start_ort_server(
-                    repo, load_models=[MODEL], work_dir=work / "ort", extra_args=server_args
-                )
-                servers.append(("kinfer", handle))
-            if "kinfer-grpcio" in targets:
-                _log(progress, "starting kinfer-ort-server with gRPC on grpc.aio ...")
-                handle = start_ort_server(
-                    repo,
-                    load_models=[MODEL],
-                    work_dir=work / "ort-grpcio",
-                    extra_args=(*server_args, "--grpc-frontend=python"),
-                )
-                servers.append(("kinfer-grpcio", handle))
-            if any(t.startswith("triton") for t in targets):
-                if triton_available():
-                    repo = work / "triton-repo"
-                    write_model_repository(repo, MODEL, models, flavour="python")
-                    _log(progress, "starting the local Triton ...")
-                    handle = start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton")
-                    servers.append(("triton", handle))
-                else:
-                    _log(
-                        progress, "the local Triton is not installed (nvidia-pytriton): skipping it"
-                    )
+            _start_servers(servers, targets, work, models, server_args, progress)
             # Whole sweeps, repeated: a load change on a shared machine then hits every
             # target alike instead of whichever ran at that moment; medians are reported.
             for round_index in range(repeat):
@@ -317,6 +286,52 @@ def benchmark(
         "client": client,
         "cells": [asdict(cell) for cell in cells],
     }
+
+
+def _start_servers(
+    servers: list[tuple[str, Any]],
+    targets: list[str],
+    work: Path,
+    models: dict[str, Path],
+    server_args: tuple[str, ...],
+    progress: bool,
+) -> None:
+    """Start the servers the targets need, appending (name, handle) to `servers` as each
+    comes up (the caller stops whatever is there, also after a failed start)."""
+    from kinfer_dev.runtime.local_triton import available as triton_available
+    from kinfer_dev.runtime.local_triton import start_local_triton
+    from kinfer_dev.runtime.ort_server import start_ort_server
+    from kinfer_dev.runtime.repository import write_model_repository
+
+    if any(t.startswith("kinfer") for t in targets):
+        repo = work / "ort-repo"
+        write_model_repository(repo, MODEL, models)
+        if "kinfer-http" in targets or "kinfer-grpc" in targets:
+            _log(progress, "starting kinfer-ort-server ...")
+            handle = start_ort_server(
+                repo, load_models=[MODEL], work_dir=work / "ort", extra_args=server_args
+            )
+            servers.append(("kinfer", handle))
+        if "kinfer-grpcio" in targets:
+            _log(progress, "starting kinfer-ort-server with gRPC on grpc.aio ...")
+            handle = start_ort_server(
+                repo,
+                load_models=[MODEL],
+                work_dir=work / "ort-grpcio",
+                extra_args=(*server_args, "--grpc-frontend=python"),
+            )
+            servers.append(("kinfer-grpcio", handle))
+    if not any(t.startswith("triton") for t in targets):
+        return
+    if not triton_available():
+        _log(progress, "the local Triton is not installed (nvidia-pytriton): skipping it")
+        return
+    repo = work / "triton-repo"
+    write_model_repository(repo, MODEL, models, flavour="python")
+    _log(progress, "starting the local Triton ...")
+    servers.append(
+        ("triton", start_local_triton(repo, load_models=[MODEL], work_dir=work / "triton"))
+    )
 
 
 def _summarise(
