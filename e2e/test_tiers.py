@@ -244,6 +244,8 @@ def test_pinned_tier_never_moves_under_a_spike(
     }
     cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name)
+    # activeTier is the control loop's to write, once the Ready pods serve the tier.
+    wait_for("the pinned tier active", lambda: active_tier(cluster, namespace, name) == "fp32", 60)
     rate = 1.3 * 1000.0 / fp32_ms
     with ReadyPodURLs(cluster, namespace, name) as urls, load_on(urls, rate):
         deadline = time.monotonic() + 45

@@ -45,6 +45,26 @@ def test_status_fields(minimal):
     assert (fields["replicas"], fields["readyReplicas"]) == (1, 1)
 
 
+def test_active_tier_has_one_writer(minimal):
+    # One tier: the reconcile says it serves. Switchable tiers: only the control loop does,
+    # once the Ready pods serve one (controller.control_loop.tier_period).
+    def fields_for(tiers):
+        spec = dict(minimal["spec"])
+        if tiers:
+            spec.update(model={}, precision={"tiers": tiers})
+        body = {**minimal, "spec": spec}
+        fields, _ = service_status(
+            parse(body), deployment(), NO_GPU, cluster_domain="cluster.local", node_selector={}
+        )
+        return fields
+
+    fp32 = {"name": "fp32", "storageUri": "s3://models/mlp/fp32"}
+    int8 = {"name": "int8", "storageUri": "s3://models/mlp/int8"}
+    assert fields_for([fp32])["activeTier"] == "fp32"
+    assert "activeTier" not in fields_for([fp32, int8])
+    assert "activeTier" not in fields_for([])
+
+
 def test_ready_when_all_replicas_ready_and_rolled_out(minimal):
     ready = conditions_of(parse(minimal), deployment())["Ready"]
     assert (ready.status, ready.reason) == ("True", "Available")

@@ -180,11 +180,6 @@ def _observe(
         node_selector=scheduling.node_selector(isvc),
         pods=kube.list("v1", "Pod", isvc.namespace, isvc.selector_string),
     )
-    if len(isvc.spec.precision.tiers) > 1 and current.get("activeTier") in (
-        isvc.spec.precision.tier_names()
-    ):
-        # With switchable tiers, what is serving is the control loop's to say.
-        fields.pop("activeTier", None)
     return Outcome(
         status_patch=_status_patch(current, fields, conditions, isvc.generation),
         events=events + _transition_events(current, conditions),

@@ -173,7 +173,10 @@ def service_status(
         "grpcAddress": grpc_address(isvc, cluster_domain),
         "modelName": isvc.spec.model.name,
     }
-    if tier is not None:
+    # One writer per field: with switchable tiers, what serves is the control loop's to say
+    # (controller.control_loop.tier_period, once the Ready pods serve it); with one tier,
+    # that tier is all that can serve.
+    if tier is not None and len(isvc.spec.precision.tiers) == 1:
         fields["activeTier"] = tier.name
 
     conditions = [Condition(c.CONDITION_SPEC_VALID, "True", "Valid", "spec is valid")]
