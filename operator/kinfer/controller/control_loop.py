@@ -18,12 +18,13 @@ from typing import Any, Protocol
 
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, parse
-from kinfer.api.validation import validate_object
+from kinfer.api.validation import InvalidSpecError
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
 from kinfer.autoscale.reasons import Step
+from kinfer.controller.capacity import observe_capacity
 from kinfer.controller.kube import Kube
-from kinfer.controller.reconcile import Event, observe_capacity
+from kinfer.controller.reconcile import Event
 from kinfer.controller.status import Condition, merge_conditions, now_rfc3339, spec_rejected
 from kinfer.tiers import actuator
 
@@ -270,9 +271,12 @@ def run_period(
     body: dict[str, Any], kube: Kube, reader: MetricsReader | None, memory: LoopMemory
 ) -> PeriodResult:
     """One tick: a scaling decision when a period has passed, tier convergence always."""
-    if validate_object(body) or spec_rejected(body):
+    if spec_rejected(body):
         return PeriodResult()
-    isvc = parse(body)
+    try:
+        isvc = parse(body)  # validates: the reconcile reports what is wrong
+    except InvalidSpecError:
+        return PeriodResult()
     result = PeriodResult()
     now_s = time.time()
     tier_index: int | None = None

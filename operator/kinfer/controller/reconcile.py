@@ -15,8 +15,9 @@ from kubernetes.client.exceptions import ApiException
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, parse
 from kinfer.api.validation import validate_object
-from kinfer.capacity import CapacityReport, gpu_capacity
+from kinfer.capacity import CapacityReport
 from kinfer.config import RenderOptions
+from kinfer.controller.capacity import observe_capacity
 from kinfer.controller.kube import Kube
 from kinfer.controller.pod_failures import FETCH_FAILED, SERVER_FAILING
 from kinfer.controller.rejection import rejection_message, rejections
@@ -30,7 +31,6 @@ from kinfer.controller.status import (
     spec_not_applied,
 )
 from kinfer.render import render, scheduling
-from kinfer.render.deployment import effective_replicas
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +52,6 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     isvc: InferenceService | None = None
     capacity: CapacityReport | None = None
-
-
-def observe_capacity(kube: Kube, isvc: InferenceService) -> CapacityReport:
-    resources = isvc.spec.resources
-    desired, _ = effective_replicas(isvc)
-    if resources.gpu_resource_name is None:
-        return gpu_capacity(
-            resource=None,
-            per_replica=0,
-            node_selector={},
-            tolerations=[],
-            nodes=[],
-            pods=[],
-            own_pod_labels=isvc.selector,
-            wanted_replicas=desired,
-        )
-    return gpu_capacity(
-        resource=resources.gpu_resource_name,
-        per_replica=resources.gpu_count,
-        node_selector=scheduling.node_selector(isvc),
-        tolerations=scheduling.tolerations(isvc),
-        nodes=kube.list("v1", "Node"),
-        # All pods: GPUs on a node are taken by pods of every namespace.
-        pods=kube.list("v1", "Pod"),
-        own_pod_labels=isvc.selector,
-        wanted_replicas=desired,
-    )
 
 
 def _status_patch(
