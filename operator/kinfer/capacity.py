@@ -173,3 +173,19 @@ def gpu_capacity(
         scheduled_replicas=scheduled_own,
         wanted_replicas=wanted_replicas,
     )
+
+
+# Resources a pod may request that are not extended ones (GPUs are: nvidia.com/gpu, ...).
+STANDARD_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage", "storage"})
+
+
+def requests_extended_resource(pod: dict[str, Any]) -> bool:
+    """True when any container asks for an extended resource (a GPU, a MIG slice, ...): the
+    pods GPU capacity is computed from."""
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        resources = container.get("resources") or {}
+        for amounts in (resources.get("requests") or {}, resources.get("limits") or {}):
+            if any(name not in STANDARD_RESOURCES for name in amounts):
+                return True
+    return False

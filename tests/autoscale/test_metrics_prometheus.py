@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import Metric
 
-from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings
+from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings, Wanted
 from kinfer.autoscale.policy import PolicyState, Replicas, decide
 from kinfer.autoscale.signal import SAME_SCRAPE_S
 from tests.policy_configs import policy
@@ -150,6 +150,11 @@ scrape_configs:
   - job_name: kinfer
     static_configs:
 {targets}
+  # The first pod's endpoint once more, as the only pod of a second service.
+  - job_name: other
+    static_configs:
+      - targets: ["127.0.0.1:{pods[0].port}"]
+        labels: {{namespace: team-b, inferenceservice: other, pod: other-0}}
 """
     )
     port = free_port()
@@ -203,10 +208,10 @@ def wait_for(read, ready, what: str):
 
 
 def test_onnxruntime_qps_p95_versions_and_completeness(prometheus):
-    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+    reader = PrometheusReader(PrometheusSettings(url=prometheus), recent_window_s=5)
 
     def read():
-        return reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S, recent_window_s=5)
+        return reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S)
 
     observation = wait_for(
         read,
@@ -240,9 +245,10 @@ def test_onnxruntime_qps_p95_versions_and_completeness(prometheus):
 def test_triton_p95_from_per_pod_summaries(prometheus):
     def read(aggregation: str):
         reader = PrometheusReader(
-            PrometheusSettings(url=prometheus, triton_p95_aggregation=aggregation)
+            PrometheusSettings(url=prometheus, triton_p95_aggregation=aggregation),
+            recent_window_s=5,
         )
-        return reader.observe("team-a", "mlp", "triton", window_s=WINDOW_S, recent_window_s=5)
+        return reader.observe("team-a", "mlp", "triton", window_s=WINDOW_S)
 
     slowest = wait_for(
         lambda: read("max"), lambda o: o.ok and o.pods_reporting == 2, "Triton series"
@@ -280,6 +286,34 @@ def test_the_trend_history_holds_a_point_per_scrape_not_per_read(prometheus):
     assert len(state.qps_history) <= elapsed_s / SAME_SCRAPE_S + 3
     times = [t for t, _ in state.qps_history]
     assert all(later - earlier >= SAME_SCRAPE_S for earlier, later in itertools.pairwise(times))
+
+
+def test_one_query_answers_every_service_split_by_service(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus), recent_window_s=5)
+    wanted = [
+        Wanted("team-a", "mlp", "onnxruntime", WINDOW_S),
+        Wanted("team-b", "other", "onnxruntime", WINDOW_S),
+        Wanted("team-c", "no-series", "onnxruntime", WINDOW_S),
+    ]
+    found = wait_for(
+        lambda: reader.observe_all(wanted),
+        lambda f: f[("team-a", "mlp")].pods_reporting == 2 and f[("team-b", "other")].ok,
+        "both services",
+    )
+    sent = reader.queries_sent
+    found = reader.observe_all(wanted)
+    assert reader.queries_sent == sent + 1, "one query for every service of one runtime"
+    mlp, other = found[("team-a", "mlp")], found[("team-b", "other")]
+    assert (mlp.pods_reporting, other.pods_reporting) == (2, 1)
+    # The second service is the first pod alone: its arrival gauge, not the sum of both.
+    assert other.qps_arriving == pytest.approx(80.0)
+    assert mlp.qps_arriving == pytest.approx(120.0)
+    assert set(other.versions) == {1, 2}
+    assert 0 < other.qps < mlp.qps
+    assert "no series for team-c/no-series (onnxruntime)" in found[("team-c", "no-series")].error
+    # Another runtime or window is its own query.
+    reader.observe_all([*wanted, Wanted("team-a", "mlp", "triton", WINDOW_S)])
+    assert reader.queries_sent == sent + 3
 
 
 def test_unknown_service_is_an_observation_not_an_exception(prometheus):

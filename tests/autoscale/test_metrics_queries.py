@@ -7,12 +7,19 @@ import argparse
 import pytest
 
 from kinfer.autoscale.metrics import (
+    ALL_SERVICES,
     PrometheusSettings,
+    Wanted,
     add_arguments,
+    batch_query,
+    observation,
     queries,
     selector,
     settings_from_args,
+    split,
 )
+
+GROUP = "namespace, inferenceservice"
 
 
 def test_selector_escapes_label_values():
@@ -20,65 +27,114 @@ def test_selector_escapes_label_values():
     assert selector('a"b', "c\\d") == 'namespace="a\\"b",inferenceservice="c\\\\d"'
 
 
-def test_onnxruntime_queries_use_the_histogram():
-    built = queries("team-a", "mlp", "onnxruntime", window_s=60, recent_window_s=30)
-    sel = 'namespace="team-a",inferenceservice="mlp"'
-    assert built.qps == f"sum(rate(kinfer_inference_requests_total{{{sel}}}[60s]))"
-    assert built.qps_recent == f"sum(rate(kinfer_inference_requests_total{{{sel}}}[30s]))"
+def test_onnxruntime_queries_use_the_histogram_grouped_by_service():
+    built = queries("onnxruntime", window_s=60, recent_window_s=30)
+    sel = ALL_SERVICES
+    assert built.qps == f"sum by ({GROUP}) (rate(kinfer_inference_requests_total{{{sel}}}[60s]))"
+    assert built.qps_recent.endswith("[30s]))")
     assert built.latency_p95_ms == (
-        "histogram_quantile(0.95, sum by (le) "
+        f"histogram_quantile(0.95, sum by ({GROUP}, le) "
         f"(rate(kinfer_inference_request_duration_seconds_bucket{{{sel}}}[60s]))) * 1000"
     )
-    assert "sum by (le, version)" in built.latency_p95_ms_by_version
-    assert built.qps_by_version.startswith("sum by (version) (rate(")
+    assert f"sum by ({GROUP}, le, version)" in built.latency_p95_ms_by_version
+    assert built.qps_by_version.startswith(f"sum by ({GROUP}, version) (rate(")
     assert built.pods_reporting == (
-        f"count(count by (pod) (rate(kinfer_inference_requests_total{{{sel}}}[60s])))"
+        f"count by ({GROUP}) (count by ({GROUP}, pod) "
+        f"(rate(kinfer_inference_requests_total{{{sel}}}[60s])))"
     )
     assert built.newest_sample_age_s == (
-        f"time() - max(timestamp(kinfer_inference_requests_total{{{sel}}}))"
+        f"time() - max by ({GROUP}) (timestamp(kinfer_inference_requests_total{{{sel}}}))"
     )
-    assert built.qps_arriving == f"sum(kinfer_inference_arrival_rate{{{sel}}})"
+    assert built.qps_arriving == f"sum by ({GROUP}) (kinfer_inference_arrival_rate{{{sel}}})"
+    one = queries("onnxruntime", sel=selector("team-a", "mlp"))
+    assert 'namespace="team-a",inferenceservice="mlp"' in one.qps
 
 
 def test_triton_queries_count_success_and_failure_and_read_the_summary():
-    built = queries("ns", "big", "triton", window_s=120)
+    built = queries("triton", window_s=120)
     assert '__name__=~"nv_inference_request_success|nv_inference_request_failure"' in built.qps
     assert "[120s]" in built.qps
     assert built.latency_p95_ms == (
-        'max((nv_inference_request_summary_us{namespace="ns",inferenceservice="big",'
+        f"max by ({GROUP}) ((nv_inference_request_summary_us{{{ALL_SERVICES},"
         'quantile="0.95"} >= 0)) / 1000'
     )
-    assert built.latency_p95_ms_by_version.startswith("max by (version) (")
+    assert built.latency_p95_ms_by_version.startswith(f"max by ({GROUP}, version) (")
     assert built.qps_arriving is None
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "triton"])
 def test_the_per_version_split_is_also_read_over_the_short_window(runtime):
-    built = queries("ns", "big", runtime, window_s=60, recent_window_s=30)
-    assert built.qps_by_version_recent.startswith("sum by (version) (rate(")
+    built = queries(runtime, window_s=60, recent_window_s=30)
+    assert built.qps_by_version_recent.startswith(f"sum by ({GROUP}, version) (rate(")
     assert "[30s]" in built.qps_by_version_recent
     assert "[60s]" not in built.qps_by_version_recent
     if runtime == "onnxruntime":
-        assert "sum by (le, version)" in built.latency_p95_ms_by_version_recent
+        assert f"sum by ({GROUP}, le, version)" in built.latency_p95_ms_by_version_recent
         assert "[30s]" in built.latency_p95_ms_by_version_recent
-    mean = queries("ns", "big", runtime, recent_window_s=30, triton_p95_aggregation="mean")
+    mean = queries(runtime, recent_window_s=30, triton_p95_aggregation="mean")
     if runtime == "triton":
         assert "rate(nv_inference_request_success" in mean.latency_p95_ms_by_version_recent
         assert "[60s]" not in mean.latency_p95_ms_by_version_recent
 
 
 def test_triton_mean_aggregation_weights_by_request_rate():
-    built = queries("ns", "big", "triton", triton_p95_aggregation="mean")
-    assert built.latency_p95_ms.startswith("sum (")
-    assert "* on (pod, model, version) rate(nv_inference_request_success" in built.latency_p95_ms
-    assert built.latency_p95_ms_by_version.startswith("sum by (version) (")
+    built = queries("triton", triton_p95_aggregation="mean")
+    assert built.latency_p95_ms.startswith(f"sum by ({GROUP}) (")
+    on = f"* on ({GROUP}, pod, model, version) rate(nv_inference_request_success"
+    assert on in built.latency_p95_ms
+    assert built.latency_p95_ms_by_version.startswith(f"sum by ({GROUP}, version) (")
 
 
 def test_unknown_runtime_and_aggregation_are_named():
     with pytest.raises(ValueError, match=r"spec\.runtime: 'tensorflow' must be one of"):
-        queries("ns", "x", "tensorflow")
+        queries("tensorflow")
     with pytest.raises(ValueError, match="triton_p95_aggregation: 'p99' must be one of max, mean"):
-        queries("ns", "x", "triton", triton_p95_aggregation="p99")
+        queries("triton", triton_p95_aggregation="p99")
+
+
+def test_the_batch_is_one_query_with_every_signal_tagged():
+    built = queries("onnxruntime")
+    batch = batch_query(built)
+    signals = built.signals()
+    assert len(signals) == 10
+    assert batch.count(" or ") == len(signals) - 1
+    for name, promql in signals.items():
+        assert f'label_replace({promql}, "kinfer_signal", "{name}", "namespace", ".*")' in batch
+    assert len(queries("triton").signals()) == 9  # no arrival gauge
+
+
+def sample(namespace, name, signal, value, **labels):
+    metric = {"namespace": namespace, "inferenceservice": name, "kinfer_signal": signal}
+    return {"metric": {**metric, **labels}, "value": [0, str(value)]}
+
+
+def test_the_answer_splits_by_service_and_version():
+    answer = [
+        sample("a", "x", "qps", 10),
+        sample("a", "x", "latency_p95_ms", 40),
+        sample("a", "x", "qps_by_version", 7, version="1"),
+        sample("a", "x", "qps_by_version", 3, version="2"),
+        sample("a", "x", "latency_p95_ms_by_version", "NaN", version="2"),
+        sample("a", "x", "pods_reporting", 2),
+        sample("b", "x", "qps", 5),  # same name, another namespace
+        sample("b", "x", "qps_by_version", 1, version="fp16"),  # not one of ours
+        {"metric": {"kinfer_signal": "qps"}, "value": [0, "1"]},  # no service labels
+    ]
+    found = split(answer)
+    assert found == {
+        ("a", "x"): {
+            "qps": 10.0,
+            "latency_p95_ms": 40.0,
+            "qps_by_version": {1: 7.0, 2: 3.0},
+            "pods_reporting": 2.0,
+        },
+        ("b", "x"): {"qps": 5.0},
+    }
+    x = observation(Wanted("a", "x", "onnxruntime"), found[("a", "x")])
+    assert (x.qps, x.latency_p95_ms, x.pods_reporting) == (10.0, 40.0, 2)
+    assert x.versions[1].qps == 7.0 and x.versions[2].latency_p95_ms is None
+    missing = observation(Wanted("c", "y", "triton"), found.get(("c", "y")))
+    assert not missing.ok and missing.error == "no series for c/y (triton) in Prometheus"
 
 
 def test_settings_from_env():

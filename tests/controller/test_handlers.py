@@ -22,6 +22,10 @@ class RecordingKube:
         self.calls.append(("get", (kind, namespace, name)))
         return self.objects.get((namespace, name))
 
+    def peek(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+        self.calls.append(("peek", (kind, namespace, name)))
+        return self.objects.get((namespace, name))
+
 
 def isvc(name: str, deleting: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"namespace": "team-a", "name": name}
@@ -49,18 +53,21 @@ def test_each_objects_memo_copy_feeds_the_one_scheduler() -> None:
     assert sorted(memo.scheduler.entries) == [("team-a", "b")]
 
 
-def test_the_schedulers_tick_reads_the_memos_kube() -> None:
+def test_the_schedulers_plan_and_tick_read_the_memos_kube() -> None:
     kube = RecordingKube({("team-a", "gone"): isvc("gone", deleting=True)})
     memo = handlers.operator_memo(kube, RenderOptions(), None)
     memo.scheduler.observe("ADDED", isvc("gone"))
     memo.scheduler.observe("ADDED", isvc("missing"))
-    for key, entry, resync in memo.scheduler.due():
-        memo.scheduler.tick(key, entry.memory, resync)
-    # Both looked up through the memo's client; neither is reconciled nor written.
+    # What is due is read through the memo's client without a copy (peek): a deleting or
+    # unknown object has nothing due, and nothing is fetched, reconciled or written.
+    assert memo.scheduler.due() == []
     assert kube.calls == [
-        ("get", ("InferenceService", "team-a", "gone")),
-        ("get", ("InferenceService", "team-a", "missing")),
+        ("peek", ("InferenceService", "team-a", "gone")),
+        ("peek", ("InferenceService", "team-a", "missing")),
     ]
+    # A resync's tick reads the object itself; a deleting one is left alone.
+    memo.scheduler.tick(("team-a", "gone"), memo.scheduler.entries[("team-a", "gone")].memory, True)
+    assert kube.calls[-1] == ("get", ("InferenceService", "team-a", "gone"))
 
 
 async def test_startup_starts_the_scheduler_and_cleanup_stops_it() -> None:

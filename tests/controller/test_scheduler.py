@@ -1,11 +1,18 @@
-"""The one loop that ticks every InferenceService: membership, resync, no overlap."""
+"""The one loop that ticks every InferenceService: membership, what is due, one batched read
+of metrics for every decision due, resync, no overlap."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
+from kinfer.autoscale.metrics import Wanted
+from kinfer.autoscale.observation import Observation
+from kinfer.controller.control_loop import Plan
 from kinfer.controller.scheduler import Scheduler
+
+NOTHING = Plan(None, False)
+TIER = Plan(None, True)
 
 
 def body(name: str, deleting: bool = False) -> dict:
@@ -13,6 +20,10 @@ def body(name: str, deleting: bool = False) -> dict:
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"metadata": meta}
+
+
+def decision(name: str) -> Plan:
+    return Plan(Wanted("team-a", name, "onnxruntime", 60), False)
 
 
 class Clock:
@@ -23,8 +34,18 @@ class Clock:
         return self.now
 
 
-def scheduler(clock: Clock, tick=lambda key, memory, resync: None) -> Scheduler:
-    return Scheduler(tick=tick, tick_s=3.0, resync_s=30.0, clock=clock)
+def scheduler(
+    clock: Clock, tick=lambda key, memory, resync: None, plans=None, read=None
+) -> Scheduler:
+    plans = plans if plans is not None else {}
+    return Scheduler(
+        tick=tick,
+        plan=lambda key, memory: plans.get(key[1], TIER),
+        read=read,
+        wake_s=0.5,
+        resync_s=30.0,
+        clock=clock,
+    )
 
 
 def test_objects_follow_the_watch_and_leave_when_deleted_or_deleting() -> None:
@@ -46,17 +67,70 @@ def test_state_survives_updates_of_the_object() -> None:
     assert loop.entries[("team-a", "a")].memory is memory
 
 
+def test_only_objects_with_work_due_are_ticked() -> None:
+    plans = {"idle": NOTHING, "unknown": None, "tiers": TIER, "deciding": decision("deciding")}
+    loop = scheduler(Clock(), plans=plans)
+    for name in plans:
+        loop.observe("ADDED", body(name))
+    work = {item.key[1]: item for item in loop.due()}
+    assert sorted(work) == ["deciding", "tiers"]
+    assert work["deciding"].wanted == decision("deciding").wanted
+    assert work["tiers"].wanted is None
+
+
 def test_resync_comes_once_per_interval_and_first_after_one() -> None:
     clock = Clock()
-    loop = scheduler(clock)
+    loop = scheduler(clock, plans={"a": NOTHING})
     loop.observe("ADDED", body("a"))
     resyncs = []
-    for _ in range(25):  # 75 s of 3 s ticks
-        resyncs += [resync for _, _, resync in loop.due()]
-        clock.now += 3.0
-    # at 30 s and at 60 s after the object was seen
-    assert resyncs.count(True) == 2
-    assert resyncs.index(True) == 10
+    for _ in range(150):  # 75 s of 0.5 s wakes
+        resyncs += [item.resync for item in loop.due()]
+        clock.now += 0.5
+    # at 30 s and at 60 s after the object was seen, and no other work (nothing else due)
+    assert resyncs == [True, True]
+
+
+async def test_decisions_due_together_share_one_read() -> None:
+    reads: list[list[Wanted]] = []
+    seen: dict[str, Observation | None] = {}
+
+    def read(wanted: list[Wanted]) -> dict:
+        reads.append(wanted)
+        return {("team-a", "a"): Observation(qps=1.0), ("team-a", "b"): Observation(qps=2.0)}
+
+    def tick(key, memory, resync) -> None:
+        seen[key[1]] = memory.observation
+
+    plans = {name: decision(name) for name in ("a", "b", "c")}
+    loop = scheduler(Clock(), tick, plans=plans, read=read)
+    for name in plans:
+        loop.observe("ADDED", body(name))
+    await asyncio.gather(*loop.start_due())
+    assert len(reads) == 1 and sorted(w.name for w in reads[0]) == ["a", "b", "c"]
+    # Each tick finds its own answer; one the read did not cover reads alone (None).
+    assert seen == {"a": Observation(qps=1.0), "b": Observation(qps=2.0), "c": None}
+
+
+async def test_a_slow_read_holds_back_only_the_decisions() -> None:
+    release = threading.Event()
+    ticked: list[str] = []
+
+    def read(wanted: list[Wanted]) -> dict:
+        release.wait(10)
+        return {}
+
+    plans = {"deciding": decision("deciding"), "tiers": TIER}
+    loop = scheduler(Clock(), lambda key, *_: ticked.append(key[1]), plans=plans, read=read)
+    for name in plans:
+        loop.observe("ADDED", body(name))
+    first = loop.start_due()
+    await asyncio.sleep(0.2)
+    second = loop.start_due()  # the decision still waits for its read: the tiers tick again
+    await asyncio.gather(*second)
+    assert ticked == ["tiers", "tiers"]
+    release.set()
+    await asyncio.gather(*first)
+    assert sorted(ticked) == ["deciding", "tiers", "tiers"]
 
 
 async def test_a_slow_tick_holds_back_only_its_own_object() -> None:
@@ -92,10 +166,11 @@ async def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog) -> None:
 
 
 async def test_run_stops_when_told() -> None:
-    loop = Scheduler(tick=lambda *_: None, tick_s=0.05, resync_s=30.0)
+    ticks = threading.Semaphore(0)
+    loop = scheduler(Clock(), lambda *_: ticks.release())
     loop.observe("ADDED", body("a"))
     stopped = asyncio.Event()
     task = asyncio.create_task(loop.run(stopped))
-    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(ticks.acquire, True, 10)
     stopped.set()
     await asyncio.wait_for(task, timeout=5)

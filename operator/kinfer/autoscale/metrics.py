@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from kinfer.autoscale.observation import Observation, VersionObservation
@@ -131,7 +131,8 @@ def settings_from_args(args: Any) -> PrometheusSettings:
 
 @dataclass(frozen=True)
 class Queries:
-    """The PromQL for one InferenceService; every value is an instant query."""
+    """The PromQL of each signal, every one grouped by (namespace, inferenceservice): one answer
+    holds every service the selector matches. Each value is an instant query."""
 
     qps: str
     qps_recent: str
@@ -147,98 +148,193 @@ class Queries:
     # The servers' own last-second arrival rate (a gauge), where the runtime exports one.
     qps_arriving: str | None = None
 
+    def signals(self) -> dict[str, str]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+
+# The label that names each signal in the one answer of `batch_query`.
+LABEL_SIGNAL = "kinfer_signal"
+# Every series of every InferenceService (the scrape config and PodMonitor add the label).
+ALL_SERVICES = f'{LABEL_INFERENCESERVICE}!=""'
+GROUP = f"{LABEL_NAMESPACE}, {LABEL_INFERENCESERVICE}"
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One InferenceService whose metrics a period needs."""
+
+    namespace: str
+    name: str
+    runtime: str
+    window_s: int = 60
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
 
 def selector(namespace: str, name: str) -> str:
     return f'{LABEL_NAMESPACE}="{_escape(namespace)}",{LABEL_INFERENCESERVICE}="{_escape(name)}"'
 
 
 def queries(
-    namespace: str,
-    name: str,
     runtime: str,
     window_s: int = 60,
     recent_window_s: int = 30,
     triton_p95_aggregation: str = "max",
+    sel: str = ALL_SERVICES,
 ) -> Queries:
-    """PromQL for QPS, p95 (ms), their per-version split, and the completeness facts."""
-    sel = selector(namespace, name)
+    """PromQL for QPS, p95 (ms), their per-version split, and the completeness facts, for every
+    service that `sel` selects (default: all of them), grouped by service."""
     w, r = f"[{int(window_s)}s]", f"[{int(recent_window_s)}s]"
     if runtime == RUNTIME_ONNXRUNTIME:
-        requests = f"kinfer_inference_requests_total{{{sel}}}"
-        buckets = f"kinfer_inference_request_duration_seconds_bucket{{{sel}}}"
-        return Queries(
-            qps=f"sum(rate({requests}{w}))",
-            qps_recent=f"sum(rate({requests}{r}))",
-            latency_p95_ms=f"histogram_quantile(0.95, sum by (le) (rate({buckets}{w}))) * 1000",
-            qps_by_version=f"sum by ({LABEL_VERSION}) (rate({requests}{w}))",
-            latency_p95_ms_by_version=(
-                f"histogram_quantile(0.95, sum by (le, {LABEL_VERSION}) (rate({buckets}{w})))"
-                " * 1000"
-            ),
-            qps_by_version_recent=f"sum by ({LABEL_VERSION}) (rate({requests}{r}))",
-            latency_p95_ms_by_version_recent=(
-                f"histogram_quantile(0.95, sum by (le, {LABEL_VERSION}) (rate({buckets}{r})))"
-                " * 1000"
-            ),
-            pods_reporting=f"count(count by ({LABEL_POD}) (rate({requests}{w})))",
-            newest_sample_age_s=f"time() - max(timestamp({requests}))",
-            qps_arriving=f"sum(kinfer_inference_arrival_rate{{{sel}}})",
-        )
+        return _onnxruntime_queries(sel, w, r)
     if runtime == RUNTIME_TRITON:
         if triton_p95_aggregation not in TRITON_P95_AGGREGATIONS:
             raise ValueError(
                 f"triton_p95_aggregation: {triton_p95_aggregation!r} must be one of"
                 f" {', '.join(TRITON_P95_AGGREGATIONS)}"
             )
-        requests = (
-            f'{{__name__=~"nv_inference_request_success|nv_inference_request_failure",{sel}}}'
-        )
-        success = f"nv_inference_request_success{{{sel}}}"
-        # `>= 0` drops NaN: a pod's summary has no quantile while its window holds no request.
-        p95 = f'(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0)'
-
-        def p95_by(by: str, window: str = w) -> str:
-            # The summary's quantile is over the pod's own sliding window whatever `window` is;
-            # `window` only weights the pods' quantiles by their request rates (mean).
-            if triton_p95_aggregation == "max":
-                return f"max by ({by}) ({p95}) / 1000" if by else f"max({p95}) / 1000"
-            on = f"{LABEL_POD}, model, {LABEL_VERSION}"
-            weighted = f"{p95} * on ({on}) rate({success}{window})"
-            group = f" by ({by})" if by else ""
-            return (
-                f"sum{group} ({weighted}) / sum{group} (rate({success}{window}) and on ({on})"
-                f" {p95}) / 1000"
-            )
-
-        return Queries(
-            qps=f"sum(rate({requests}{w}))",
-            qps_recent=f"sum(rate({requests}{r}))",
-            latency_p95_ms=p95_by(""),
-            qps_by_version=f"sum by ({LABEL_VERSION}) (rate({requests}{w}))",
-            latency_p95_ms_by_version=p95_by(LABEL_VERSION),
-            qps_by_version_recent=f"sum by ({LABEL_VERSION}) (rate({requests}{r}))",
-            latency_p95_ms_by_version_recent=p95_by(LABEL_VERSION, r),
-            pods_reporting=f"count(count by ({LABEL_POD}) (rate({success}{w})))",
-            newest_sample_age_s=f"time() - max(timestamp({success}))",
-        )
+        return _triton_queries(sel, w, r, triton_p95_aggregation)
     raise ValueError(f"spec.runtime: {runtime!r} must be one of onnxruntime, triton")
 
 
-class PrometheusReader:
-    """Reads one InferenceService's metrics from Prometheus.
+def _onnxruntime_queries(sel: str, w: str, r: str) -> Queries:
+    requests = f"kinfer_inference_requests_total{{{sel}}}"
+    buckets = f"kinfer_inference_request_duration_seconds_bucket{{{sel}}}"
 
-    Synchronous (prometheus-api-client uses requests): the controller calls `observe` through
-    asyncio.to_thread so a slow or dead Prometheus never blocks kopf's event loop. `observe`
-    never raises: a failed or empty read is an Observation whose `error` says why, and the policy
-    then holds the replicas (fail-static).
+    def p95(by: str, window: str) -> str:
+        return f"histogram_quantile(0.95, sum by ({by}) (rate({buckets}{window}))) * 1000"
+
+    return Queries(
+        qps=f"sum by ({GROUP}) (rate({requests}{w}))",
+        qps_recent=f"sum by ({GROUP}) (rate({requests}{r}))",
+        latency_p95_ms=p95(f"{GROUP}, le", w),
+        qps_by_version=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{w}))",
+        latency_p95_ms_by_version=p95(f"{GROUP}, le, {LABEL_VERSION}", w),
+        qps_by_version_recent=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{r}))",
+        latency_p95_ms_by_version_recent=p95(f"{GROUP}, le, {LABEL_VERSION}", r),
+        pods_reporting=(
+            f"count by ({GROUP}) (count by ({GROUP}, {LABEL_POD}) (rate({requests}{w})))"
+        ),
+        newest_sample_age_s=f"time() - max by ({GROUP}) (timestamp({requests}))",
+        qps_arriving=f"sum by ({GROUP}) (kinfer_inference_arrival_rate{{{sel}}})",
+    )
+
+
+def _triton_queries(sel: str, w: str, r: str, aggregation: str) -> Queries:
+    requests = f'{{__name__=~"nv_inference_request_success|nv_inference_request_failure",{sel}}}'
+    success = f"nv_inference_request_success{{{sel}}}"
+    # `>= 0` drops NaN: a pod's summary has no quantile while its window holds no request.
+    p95 = f'(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0)'
+
+    def p95_by(by: str, window: str = w) -> str:
+        # The summary's quantile is over the pod's own sliding window whatever `window` is;
+        # `window` only weights the pods' quantiles by their request rates (mean).
+        if aggregation == "max":
+            return f"max by ({by}) ({p95}) / 1000"
+        on = f"{GROUP}, {LABEL_POD}, model, {LABEL_VERSION}"
+        weighted = f"{p95} * on ({on}) rate({success}{window})"
+        return (
+            f"sum by ({by}) ({weighted}) / sum by ({by}) (rate({success}{window}) and on ({on})"
+            f" {p95}) / 1000"
+        )
+
+    return Queries(
+        qps=f"sum by ({GROUP}) (rate({requests}{w}))",
+        qps_recent=f"sum by ({GROUP}) (rate({requests}{r}))",
+        latency_p95_ms=p95_by(GROUP),
+        qps_by_version=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{w}))",
+        latency_p95_ms_by_version=p95_by(f"{GROUP}, {LABEL_VERSION}"),
+        qps_by_version_recent=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{r}))",
+        latency_p95_ms_by_version_recent=p95_by(f"{GROUP}, {LABEL_VERSION}", r),
+        pods_reporting=(
+            f"count by ({GROUP}) (count by ({GROUP}, {LABEL_POD}) (rate({success}{w})))"
+        ),
+        newest_sample_age_s=f"time() - max by ({GROUP}) (timestamp({success}))",
+    )
+
+
+def batch_query(built: Queries) -> str:
+    """Every signal in one query: each tagged with its name in LABEL_SIGNAL, so that `or`
+    keeps them all (their label sets differ) and the answer splits back by signal."""
+    return " or ".join(
+        f'label_replace({promql}, "{LABEL_SIGNAL}", "{name}", "{LABEL_NAMESPACE}", ".*")'
+        for name, promql in built.signals().items()
+    )
+
+
+Figures = dict[str, Any]
+
+
+def split(samples: list[dict[str, Any]]) -> dict[Key, Figures]:
+    """An answer of `batch_query` by service: {signal: value}, or {signal: {version: value}}
+    for the per-version signals. NaN and infinite values are left out."""
+    found: dict[Key, Figures] = {}
+    for sample in samples:
+        metric = sample.get("metric") or {}
+        key = (metric.get(LABEL_NAMESPACE), metric.get(LABEL_INFERENCESERVICE))
+        signal, value = metric.get(LABEL_SIGNAL), _finite(sample["value"][1])
+        if None in key or signal is None or value is None:
+            continue
+        figures = found.setdefault((str(key[0]), str(key[1])), {})
+        if "by_version" not in signal:
+            figures[signal] = value
+            continue
+        try:
+            version = int(metric.get(LABEL_VERSION, ""))
+        except ValueError:
+            continue  # a version label that is not a number is not one of our tiers
+        figures.setdefault(signal, {})[version] = value
+    return found
+
+
+def observation(wanted: Wanted, figures: Figures | None) -> Observation:
+    """One service's Observation from its figures in the split answer."""
+    figures = figures or {}
+    qps, p95 = figures.get("qps"), figures.get("latency_p95_ms")
+    if qps is None and p95 is None:
+        return Observation(
+            error=f"no series for {wanted.namespace}/{wanted.name} ({wanted.runtime}) in Prometheus"
+        )
+    return Observation(
+        qps=qps,
+        latency_p95_ms=p95,
+        qps_recent=figures.get("qps_recent"),
+        qps_arriving=figures.get("qps_arriving"),
+        pods_reporting=int(figures.get("pods_reporting") or 0),
+        newest_sample_age_s=figures.get("newest_sample_age_s"),
+        versions=_versions(
+            figures.get("qps_by_version", {}), figures.get("latency_p95_ms_by_version", {})
+        ),
+        versions_recent=_versions(
+            figures.get("qps_by_version_recent", {}),
+            figures.get("latency_p95_ms_by_version_recent", {}),
+        ),
+    )
+
+
+class PrometheusReader:
+    """Reads InferenceServices' metrics from Prometheus: one query per (runtime, window) for
+    every service a period needs (`observe_all`), split by service.
+
+    Synchronous (prometheus-api-client uses requests): the controller calls it in a thread, so a
+    slow or dead Prometheus never blocks kopf's event loop. It never raises: a failed or empty
+    read is an Observation whose `error` says why, and the policy then holds the replicas
+    (fail-static).
     """
 
-    def __init__(self, settings: PrometheusSettings) -> None:
+    def __init__(self, settings: PrometheusSettings, recent_window_s: int = 30) -> None:
         import requests
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
         self.settings = settings
+        self.recent_window_s = recent_window_s
+        # Queries sent, for the operator's own metrics and the fleet benchmark.
+        self.queries_sent = 0
         session = requests.Session()
         if settings.ca_file:
             session.verify = settings.ca_file
@@ -256,56 +352,45 @@ class PrometheusReader:
             retry=Retry(total=0),
         )
 
-    def observe(
-        self,
-        namespace: str,
-        name: str,
-        runtime: str,
-        window_s: int = 60,
-        recent_window_s: int = 30,
-    ) -> Observation:
+    def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60) -> Observation:
+        """One service alone (its own selector)."""
+        wanted = Wanted(namespace, name, runtime, window_s)
+        return self._read([wanted], selector(namespace, name))[wanted.key]
+
+    def observe_all(self, wanted: list[Wanted]) -> dict[Key, Observation]:
+        """Every wanted service, one query per (runtime, window) among them."""
+        groups: dict[tuple[str, int], list[Wanted]] = {}
+        for item in wanted:
+            groups.setdefault((item.runtime, item.window_s), []).append(item)
+        found: dict[Key, Observation] = {}
+        for group in groups.values():
+            found.update(self._read(group, ALL_SERVICES))
+        return found
+
+    def _read(self, group: list[Wanted], sel: str) -> dict[Key, Observation]:
+        """One query for services of one runtime and window."""
+        first = group[0]
         try:
             built = queries(
-                namespace,
-                name,
-                runtime,
-                window_s,
-                recent_window_s,
+                first.runtime,
+                first.window_s,
+                self.recent_window_s,
                 self.settings.triton_p95_aggregation,
+                sel,
             )
         except ValueError as error:
-            return Observation(error=str(error))
-        # One evaluation time for every query, so the figures describe the same instant.
-        at = f"{time.time():.3f}"
+            return {item.key: Observation(error=str(error)) for item in group}
         try:
             self._refresh_token()
-            qps = self._scalar(built.qps, at)
-            p95 = self._scalar(built.latency_p95_ms, at)
-            if qps is None and p95 is None:
-                return Observation(
-                    error=f"no series for {namespace}/{name} ({runtime}) in Prometheus"
-                )
-            versions_qps = self._by_label(built.qps_by_version, LABEL_VERSION, at)
-            versions_p95 = self._by_label(built.latency_p95_ms_by_version, LABEL_VERSION, at)
-            pods = self._scalar(built.pods_reporting, at)
-            age = self._scalar(built.newest_sample_age_s, at)
-            recent = self._scalar(built.qps_recent, at)
-            recent_qps = self._by_label(built.qps_by_version_recent, LABEL_VERSION, at)
-            recent_p95 = self._by_label(built.latency_p95_ms_by_version_recent, LABEL_VERSION, at)
-            arriving = self._scalar(built.qps_arriving, at) if built.qps_arriving else None
+            self.queries_sent += 1
+            samples = self._client.custom_query(
+                batch_query(built), params={"time": f"{time.time():.3f}"}
+            )
         except Exception as error:  # any failure means "no metrics", never a crash
-            return Observation(error=_describe(error, self.settings.url))
-        versions = _versions(versions_qps, versions_p95)
-        return Observation(
-            qps=qps,
-            latency_p95_ms=p95,
-            qps_recent=recent,
-            qps_arriving=arriving,
-            pods_reporting=int(pods or 0),
-            newest_sample_age_s=age,
-            versions=versions,
-            versions_recent=_versions(recent_qps, recent_p95),
-        )
+            failed = Observation(error=_describe(error, self.settings.url))
+            return {item.key: failed for item in group}
+        by_service = split(samples)
+        return {item.key: observation(item, by_service.get(item.key)) for item in group}
 
     def _refresh_token(self) -> None:
         # Re-read on every read: projected service-account tokens rotate.
@@ -313,27 +398,6 @@ class PrometheusReader:
             with open(self.settings.bearer_token_file) as handle:
                 token = handle.read().strip()
             self._client.headers = {"Authorization": f"Bearer {token}"}
-
-    def _query(self, promql: str, at: str) -> list[dict[str, Any]]:
-        return self._client.custom_query(promql, params={"time": at})
-
-    def _scalar(self, promql: str, at: str) -> float | None:
-        values = [_finite(sample["value"][1]) for sample in self._query(promql, at)]
-        values = [v for v in values if v is not None]
-        return values[0] if values else None
-
-    def _by_label(self, promql: str, label: str, at: str) -> dict[int, float]:
-        found: dict[int, float] = {}
-        for sample in self._query(promql, at):
-            raw = sample.get("metric", {}).get(label)
-            value = _finite(sample["value"][1])
-            if raw is None or value is None:
-                continue
-            try:
-                found[int(raw)] = value
-            except ValueError:
-                continue  # a version label that is not a number is not one of our tiers
-        return found
 
 
 def _versions(qps: dict[int, float], p95: dict[int, float]) -> dict[int, VersionObservation]:

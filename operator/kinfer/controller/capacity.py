@@ -24,14 +24,16 @@ def observe_capacity(kube: Kube, isvc: InferenceService) -> CapacityReport:
             own_pod_labels=isvc.selector,
             wanted_replicas=desired,
         )
+    # All nodes, and the pods of every namespace that hold extended resources (GPUs on a node
+    # are taken by pods of any namespace): from the watch caches when the operator runs.
+    nodes, pods = kube.gpu_view()
     return gpu_capacity(
         resource=resources.gpu_resource_name,
         per_replica=resources.gpu_count,
         node_selector=scheduling.node_selector(isvc),
         tolerations=scheduling.tolerations(isvc),
-        nodes=kube.list("v1", "Node"),
-        # All pods: GPUs on a node are taken by pods of every namespace.
-        pods=kube.list("v1", "Pod"),
+        nodes=nodes,
+        pods=pods,
         own_pod_labels=isvc.selector,
         wanted_replicas=desired,
     )

@@ -34,6 +34,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve the operator's own metrics on 0.0.0.0:PORT/metrics (default 0: off;"
+        " the shipped Deployment serves them on 8081)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -48,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    from kinfer.controller import handlers
+    from kinfer.controller import cache, handlers, telemetry
     from kinfer.controller.kube import Kube, connection_info, load_api_client
 
     kopf.configure(
@@ -68,9 +75,12 @@ def run_operator(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"kinfer run: {error}", file=sys.stderr)
         return 2
+    kube = Kube(api_client)
+    caches = cache.informers(kube, args.namespace or None)
     memo = handlers.operator_memo(
-        Kube(api_client), RenderOptions(), metrics.PrometheusReader(settings)
+        cache.CachedKube(kube, caches), RenderOptions(), metrics.PrometheusReader(settings), caches
     )
+    telemetry.serve(args.metrics_port)
     # Never log credentials a URL may carry (user:password@host).
     parts = urlsplit(settings.url)
     shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, parse
 from kinfer.api.validation import InvalidSpecError
+from kinfer.autoscale.metrics import Wanted
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
 from kinfer.autoscale.reasons import Step
@@ -103,7 +104,54 @@ class LoopMemory:
 
     last_decision_s: float = 0.0
     last_written_s: float = 0.0
+    next_tier_s: float = 0.0
     state: PolicyState | None = None
+    # The metrics the scheduler read for this period's decision (one query for every service
+    # due), consumed by it; None: read alone.
+    observation: Observation | None = None
+    # The last parsed spec, and what it was parsed from: parsing validates, so a tick that
+    # finds the same spec reuses it.
+    parsed: tuple[Any, InferenceService] | None = None
+    # Actual time between the last two decisions minus the period (the scheduler's delay).
+    lag_s: float | None = None
+
+    def isvc(self, body: dict[str, Any]) -> InferenceService | None:
+        """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("uid"), meta.get("generation"), str(meta.get("annotations")))
+        if self.parsed is None or self.parsed[0] != key:
+            try:
+                self.parsed = (key, parse(body))
+            except InvalidSpecError:
+                self.parsed = None
+                return None
+        return self.parsed[1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a tick of one InferenceService has to do now."""
+
+    # A scaling decision is due: the metrics it needs.
+    wanted: Wanted | None
+    # The Ready pods are due a tier check.
+    tier: bool
+
+    @property
+    def any(self) -> bool:
+        return self.wanted is not None or self.tier
+
+
+def plan(body: dict[str, Any], memory: LoopMemory, now_s: float) -> Plan:
+    """Which halves of a tick are due (nothing on an invalid or rejected spec)."""
+    isvc = memory.isvc(body)
+    if isvc is None or spec_rejected(body):
+        return Plan(None, False)
+    wanted = None
+    scaling = isvc.spec.scaling
+    if scaling.enabled and now_s - memory.last_decision_s >= scaling.period_s:
+        wanted = Wanted(isvc.namespace, isvc.name, isvc.spec.runtime, scaling.metrics_window_s)
+    return Plan(wanted, tiers_switchable(isvc) and now_s >= memory.next_tier_s)
 
 
 # Status is refreshed at most this often when only the figures (QPS, p95) move;
@@ -161,9 +209,11 @@ def scaling_period(
     pods = kube.list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
     tuning = Tuning(expected_pod_start_s=observed_pod_start_s(pods))
     config = PolicyConfig(isvc.spec.scaling, isvc.spec.precision, tuning)
-    if reader is None:
+    observation, memory.observation = memory.observation, None
+    if observation is None and reader is None:
         observation = Observation(error="no Prometheus configured (--prometheus-url)")
-    else:
+    elif observation is None:
+        assert reader is not None
         observation = reader.observe(
             isvc.namespace, isvc.name, isvc.spec.runtime, isvc.spec.scaling.metrics_window_s
         )
@@ -270,20 +320,22 @@ def tier_period(
 def run_period(
     body: dict[str, Any], kube: Kube, reader: MetricsReader | None, memory: LoopMemory
 ) -> PeriodResult:
-    """One tick: a scaling decision when a period has passed, tier convergence always."""
-    if spec_rejected(body):
-        return PeriodResult()
-    try:
-        isvc = parse(body)  # validates: the reconcile reports what is wrong
-    except InvalidSpecError:
+    """One tick: a scaling decision when a period has passed, the tiers every TICK_S."""
+    now_s = time.time()
+    due = plan(body, memory, now_s)
+    isvc = memory.isvc(body)
+    if isvc is None or not due.any:
         return PeriodResult()
     result = PeriodResult()
-    now_s = time.time()
     tier_index: int | None = None
-    if isvc.spec.scaling.enabled and now_s - memory.last_decision_s >= isvc.spec.scaling.period_s:
+    if due.wanted is not None:
         result, tier_index = scaling_period(body, isvc, kube, reader, memory, now_s)
+        if memory.last_decision_s:
+            period_s = isvc.spec.scaling.period_s
+            memory.lag_s = max(now_s - memory.last_decision_s - period_s, 0.0)
         memory.last_decision_s = now_s
-    if tiers_switchable(isvc):
+    if tiers_switchable(isvc) and (due.tier or tier_index is not None):
+        memory.next_tier_s = now_s + TICK_S
         if isvc.spec.precision.pinned or tier_index is None:
             tier_index = desired_tier_index(isvc, memory, body)
         # Conditions from both halves merge onto the same list.

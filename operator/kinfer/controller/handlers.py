@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
+import time
 from typing import Any
 
 import kopf
 
 from kinfer.api import constants as c
 from kinfer.config import RenderOptions
-from kinfer.controller import control_loop, scheduler
+from kinfer.controller import cache, control_loop, scheduler, telemetry
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
 from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIONS
@@ -26,19 +28,38 @@ from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIO
 log = logging.getLogger(__name__)
 
 RESYNC_INTERVAL_S = 30.0
+# How often the scheduler looks for due work: a decision is at most this late, plus its read.
+WAKE_S = 0.5
 
 
 def operator_memo(
-    kube: Kube, render_options: RenderOptions, metrics_reader: control_loop.MetricsReader | None
+    kube: Kube,
+    render_options: RenderOptions,
+    metrics_reader: control_loop.MetricsReader | None,
+    caches: list[cache.Informer] | None = None,
 ) -> kopf.Memo:
-    """What every handler gets as `memo`: kube, render_options, metrics_reader, scheduler."""
-    memo = kopf.Memo(kube=kube, render_options=render_options, metrics_reader=metrics_reader)
+    """What every handler gets as `memo`: kube (reading through `caches` where given),
+    render_options, metrics_reader, the caches and the scheduler."""
+    memo = kopf.Memo(
+        kube=kube, render_options=render_options, metrics_reader=metrics_reader, caches=caches
+    )
+    read = getattr(metrics_reader, "observe_all", None)
     memo.scheduler = scheduler.Scheduler(
         tick=functools.partial(_tick, memo),
-        tick_s=control_loop.TICK_S,
+        plan=functools.partial(_plan, memo),
+        read=_counted(read) if read is not None else None,
+        wake_s=WAKE_S,
         resync_s=RESYNC_INTERVAL_S,
     )
     return memo
+
+
+def _counted(read: Any) -> Any:
+    def counted(wanted: list[Any]) -> Any:
+        telemetry.METRIC_READS.inc(len({(w.runtime, w.window_s) for w in wanted}))
+        return read(wanted)
+
+    return counted
 
 
 def _write(
@@ -98,6 +119,17 @@ def _write_period(kube: Kube, body: dict[str, Any], result: control_loop.PeriodR
     )
 
 
+def _plan(
+    memo: kopf.Memo, key: tuple[str, str], memory: control_loop.LoopMemory
+) -> control_loop.Plan | None:
+    """What is due for one InferenceService, from the cache (None: not known, or the cache
+    has not synced yet)."""
+    body = memo.kube.peek(c.API_VERSION, c.KIND, *key)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    return control_loop.plan(body, memory, time.time())
+
+
 def _tick(
     memo: kopf.Memo, key: tuple[str, str], memory: control_loop.LoopMemory, resync: bool
 ) -> None:
@@ -112,6 +144,9 @@ def _tick(
         _write(kube, body, reconcile(body, kube, memo.render_options))
     result = control_loop.run_period(body, kube, memo.metrics_reader, memory)
     _write_period(kube, body, result)
+    if memory.lag_s is not None:
+        telemetry.DECISION_LAG.observe(memory.lag_s)
+        memory.lag_s = None
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
@@ -124,6 +159,9 @@ def inference_service_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, *
 # one sets the other finds.
 @kopf.on.startup()
 async def start_scheduler(memo: kopf.Memo, **_: Any) -> None:
+    if memo.caches:
+        memo.caches_stopped = threading.Event()
+        cache.start(memo.caches, memo.caches_stopped)
     memo.scheduler_stopped = asyncio.Event()
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(memo.scheduler_stopped))
 
@@ -133,3 +171,5 @@ async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
     if "scheduler_task" in memo:
         memo.scheduler_stopped.set()
         await memo.scheduler_task
+    if "caches_stopped" in memo:
+        memo.caches_stopped.set()

@@ -17,7 +17,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from kinfer.api import constants as c
-from kinfer.capacity import parse_quantity
+from kinfer.capacity import parse_quantity, requests_extended_resource
 from kinfer.controller.status import merge_owned
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,21 @@ class Kube:
         )
         return [item.to_dict() for item in result.items]
 
+    def peek(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        """A read that must not cost a request when a cache serves it (do not modify it)."""
+        return self.get(api_version, kind, namespace, name)
+
+    def get_fresh(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict | None:
+        """A read from the API server itself (a cache may lag a write by a moment)."""
+        return self.get(api_version, kind, namespace, name)
+
+    def gpu_view(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(every Node, every Pod that requests an extended resource): GPU capacity's input."""
+        pods = [p for p in self.list("v1", "Pod") if requests_extended_resource(p)]
+        return self.list("v1", "Node"), pods
+
     def apply(self, desired: dict[str, Any]) -> str:
         """Create or update one child; returns "created", "updated" or "unchanged"."""
         meta = desired["metadata"]
@@ -150,7 +165,9 @@ class Kube:
             )
             return
         for attempt in range(CONFLICT_RETRIES):
-            live = self.get(c.API_VERSION, c.KIND, namespace, name)
+            # First from a cache where there is one; after a conflict, from the API server.
+            read = self.get if attempt == 0 else self.get_fresh
+            live = read(c.API_VERSION, c.KIND, namespace, name)
             if live is None:
                 return
             conditions = merge_owned(

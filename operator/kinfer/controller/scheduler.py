@@ -1,11 +1,14 @@
-"""One loop that ticks every InferenceService: its control loop, and its periodic resync.
+"""One loop that ticks every InferenceService that has something due: its scaling decision,
+its tier check, or its periodic resync.
 
 A kopf daemon or timer per object would make kopf put a finalizer on every
 InferenceService (to stop them before the object goes). kinfer has nothing to
 clean up at deletion (every child is owned and garbage-collected), and such a
 finalizer leaves objects stuck in Terminating once the operator is uninstalled.
-So the objects are known from the watch (`observe`), and this one loop ticks
-each of them every `tick_s`, in the thread pool, never two ticks of one object
+So the objects are known from the watch (`observe`), and this one loop wakes every
+`wake_s`, asks each object's `plan` what is due, reads the metrics of every decision
+due in one batch (`read`: one Prometheus query per runtime and window, whatever the
+number of services), then runs the ticks in the thread pool, never two of one object
 at a time.
 """
 
@@ -19,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kinfer.controller.control_loop import LoopMemory
+from kinfer.autoscale.metrics import Wanted
+from kinfer.autoscale.observation import Observation
+from kinfer.controller.control_loop import LoopMemory, Plan
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +40,33 @@ class Entry:
     running: bool = False
 
 
+@dataclass(frozen=True)
+class Work:
+    key: Key
+    entry: Entry
+    resync: bool
+    wanted: Wanted | None
+
+
 @dataclass
 class Scheduler:
-    """Ticks every known InferenceService; `tick(key, memory, resync)` does the work.
+    """Ticks every known InferenceService that has work due.
 
-    `resync` is true once every `resync_s` per object (first after `resync_s`): the
-    tick then also reconciles, to heal drift.
+    tick(key, memory, resync): the work itself. plan(key, memory): what is due (None: the
+    object is not known now). read(wanted): the metrics of every decision due, by key.
+    `resync` is true once every `resync_s` per object (first after `resync_s`): the tick then
+    also reconciles, to heal drift.
     """
 
     tick: Callable[[Key, LoopMemory, bool], None]
-    tick_s: float
+    plan: Callable[[Key, LoopMemory], Plan | None]
+    read: Callable[[list[Wanted]], dict[Key, Observation]] | None
+    wake_s: float
     resync_s: float
     clock: Callable[[], float] = time.monotonic
     entries: dict[Key, Entry] = field(default_factory=dict)
+    # Metric reads sent, and the services they covered (for the operator's own metrics).
+    reads: int = 0
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
         """Follow the watch: an object appears, or goes (deleted, or being deleted)."""
@@ -58,47 +77,63 @@ class Scheduler:
         elif key not in self.entries:
             self.entries[key] = Entry(next_resync_s=self.clock() + self.resync_s)
 
-    def due(self) -> list[tuple[Key, Entry, bool]]:
-        """The objects to tick now (not those still in their previous tick), with resync."""
+    def due(self) -> list[Work]:
+        """The objects with work due now (not those still in their previous tick)."""
         now = self.clock()
         work = []
         for key, entry in list(self.entries.items()):
             if entry.running:
                 continue
             resync = now >= entry.next_resync_s
+            planned = self.plan(key, entry.memory)
+            if not resync and (planned is None or not planned.any):
+                continue
             if resync:
                 entry.next_resync_s = now + self.resync_s
-            work.append((key, entry, resync))
+            work.append(Work(key, entry, resync, planned.wanted if planned else None))
         return work
 
     def start_due(self) -> list[asyncio.Task[None]]:
-        """Start a tick of every due object (on the running loop); return their tasks."""
-        return [
-            asyncio.create_task(self._run_tick(key, entry, resync))
-            for key, entry, resync in self.due()
-        ]
+        """Start the due work on the running loop: the ticks with no decision at once, the
+        decisions after one batched read of their metrics. Returns the tasks."""
+        work = self.due()
+        for item in work:
+            item.entry.running = True
+        tasks = [asyncio.create_task(self._run_tick(item)) for item in work if not item.wanted]
+        deciding = [item for item in work if item.wanted]
+        if deciding:
+            tasks.append(asyncio.create_task(self._read_then_tick(deciding)))
+        return tasks
 
     async def run(self, stopped: asyncio.Event) -> None:
-        """Every `tick_s`, tick each object not still in its previous tick, until `stopped`.
-
-        A slow tick (a Prometheus query waiting out its timeout) holds back only its
-        own object.
-        """
+        """Every `wake_s`, start what is due, until `stopped`. A slow read (Prometheus
+        waiting out its timeout) holds back only the decisions waiting for it."""
         running: set[asyncio.Task[None]] = set()
         while not stopped.is_set():
             for task in self.start_due():
                 running.add(task)
                 task.add_done_callback(running.discard)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopped.wait(), timeout=self.tick_s)
+                await asyncio.wait_for(stopped.wait(), timeout=self.wake_s)
         if running:
-            await asyncio.wait(running, timeout=self.tick_s * 10)
+            await asyncio.wait(running, timeout=60)
 
-    async def _run_tick(self, key: Key, entry: Entry, resync: bool) -> None:
-        entry.running = True
+    async def _read_then_tick(self, deciding: list[Work]) -> None:
+        if self.read is not None:
+            try:
+                self.reads += 1
+                found = await asyncio.to_thread(self.read, [item.wanted for item in deciding])
+            except Exception:  # the read never raises by contract; a bug must not stop ticks
+                log.exception("reading metrics for %d services failed", len(deciding))
+                found = {}
+            for item in deciding:
+                item.entry.memory.observation = found.get(item.key)
+        await asyncio.gather(*(self._run_tick(item) for item in deciding))
+
+    async def _run_tick(self, item: Work) -> None:
         try:
-            await asyncio.to_thread(self.tick, key, entry.memory, resync)
+            await asyncio.to_thread(self.tick, item.key, item.entry.memory, item.resync)
         except Exception:
-            log.exception("tick of %s/%s failed", *key)
+            log.exception("tick of %s/%s failed", *item.key)
         finally:
-            entry.running = False
+            item.entry.running = False

@@ -1,0 +1,255 @@
+"""Watch caches: what the operator reads, mirrored in memory by list-then-watch.
+
+Each `Informer` lists one kind once, then follows its watch (re-listing only when the watch
+says its resourceVersion is gone), as client-go's informers do. `CachedKube` serves `get` and
+`list` of the cached kinds from them, so in steady state the operator's only requests are its
+watches and the writes a decision or a status change needs. Kinds it does not cache, and any
+read before a cache has synced, go to the API server as before.
+
+Cached: InferenceServices; the Deployments, Services, ConfigMaps and Pods that carry the
+`kinfer.dev/inferenceservice` label; Nodes; and, of all other Pods, only those that request an
+extended resource (a GPU): what GPU capacity is computed from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kinfer.api import constants as c
+from kinfer.capacity import requests_extended_resource
+from kinfer.controller.kube import Kube
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace or "", name)
+# Server-side timeout of one watch request; the informer then watches again from where it was.
+WATCH_TIMEOUT_S = 300
+# After a failed list or watch, wait this long before listing again (doubling, up to the max).
+RETRY_S, RETRY_MAX_S = 1.0, 30.0
+
+
+def has_isvc_label(obj: dict[str, Any]) -> bool:
+    return c.LABEL_ISVC in ((obj.get("metadata") or {}).get("labels") or {})
+
+
+def kept_pod(pod: dict[str, Any]) -> bool:
+    return has_isvc_label(pod) or requests_extended_resource(pod)
+
+
+def parse_selector(selector: str | None) -> dict[str, str] | None:
+    """An equality label selector ("a=b,c=d") as a dict; None when it is anything else."""
+    if not selector:
+        return {}
+    wanted = {}
+    for term in selector.split(","):
+        key, sep, value = term.partition("=")
+        if not sep or value.startswith("=") or key.endswith("!") or not key.strip():
+            return None
+        wanted[key.strip()] = value.strip()
+    return wanted
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta["name"])
+
+
+@dataclass
+class Informer:
+    """One kind, listed once and then watched.
+
+    label: only objects carrying this label are listed and watched. keep: of those, only what
+    it accepts is stored. complete_for: a list asking for this label is answered in full from
+    the store even with `keep` (every object with the label is kept).
+    """
+
+    kube: Kube
+    api_version: str
+    kind: str
+    # None: every namespace (and cluster-scoped kinds).
+    namespace: str | None = None
+    label: str | None = None
+    keep: Callable[[dict[str, Any]], bool] | None = None
+    complete_for: str | None = None
+    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    synced: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, stop: threading.Event) -> None:
+        """List, then watch, until `stop`; a failure waits (bounded backoff) and lists again."""
+        retry_s = RETRY_S
+        while not stop.is_set():
+            try:
+                version = self._list()
+                retry_s = RETRY_S
+                self._watch(version, stop)
+            except Exception as error:  # the API server away, a 410 Gone: list again
+                if isinstance(error, ApiException) and error.status == 410:
+                    continue
+                log.warning("%s informer: %s; listing again in %.0f s", self.kind, error, retry_s)
+                stop.wait(retry_s)
+                retry_s = min(retry_s * 2, RETRY_MAX_S)
+
+    def _resource(self) -> Any:
+        return self.kube._resource(self.api_version, self.kind)
+
+    def _list(self) -> str:
+        listed = self._resource().get(namespace=self.namespace, label_selector=self.label).to_dict()
+        objects = {}
+        for item in listed.get("items") or []:
+            item.setdefault("apiVersion", self.api_version)
+            item.setdefault("kind", self.kind)
+            if self.keep is None or self.keep(item):
+                objects[_key(item)] = item
+        with self.lock:
+            self.objects = objects
+        self.synced.set()
+        return str((listed.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _watch(self, version: str, stop: threading.Event) -> None:
+        events = self._resource().watch(
+            namespace=self.namespace,
+            label_selector=self.label,
+            resource_version=version,
+            timeout=WATCH_TIMEOUT_S,
+        )
+        for event in events:
+            if stop.is_set():
+                return
+            self.apply(str(event.get("type")), event.get("raw_object") or {})
+        # The server closed the watch (its timeout): the caller lists again. A watch that
+        # ended on its own is normal; the list that follows re-syncs anything missed.
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        """One watch event into the store (also what tests drive)."""
+        if event_type == "ERROR":
+            status = obj.get("code") or 0
+            raise ApiException(status=status, reason=str(obj.get("message")))
+        if not (obj.get("metadata") or {}).get("name"):
+            return
+        obj.setdefault("apiVersion", self.api_version)
+        obj.setdefault("kind", self.kind)
+        key = _key(obj)
+        with self.lock:
+            if event_type == "DELETED" or (self.keep is not None and not self.keep(obj)):
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+
+    def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = self.objects.get((namespace or "", name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def list(self, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
+        with self.lock:
+            items = list(self.objects.values())
+        return [
+            copy.deepcopy(obj)
+            for obj in items
+            if (namespace is None or obj["metadata"].get("namespace") == namespace)
+            and all(((obj["metadata"].get("labels") or {}).get(k)) == v for k, v in labels.items())
+        ]
+
+
+def informers(kube: Kube, namespaces: list[str] | None = None) -> list[Informer]:
+    """The caches the operator keeps (see the module docstring): the namespaced kinds in each
+    of `namespaces` (None: all); Pods and Nodes cluster-wide, for GPU capacity."""
+    child = c.LABEL_ISVC
+    caches = []
+    for namespace in namespaces or [None]:
+        caches += [
+            Informer(kube, c.API_VERSION, c.KIND, namespace),
+            Informer(kube, "apps/v1", "Deployment", namespace, label=child, complete_for=child),
+            Informer(kube, "v1", "Service", namespace, label=child, complete_for=child),
+            Informer(kube, "v1", "ConfigMap", namespace, label=child, complete_for=child),
+        ]
+    caches.append(Informer(kube, "v1", "Pod", keep=kept_pod, complete_for=child))
+    caches.append(Informer(kube, "v1", "Node"))
+    return caches
+
+
+class CachedKube(Kube):
+    """Kube whose reads of cached kinds come from the informers once they have synced.
+
+    A cache that has not synced yet (the operator is starting) is read through, from the API
+    server: nothing is decided on a half-filled cache.
+    """
+
+    def __init__(self, kube: Kube, caches: Iterable[Informer]) -> None:
+        self.dynamic = kube.dynamic
+        self.caches = list(caches)
+
+    def _cache(self, api_version: str, kind: str, namespace: str | None = None) -> Informer | None:
+        """The synced cache of this kind that covers `namespace` (None: every namespace)."""
+        for cache in self.caches:
+            if (cache.api_version, cache.kind) != (api_version, kind):
+                continue
+            if cache.namespace is None or cache.namespace == namespace:
+                return cache if cache.synced.is_set() else None
+        return None
+
+    def peek(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        """The cached object itself, not a copy (None before the cache has synced)."""
+        cache = self._cache(api_version, kind, namespace)
+        if cache is None:
+            return None
+        with cache.lock:
+            return cache.objects.get((namespace or "", name))
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
+        cache = self._cache(api_version, kind, namespace)
+        if cache is None:
+            return super().get(api_version, kind, namespace, name)
+        return cache.get(namespace, name)
+
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        cache = self._cache(api_version, kind, namespace)
+        labels = parse_selector(label_selector)
+        if cache is None or labels is None or not _complete(cache, labels):
+            return super().list(api_version, kind, namespace, label_selector)
+        return cache.list(namespace, labels)
+
+    def gpu_view(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(every Node, every Pod that requests an extended resource), from the caches."""
+        nodes, pods = self._cache("v1", "Node"), self._cache("v1", "Pod")
+        if nodes is None or pods is None:
+            return super().gpu_view()
+        return nodes.list(None, {}), [
+            p for p in pods.list(None, {}) if requests_extended_resource(p)
+        ]
+
+    def get_fresh(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict | None:
+        return super().get(api_version, kind, namespace, name)
+
+
+def _complete(cache: Informer, labels: dict[str, str]) -> bool:
+    """Whether the store holds every object such a list would return."""
+    if cache.complete_for is not None and cache.complete_for in labels:
+        return True
+    return cache.label is None and cache.keep is None
+
+
+def start(caches: list[Informer], stop: threading.Event) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=cache.run, args=(stop,), name=f"informer-{cache.kind}", daemon=True)
+        for cache in caches
+    ]
+    for thread in threads:
+        thread.start()
+    return threads

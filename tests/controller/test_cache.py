@@ -1,0 +1,201 @@
+"""Watch caches: what an informer stores, what CachedKube serves from it, and that a
+steady-state tick reads nothing from the API server (only writes what changed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kinfer.api import constants as c
+from kinfer.api.model import parse
+from kinfer.autoscale.metrics import Wanted
+from kinfer.autoscale.observation import Observation
+from kinfer.config import RenderOptions
+from kinfer.controller import handlers
+from kinfer.controller.cache import CachedKube, Informer, informers, parse_selector
+from kinfer.controller.kube import Kube
+from kinfer.render import render
+from tests.conftest import load_sample
+
+
+class Resource:
+    """A dynamic-client resource that records every request made through it."""
+
+    def __init__(self, calls: list[tuple[str, str]], kind: str) -> None:
+        self.calls, self.kind = calls, kind
+        self.status = self
+
+    def __getattr__(self, verb: str) -> Any:
+        def request(*args: Any, **kwargs: Any) -> Empty:
+            self.calls.append((verb, self.kind))
+            return Empty()
+
+        return request
+
+
+class Empty:
+    """An empty answer: no object, no items."""
+
+    items: list[Any] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": []}
+
+
+class RecordingAPI:
+    """Stands where the dynamic client's resources are: every request is recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.resources = self
+
+    def get(self, api_version: str, kind: str) -> Resource:
+        return Resource(self.calls, kind)
+
+
+def recording_kube() -> tuple[Kube, RecordingAPI]:
+    kube = Kube.__new__(Kube)
+    api = RecordingAPI()
+    kube.dynamic = api
+    return kube, api
+
+
+def node(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {}},
+        "spec": {},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "8"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def pod(name: str, namespace: str, labels: dict[str, str], gpus: int = 0) -> dict[str, Any]:
+    resources = {"requests": {"cpu": "1"}}
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeName": "gpu-0", "containers": [{"name": "c", "resources": resources}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def test_equality_selectors_parse_and_others_do_not():
+    assert parse_selector(None) == {}
+    assert parse_selector("a=b, c = d") == {"a": "b", "c": "d"}
+    for other in ("a!=b", "a==b", "a", "a in (b)", "=b"):
+        assert parse_selector(other) is None, other
+
+
+def test_an_informer_follows_events_and_keeps_only_what_it_should():
+    kube, _ = recording_kube()
+    pods = next(i for i in informers(kube) if i.kind == "Pod")
+    pods.apply("ADDED", pod("web", "apps", {"app": "web"}))  # neither labelled nor a GPU
+    pods.apply("ADDED", pod("trainer", "ml", {}, gpus=2))
+    pods.apply("ADDED", pod("mlp-1", "team-a", {c.LABEL_ISVC: "mlp"}))
+    assert sorted(name for _, name in pods.objects) == ["mlp-1", "trainer"]
+    pods.apply("MODIFIED", pod("trainer", "ml", {}, gpus=0))  # no longer holds a GPU
+    pods.apply("DELETED", pod("mlp-1", "team-a", {c.LABEL_ISVC: "mlp"}))
+    assert pods.objects == {}
+
+
+def test_cached_kube_serves_synced_caches_and_reads_through_the_rest():
+    kube, api = recording_kube()
+    caches = informers(kube)
+    cached = CachedKube(kube, caches)
+    isvcs = next(i for i in caches if i.kind == c.KIND)
+    isvcs.apply("ADDED", {"metadata": {"name": "mlp", "namespace": "team-a"}})
+    # Not synced yet: read through.
+    cached.get(c.API_VERSION, c.KIND, "team-a", "mlp")
+    assert api.calls == [("get", c.KIND)]
+    for cache in caches:
+        cache.synced.set()
+    found = cached.get(c.API_VERSION, c.KIND, "team-a", "mlp")
+    assert found["metadata"]["name"] == "mlp" and found["kind"] == c.KIND
+    found["metadata"]["name"] = "changed"  # a copy: the cache is not touched
+    assert cached.peek(c.API_VERSION, c.KIND, "team-a", "mlp")["metadata"]["name"] == "mlp"
+    assert cached.get(c.API_VERSION, c.KIND, "team-a", "other") is None
+    pods = next(i for i in caches if i.kind == "Pod")
+    pods.apply("ADDED", pod("mlp-1", "team-a", {c.LABEL_ISVC: "mlp"}))
+    selector = f"{c.LABEL_ISVC}=mlp"
+    assert [p["metadata"]["name"] for p in cached.list("v1", "Pod", "team-a", selector)] == [
+        "mlp-1"
+    ]
+    assert cached.list("v1", "Pod", "team-b", selector) == []
+    calls = len(api.calls)
+    # The pod cache is not every pod: a list it cannot answer in full goes to the API server.
+    cached.list("v1", "Pod", "apps", "app=web")
+    cached.list("v1", "Pod", "team-a", f"{c.LABEL_ISVC}!=mlp")
+    cached.list("v1", "Secret", "team-a")
+    assert api.calls[calls:] == [("get", "Pod"), ("get", "Pod"), ("get", "Secret")]
+
+
+def test_namespaced_caches_cover_only_their_namespaces():
+    kube, api = recording_kube()
+    caches = informers(kube, ["team-a"])
+    for cache in caches:
+        cache.synced.set()
+    cached = CachedKube(kube, caches)
+    assert cached.get(c.API_VERSION, c.KIND, "team-a", "x") is None
+    assert api.calls == []
+    cached.get(c.API_VERSION, c.KIND, "team-b", "x")
+    assert api.calls == [("get", c.KIND)]
+
+
+class Reader:
+    def observe_all(self, wanted: list[Wanted]) -> dict:
+        return {w.key: Observation(qps=1.0, latency_p95_ms=20.0, pods_reporting=1) for w in wanted}
+
+    def observe(self, *args: Any, **kwargs: Any) -> Observation:
+        raise AssertionError("the scheduler reads every decision in one batch")
+
+
+def test_a_steady_state_tick_sends_no_read_to_the_api_server():
+    """A GPU service at its steady state: decisions and resyncs read the InferenceService, its
+    children, its pods, the Nodes and the GPU pods from the caches, never from the API."""
+    kube, api = recording_kube()
+    body = load_sample("triton-gpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1, resourceVersion="1")
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "minReplicas": 1, "maxReplicas": 2}
+    body["spec"]["replicas"] = 1
+    name = body["metadata"]["name"]
+    caches = informers(kube)
+    by_kind = {cache.kind: cache for cache in caches}
+    by_kind[c.KIND].apply("ADDED", body)
+    options = RenderOptions()
+    for child in render(parse(body), options):
+        child.setdefault("status", {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})
+        by_kind[child["kind"]].apply("ADDED", child)
+    by_kind["Pod"].apply("ADDED", pod(f"{name}-1", "team-a", {c.LABEL_ISVC: name}, gpus=1))
+    by_kind["Node"].apply("ADDED", node("gpu-0", 4))
+    for cache in caches:
+        cache.synced.set()
+    memo = handlers.operator_memo(CachedKube(kube, caches), options, Reader(), caches)
+    memo.scheduler.observe("ADDED", body)
+    entry = memo.scheduler.entries[("team-a", name)]
+
+    def tick(resync: bool) -> None:
+        entry.memory.last_decision_s = 0.0  # a decision is due every tick
+        planned = memo.scheduler.plan(("team-a", name), entry.memory)
+        assert planned is not None and planned.wanted is not None
+        entry.memory.observation = Reader().observe_all([planned.wanted])[planned.wanted.key]
+        memo.scheduler.tick(("team-a", name), entry.memory, resync)
+
+    for resync in (True, False, True, False):
+        tick(resync)
+    reads = [call for call in api.calls if call[0] in ("get", "list")]
+    assert reads == [], f"a steady-state tick read from the API server: {reads}"
+    # It did decide and write: the status patches and the Events are the only requests.
+    assert api.calls and {verb for verb, _ in api.calls} <= {"patch", "create"}, api.calls
+
+
+def test_an_informer_error_event_makes_it_list_again():
+    kube, _ = recording_kube()
+    nodes = Informer(kube, "v1", "Node")
+    try:
+        nodes.apply("ERROR", {"code": 410, "message": "too old resource version"})
+    except Exception as error:
+        assert getattr(error, "status", None) == 410
+    else:
+        raise AssertionError("an ERROR event must end the watch")
