@@ -75,6 +75,7 @@ def run_operator(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"kinfer run: {error}", file=sys.stderr)
         return 2
+    telemetry.count_requests(api_client)
     kube = Kube(api_client)
     caches = cache.informers(kube, args.namespace or None)
     memo = handlers.operator_memo(
