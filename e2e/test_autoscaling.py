@@ -108,6 +108,9 @@ def test_load_step_scales_out_then_in(
     isvc = autoscaled(namespace, models, name)
     # Longer than the scale-in wait below: only the quick window can release the pods in time.
     isvc["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 900
+    # A fall is one-off while the trend history (two metrics windows) still holds the load
+    # from before it: the 30 s quick window must pass within that, as with the default 60 s.
+    isvc["spec"]["scaling"]["metricsWindowSeconds"] = 60
     cluster.apply(runnable_here(cluster, isvc))
     cluster.wait_ready(namespace, name)
     assert spec_replicas(cluster, namespace, name) == 1
@@ -149,7 +152,7 @@ def test_load_step_scales_out_then_in(
         )
     assert load.result.ok > 0
 
-    # Scale-in after the load ends: the fall is seen against the rate a window (20 s) ago, then
+    # Scale-in after the load ends: the fall is seen against the rate a window (60 s) ago, then
     # the 30 s quick window passes; the 900 s window would hold the pods past this wait.
     wait_for(
         "scale-in to 1 replica after the load",

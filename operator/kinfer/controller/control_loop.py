@@ -188,8 +188,14 @@ def _step_record(step: Step) -> dict[str, Any]:
 
 
 def _figures(record: dict[str, Any] | None) -> dict[str, Any]:
-    """A status record without what changes every period by itself."""
-    return {k: v for k, v in (record or {}).items() if k not in ("lastDecisionTime", "state")}
+    """A status record without what changes every period by itself: the decision's time, the
+    policy's history, and the age of the newest sample (it cycles with every scrape). An idle
+    service's record then stays the same, and is not rewritten."""
+    figures = {k: v for k, v in (record or {}).items() if k not in ("lastDecisionTime", "state")}
+    metrics = figures.get("lastMetrics")
+    if isinstance(metrics, dict):
+        figures["lastMetrics"] = {k: v for k, v in metrics.items() if k != "newestSampleAgeS"}
+    return figures
 
 
 def scaling_period(

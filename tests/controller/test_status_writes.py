@@ -1,0 +1,48 @@
+"""The control loop writes status when something changed, not because a scrape aged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kinfer.api.model import parse
+from kinfer.autoscale.observation import Observation
+from kinfer.controller.control_loop import STATUS_REFRESH_S, LoopMemory, scaling_period
+from tests.conftest import load_sample
+
+
+class NoPods:
+    def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return []
+
+    def gpu_view(self) -> tuple[list, list]:
+        return [], []
+
+
+class Idle:
+    """An idle service's metrics: no requests; only the newest sample's age moves."""
+
+    def __init__(self) -> None:
+        self.age_s = 1.0
+
+    def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60) -> Observation:
+        self.age_s += 7.0
+        return Observation(qps=0.0, pods_reporting=1, newest_sample_age_s=self.age_s)
+
+
+def test_an_idle_service_is_not_rewritten_when_only_the_sample_age_moves():
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "minReplicas": 1}
+    body["spec"]["replicas"] = 1
+    body["status"] = {"readyReplicas": 1}
+    isvc, reader, memory = parse(body), Idle(), LoopMemory()
+    first, _ = scaling_period(body, isvc, NoPods(), reader, memory, 1000.0)
+    assert "autoscaling" in first.status_patch
+    body["status"].update(first.status_patch)
+    for now in (1000.0 + STATUS_REFRESH_S + 1, 1000.0 + 3 * STATUS_REFRESH_S):
+        later, _ = scaling_period(body, isvc, NoPods(), reader, memory, now)
+        assert later.status_patch == {}, later.status_patch
+    # A figure that does move is written at the next refresh.
+    reader.observe = lambda *a, **k: Observation(qps=3.0, pods_reporting=1, newest_sample_age_s=2)
+    moved, _ = scaling_period(body, isvc, NoPods(), reader, memory, 1000.0 + 5 * STATUS_REFRESH_S)
+    assert moved.status_patch["autoscaling"]["lastMetrics"]["qps"] == 3.0
