@@ -85,14 +85,14 @@ DEFAULT_SCALE_UP_STABILIZATION_S = 0
 DEFAULT_SCALE_DOWN_STABILIZATION_S = 120
 # Pods a scale-up may add per period beyond +100 %: HPA's default is 4 per 15 s; with a 5 s
 # period and asks measured at the first saturated scrape (the arrival-rate gauge), 8 lets a
-# small fleet take a step of 2.5x and more in one period (docs/autoscaling.md, the sweep).
+# small fleet take a step of 2.5x and more in one period (docs/design-notes.md).
 DEFAULT_SCALE_UP_MAX_STEP = 8
 DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT = 50
 DEFAULT_SCALING_PERIOD_S = 5
 DEFAULT_METRICS_WINDOW_S = 60
 DEFAULT_TIER_DWELL_S = 30
 # With tiers, hold a scale-up while a measured lower tier holds the ask (opt-in: fewer
-# replica-seconds on bursty load for more time on a lower tier; docs/autoscaling.md).
+# replica-seconds on bursty load for more time on a lower tier; docs/tiers.md).
 DEFAULT_TIER_ABSORB_BURSTS = False
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_QUEUE_DELAY_US = 500

@@ -27,7 +27,7 @@ class Observation:
     # QPS over a short recent window (two or three scrapes): sees a step a window earlier than qps.
     qps_recent: float | None = None
     # The load offered now: the servers' requests received over their last second, as last
-    # scraped (kinfer's server exports it; Triton does not: None). Sizes an overload (rule 3b).
+    # scraped (kinfer's server exports it; Triton does not: None). Sizes an overload.
     qps_arriving: float | None = None
     pods_reporting: int = 0
     newest_sample_age_s: float | None = None

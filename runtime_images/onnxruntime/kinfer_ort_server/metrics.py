@@ -174,9 +174,9 @@ class ArrivalRate:
     rate(kinfer_inference_requests_total[...]) is only as fresh as the scrapes it spans: at
     the first scrape after a burst starts, the last interval (15 s by default) holds a few of
     its seconds. This gauge is the rate over the second before the scrape, so the autoscaler
-    sizes a burst at that first scrape instead of a scrape later (docs/autoscaling.md, rule
-    3b). Counted when the server takes a request in, before the batcher's queue: a request
-    waiting for a batch counts at once (one still in a socket buffer does not yet).
+    sizes a burst at that first scrape instead of a scrape later (docs/autoscaling.md,
+    OverloadFloor). Counted when the server takes a request in, before the batcher's queue:
+    a request waiting for a batch counts at once (one still in a socket buffer does not yet).
 
     ARRIVAL_SLOTS slots of the trailing second, each stamped with its tick: one index and one
     addition per request. A read sums the whole slots before the current, partial one.

@@ -24,7 +24,7 @@ from kinfer_dev.autoscale.simulator import (
 )
 
 PROJECT_TRACES = ("step", "spike", "diurnal", "bursty")
-# kinfer runs with the CRD defaults (docs/autoscaling.md's sweep chose them).
+# kinfer runs with the CRD defaults (docs/design-notes.md says why these).
 KINFER_PERIOD_S = c.DEFAULT_SCALING_PERIOD_S
 KINFER_SCALE_DOWN_STABILIZATION_S = c.DEFAULT_SCALE_DOWN_STABILIZATION_S
 KINFER_QUICK_SCALE_DOWN_STABILIZATION_S = int(Tuning().quick_scale_down_stabilization_s)
@@ -51,7 +51,7 @@ class Scenario:
 
     def kinfer_config(self, absorb_bursts: bool = False) -> PolicyConfig:
         """kinfer with the CRD's defaults (a 5 s period and a 120 s scale-down window;
-        the sweep in docs/autoscaling.md shows why), unless the bench overrides them;
+        docs/design-notes.md says why), unless the bench overrides them;
         absorb_bursts: spec.precision.absorbBursts (kinfer-tiers-absorb)."""
         scaling = ScalingSpec(
             min_replicas=self.min_replicas,
