@@ -160,8 +160,12 @@ def test_load_step_scales_out_then_in(
         timeout_s=240,
         interval_s=2,
     )
-    events = scaled_events(cluster, namespace, name)
-    assert "QuickScaleDown" in reasons(events), [(e["reason"], e["message"]) for e in events]
+    # The last change (to 1) used the quick window: its trail says so, with the window.
+    last = cluster.get("kisvc", name, "-n", namespace)["status"]["autoscaling"]["lastScale"]
+    assert last["to"] == 1, last
+    quick = [step for step in last["trail"] if step["reason"] == "QuickScaleDown"]
+    assert quick and quick[0]["figures"]["windowS"] == 30, last
+    assert any(e["message"].startswith("scaled") for e in scaled_events(cluster, namespace, name))
 
 
 def trend_step(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:

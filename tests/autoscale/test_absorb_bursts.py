@@ -1,4 +1,4 @@
-"""spec.precision.absorbBursts (rule 10): no scale-up while a measured lower tier holds the ask on
+"""spec.precision.absorbBursts (the tier stage's BurstAbsorbed): no scale-up while a measured lower tier holds the ask on
 the Ready pods; off by default, and off it changes nothing."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_scales_up_when_a_tier_is_unmeasured(profiles):
 
 
 def test_scales_up_once_the_tier_has_served_a_metrics_window():
-    # 70 s on int8: rule 3a sizes for the step back up, as without the option.
+    # 70 s on int8: the latency recommender sizes for the step back up (StepUpHeadroom), as without the option.
     decision, _ = decide(ON, observe(900, 60, 7), Replicas(7, 7), on_int8(930.0), 1000.0)
     assert decision.desired_replicas == 14
 

@@ -168,7 +168,7 @@ def test_no_scale_down_on_partial_metrics():
 
 def test_scale_down_waits_for_the_stabilization_window():
     config = tune(QPS_ONLY, scale_down_stabilization_s=300)
-    # A load that came back after a scale-down (rule 6a): the whole window applies.
+    # A load that came back after a scale-down (the one-off fall's memory): the whole window applies.
     state = PolicyState(load_returned_s=0.0)
     replicas = 8
     # Load drops from 400 to 100 QPS at t=0; the window remembers the 8-replica recommendation.
@@ -541,6 +541,9 @@ def test_overload_floor_expires_when_pods_never_come():
     state = PolicyState(ready_seen=4, ready_changed_s=0.0, urgent_floor=(1000.0, 8))
     held, _ = decide(config, observe(qps=200, p95=80), Replicas(8, 4), state, 1100.0)
     assert held.desired_replicas == 8
+    # The recommenders ask for 4; the pods still starting are what holds 8, and it says so.
+    assert held.reason is Reason.OVERLOAD_FLOOR
+    assert figures(held, Reason.OVERLOAD_FLOOR) == {"replicas": 8, "ready": 4}
     expired, state = decide(config, observe(qps=200, p95=80), Replicas(8, 4), state, 1121.0)
     assert state.urgent_floor is None
     assert expired.desired_replicas == 4
@@ -559,7 +562,7 @@ FP32_AT_70 = {"fp32": TierProfile(capacity_qps_per_replica=70)}
 def _release_after_burst(config: PolicyConfig, recurring: bool = False) -> list[tuple[float, int]]:
     """8 pods for a 500 QPS burst, then 260 QPS (4 pods at 65) from t=0; (t, replicas) per
     change. p95 40 ms on 8 pods: the latency rule agrees with the QPS one. recurring: the load
-    came back after a scale-down a minute ago (rule 6a's quick window does not apply)."""
+    came back after a scale-down a minute ago (the one-off fall's quick window does not apply)."""
     state = PolicyState(
         tier_profiles=dict(FP32_AT_70), load_returned_s=-60.0 if recurring else None
     )
@@ -647,7 +650,7 @@ def test_with_tiers_a_scale_down_keeps_the_tolerance_at_the_latency_target():
 
 
 def _scale_down_on_int8(config: PolicyConfig):
-    # int8 has served for 55 s (rule 3a's window is 60): 640 QPS on 11 pods at 60 ms; the QPS and
+    # int8 has served for 55 s (the step-up sizing waits a 60 s window): 640 QPS on 11 pods at 60 ms; the QPS and
     # latency rules ask for 10 (640 / 65, 640 / 70), fp32 steps back up on 11 (640 / (70 x 0.9)).
     state = PolicyState(
         tier_profiles=dict(FP32_AT_70), active_tier=2, last_tier_switch_s=0.0, ready_seen=11

@@ -293,7 +293,7 @@ def decide(
     if replicas.ready != tick.state.ready_seen:
         tick.state.ready_seen, tick.state.ready_changed_s = replicas.ready, now_s
     urgent = _overload(tick, model, fast, recommended)
-    floor = _urgent_floor(tick)
+    floor = _urgent_floor(tick, urgent)
     desired = _behave(tick, recommended, max(urgent, floor), floor, quick)
     uncapped, desired = desired, _cap(tick, desired)
     if not config.tiers_enabled:
@@ -534,9 +534,10 @@ def _overload(tick: _Tick, model: CapacityModel, fast: int | None, recommended: 
     return ask.replicas
 
 
-def _urgent_floor(tick: _Tick) -> int:
+def _urgent_floor(tick: _Tick, asked_now: int) -> int:
     """The pods the overload asked for are not cancelled while they start (that would flap): its
-    request is a floor until they are Ready or a start time and a window have passed."""
+    request is a floor until they are Ready or a start time and a window have passed. When it
+    holds more than this period asks for, it is what decides, and the trail says so."""
     state, tuning = tick.state, tick.config.tuning
     if state.urgent_floor is None:
         return 0
@@ -545,6 +546,16 @@ def _urgent_floor(tick: _Tick) -> int:
     if tick.replicas.ready >= asked or tick.now_s >= expiry_s:
         state.urgent_floor = None
         return 0
+    if asked > asked_now:
+        tick.trail.append(
+            Step(
+                Stage.GUARD,
+                Reason.OVERLOAD_FLOOR,
+                f"{asked} pods asked for under overload are still starting"
+                f" ({tick.replicas.ready} Ready)",
+                {"replicas": asked, "ready": tick.replicas.ready},
+            )
+        )
     return asked
 
 

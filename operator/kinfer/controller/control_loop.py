@@ -1,11 +1,11 @@
 """The per-InferenceService control loop: metrics -> decision -> replicas and tier.
 
-One kopf daemon per InferenceService runs `run_period` every few seconds:
-each `scaling.periodSeconds` it reads Prometheus and asks the pure policy
-(`kinfer.autoscale.policy.decide`) for replicas and tier; every tick it
-brings Ready pods to the active tier, so a restarted pod converges within
-seconds. Everything here blocks (Prometheus, tritonclient, the API client)
-and runs in a thread, never on kopf's event loop.
+The scheduler (`kinfer.controller.scheduler`) runs `run_period` for a service when its
+`plan` says something is due: each `scaling.periodSeconds` a decision on the metrics the
+scheduler read for every service due at once (`kinfer.autoscale.policy.decide`), and every
+TICK_S a check that the Ready pods serve the active tier, so a restarted pod converges
+within seconds. Everything here blocks (tritonclient, the API client) and runs in a
+thread, never on kopf's event loop.
 """
 
 from __future__ import annotations
@@ -239,11 +239,19 @@ def scaling_period(
         "trail": [_step_record(step) for step in decision.trail],
         "lastDecisionTime": now_rfc3339(),
         "lastScaleTime": autoscaling.get("lastScaleTime"),
+        "lastScale": autoscaling.get("lastScale"),
         "state": memory.state.to_dict(),
     }
     if decision.desired_replicas != isvc.spec.replicas:
         result.replicas = decision.desired_replicas
         record["lastScaleTime"] = record["lastDecisionTime"]
+        # The last change and its whole trail, kept until the next one.
+        record["lastScale"] = {
+            "from": isvc.spec.replicas,
+            "to": decision.desired_replicas,
+            "reason": decision.reason.value,
+            "trail": record["trail"],
+        }
         result.events.append(
             Event("Normal", decision.reason.value, decision.message, action=ACTION_SCALE)
         )

@@ -193,7 +193,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help=f"the project's traces ({', '.join(PROJECT_TRACES)}) and the tier comparison",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--out", type=Path, help="with --all: write table.md and PNGs here")
+    parser.add_argument(
+        "--out", type=Path, help="with --all: write autoscale.md, autoscale.json and the PNGs here"
+    )
     parser.add_argument(
         "--cold-start-s",
         type=float,
