@@ -72,7 +72,8 @@ def verdict(target: Target, value: float | None, services: int) -> str:
 def _cell(value: float | None) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"{value:.{digits}f}"
 
 
 def _limit(target: Target) -> str:
