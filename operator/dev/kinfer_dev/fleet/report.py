@@ -61,9 +61,7 @@ class Row:
 
 
 def verdict(target: Target, value: float | None, services: int) -> str:
-    if value is None:
-        return "n/a"
-    if target.limit is None:
+    if value is None or target.limit is None:
         return ""
     met = "ok" if value <= target.limit else "OVER"
     return met if services >= TARGET_SERVICES else f"{met} (target is at 1,000)"
@@ -164,6 +162,7 @@ def plot(rows: list[Row], path: Path) -> None:
                 axis.plot(xs, ys, marker="o", label=label)
         if target.limit is not None:
             axis.axhline(target.limit, color="tab:red", linestyle="--", linewidth=1)
+        axis.set_ylim(bottom=0)
         axis.set_title(target.title, fontsize=9)
         axis.set_xlabel("InferenceServices")
         axis.set_xscale("log")
