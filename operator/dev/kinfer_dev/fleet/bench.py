@@ -105,6 +105,29 @@ def default_out() -> Path:
     return Path(kinfer.__file__).resolve().parents[2] / "docs" / "bench"
 
 
+def checkout_commit() -> str:
+    """The commit this checkout's operator runs from (+dirty with uncommitted changes)."""
+    root = default_out().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    return f"{head}+dirty" if dirty else head
+
+
 def _crd_dir() -> Path:
     from kinfer_dev.localcluster.demo import _crd_path
 
@@ -401,7 +424,7 @@ def build_row(
         ready_s=timings[1],
         api_source=api_source,
         queries_source=queries_source,
-        operator=args.operator_command or "kinfer run (this checkout)",
+        operator=args.operator_command or f"kinfer run (this checkout, {checkout_commit()})",
         measured_at=datetime.now(UTC).strftime("%Y-%m-%d"),
         host=f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
     )
