@@ -376,3 +376,49 @@ def test_label_values_are_escaped() -> None:
     fleet.service_event("ADDED", _isvc("svc", model='m"1\\'), 0.0)
     text = exposition(fleet.series())
     assert _value(text, "kinfer_inference_requests_total", "a", model='m"1\\') == 0
+
+
+# -- the command lines --------------------------------------------------------------
+
+
+def test_cluster_up_takes_simulated_pods_from_its_flag(tmp_path: Path) -> None:
+    import argparse
+
+    from kinfer_dev.localcluster import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["cluster", "up", "--state-dir", str(tmp_path), "--simulated-pods"])
+    assert cli._config(args).simulated_pods is True
+    args = parser.parse_args(["cluster", "up", "--state-dir", str(tmp_path)])
+    assert cli._config(args).simulated_pods is False
+
+
+def test_the_operator_bench_refuses_a_running_cluster_without_simulated_pods(
+    tmp_path: Path,
+) -> None:
+    import argparse
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from kinfer_dev.fleet import bench
+    from kinfer_dev.localcluster.cluster import STATE_FILE, ClusterState
+    from kinfer_dev.localcluster.processes import ProcessRecord, _start_ticks
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ticks = _start_ticks(sleeper.pid)
+        assert ticks is not None
+        record = ProcessRecord("etcd", sleeper.pid, ["sleep"], "", ticks)
+        (tmp_path / "processes.json").write_text(json.dumps([asdict(record)]))
+        state = ClusterState(
+            str(tmp_path), "", "", "", "", "127.1.0.0/16", [], 0.0, {}, 0.0, simulated_pods=False
+        )
+        (tmp_path / STATE_FILE).write_text(json.dumps(asdict(state)))
+        args = argparse.Namespace(services=10, state_dir=tmp_path, pod_cidr=None)
+        with pytest.raises(bench.BenchError, match="without simulated pods"):
+            bench.open_cluster(args)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=30)
