@@ -436,7 +436,7 @@ def cleanup(session: Session, namespace: str, keep_cluster: bool) -> None:
     if session.operator is not None:
         session.cluster.processes.stop(OPERATOR_PROCESS)
         print(f"operator stopped (pid {session.operator.pid})")
-    if session.applied and not session.started_cluster:
+    if session.applied and (keep_cluster or not session.started_cluster):
         print(f"deleting the namespace {namespace}")
         delete_namespace(session, namespace)
     if session.started_cluster and not keep_cluster:
