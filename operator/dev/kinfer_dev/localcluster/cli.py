@@ -57,6 +57,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(env KINFER_CLUSTER_COLD_START_SECONDS; per InferenceService: annotation "
         "kinfer.dev/simulated-cold-start-seconds)",
     )
+    up.add_argument(
+        "--simulated-pods",
+        action="store_true",
+        default=None,
+        help="fleet runs: kinfer's pods become Ready without a model server, and a metrics "
+        "simulator serves their metrics from each InferenceService's annotation "
+        "kinfer.dev/simulated-load (env KINFER_CLUSTER_SIMULATED_PODS=1; see "
+        "docs/local-cluster.md)",
+    )
     up.set_defaults(handler=_up)
 
     down = sub.add_parser("down", help="stop every process of the local cluster, remove its state")
@@ -127,6 +136,7 @@ def _config(args: argparse.Namespace):  # -> ClusterConfig
         pod_cidr=getattr(args, "pod_cidr", None),
         nodes=nodes,
         cold_start_s=getattr(args, "cold_start_seconds", None),
+        simulated_pods=getattr(args, "simulated_pods", None),
     )
 
 
@@ -154,6 +164,8 @@ def _up(args: argparse.Namespace) -> int:
     print(f"API server: {state.server}")
     print(f"Prometheus: {state.prometheus_url}")
     print(f"nodes:      {', '.join(state.nodes)}")
+    if state.simulated_pods:
+        print(f"simulated:  pods run nothing; metrics from {state.metrics_simulator_url}/metrics")
     kinfer = kinfer_command()
     print(f"use it:     export KUBECONFIG=$({kinfer} cluster kubeconfig)")
     print(f"stop it:    {kinfer} cluster down")
@@ -183,6 +195,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  Prometheus  {status['prometheus']}")
     print(f"  pod CIDR    {status['podCIDR']}")
     print(f"  nodes       {', '.join(status['nodes'])}")
+    if status["simulatedPods"]:
+        print(f"  simulated   pods run nothing; metrics simulator {status['metricsSimulator']}")
+        print(f"  audit log   {status['auditLog']} (the operator user's requests)")
     for process in status["processes"]:
         state = "running" if process["alive"] else "DEAD"
         print(f"  {process['name']:<24} pid {process['pid']:<8} {state:<8} {process['log']}")

@@ -15,7 +15,15 @@ from typing import Any, TextIO
 
 import yaml
 
-from kinfer_dev.localcluster import build, controlplane, discovery, nodes, pki, prometheus
+from kinfer_dev.localcluster import (
+    build,
+    controlplane,
+    discovery,
+    nodes,
+    pki,
+    prometheus,
+    stages,
+)
 from kinfer_dev.localcluster.config import (
     ClusterConfig,
     node_ips,
@@ -51,6 +59,12 @@ class ClusterState:
     cold_start_s: float
     ports: dict[str, int]
     started_at: float
+    # Simulated-pods mode (fleet runs): what runs instead of the pod runner, and the logs a
+    # bench counts an operator's requests in. Absent from older state files: defaults.
+    simulated_pods: bool = False
+    metrics_simulator_url: str | None = None
+    audit_log: str | None = None
+    prometheus_query_log: str | None = None
 
     @classmethod
     def load(cls, state_dir: Path) -> ClusterState | None:
@@ -103,6 +117,9 @@ class LocalCluster:
             "prometheus": state.prometheus_url if state else None,
             "podCIDR": state.pod_cidr if state else None,
             "nodes": state.nodes if state else [],
+            "simulatedPods": state.simulated_pods if state else False,
+            "metricsSimulator": state.metrics_simulator_url if state else None,
+            "auditLog": state.audit_log if state else None,
             "processes": processes,
             "modelServers": self._model_servers(),
         }
@@ -133,7 +150,7 @@ class LocalCluster:
         self._check_previous()
         bin_dir = build.ensure_built(self.config.cache_dir, self.out)
         prometheus_bin = prometheus.prometheus_binary()
-        if shutil.which("rclone") is None:
+        if shutil.which("rclone") is None and not self.config.simulated_pods:
             self._say(
                 "warning: `rclone` is not on PATH: pods cannot fetch models "
                 "(apt-get install -y rclone)"
@@ -169,8 +186,45 @@ class LocalCluster:
 
     def _start(self, bin_dir: Path, prometheus_bin: str) -> ClusterState:
         started = time.monotonic()
+        simulated = self.config.simulated_pods
         ports = controlplane.Ports(**{name: free_port() for name in _PORT_NAMES})
         server = f"https://127.0.0.1:{ports.apiserver}"
+        self._write_pki(server)
+        audit = self._audit() if simulated else None
+        self._start_control_plane(bin_dir, ports, server, audit)
+        self._start_kwok(bin_dir, ports)
+        simulator_port = free_port() if simulated else None
+        prometheus_url, query_log = self._start_prometheus(prometheus_bin, ports, simulator_port)
+        state = ClusterState(
+            state_dir=str(self.state_dir),
+            bin_dir=str(bin_dir),
+            kubeconfig=str(self.kubeconfig_path),
+            server=server,
+            prometheus_url=prometheus_url,
+            pod_cidr=self.config.pod_cidr,
+            nodes=[n.name for n in self.config.nodes],
+            cold_start_s=self.config.cold_start_s,
+            ports=asdict(ports),
+            started_at=time.time(),
+            simulated_pods=simulated,
+            metrics_simulator_url=(
+                f"http://127.0.0.1:{simulator_port}" if simulator_port is not None else None
+            ),
+            audit_log=str(audit.log_file) if audit else None,
+            prometheus_query_log=str(query_log) if query_log else None,
+        )
+        (self.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        if simulator_port is not None:
+            self._start_metrics_simulator(simulator_port)
+        else:
+            self._start_runner()
+        self._say(
+            f"local cluster up in {time.monotonic() - started:.0f}s: "
+            f"export KUBECONFIG={self.kubeconfig_path}"
+        )
+        return state
+
+    def _write_pki(self, server: str) -> None:
         self._say(f"generating certificates and kubeconfigs in {self.state_dir}")
         self.pki = pki.generate(
             self.state_dir / "pki",
@@ -184,6 +238,21 @@ class LocalCluster:
             pki.write_kubeconfig(self.component_kubeconfig(stem), config)
         pki.write_kubeconfig(self.kubeconfig_path, pki.kubeconfig(self.pki, "admin", server))
 
+    def _audit(self) -> controlplane.Audit:
+        """The operator's requests in an audit log (simulated-pods mode: fleet benches)."""
+        audit_dir = self.state_dir / "audit"
+        audit_dir.mkdir()
+        audit = controlplane.Audit(audit_dir / "policy.yaml", audit_dir / "audit.log")
+        audit.policy_file.write_text(yaml.safe_dump(controlplane.audit_policy(), sort_keys=False))
+        return audit
+
+    def _start_control_plane(
+        self,
+        bin_dir: Path,
+        ports: controlplane.Ports,
+        server: str,
+        audit: controlplane.Audit | None,
+    ) -> None:
         self._say("starting etcd")
         etcd = self.processes.start(
             "etcd",
@@ -199,7 +268,7 @@ class LocalCluster:
         self._say("starting kube-apiserver")
         apiserver = self.processes.start(
             "kube-apiserver",
-            controlplane.apiserver_argv(bin_dir / "kube-apiserver", self.pki, ports),
+            controlplane.apiserver_argv(bin_dir / "kube-apiserver", self.pki, ports, audit),
         )
         admin_tls = self._client_tls("admin")
         wait_until(
@@ -239,19 +308,20 @@ class LocalCluster:
             record=scheduler,
         )
 
+    def _start_kwok(self, bin_dir: Path, ports: controlplane.Ports) -> None:
         self._say(f"creating {len(self.config.nodes)} nodes and starting KWOK")
         api = self._core_api()
         self._create_nodes(api)
         kwok_dir = self.state_dir / "kwok"
         kwok_dir.mkdir()
-        stages = kwok_dir / "stages.yaml"
-        shutil.copyfile(_kwok_stages_path(), stages)
+        stages_file = kwok_dir / "stages.yaml"
+        stages.write_stages(stages_file, simulated_pods=self.config.simulated_pods)
         kwok = self.processes.start(
             "kwok",
             controlplane.kwok_argv(
                 bin_dir / "kwok",
                 self.component_kubeconfig("kwok"),
-                stages,
+                stages_file,
                 self.config.pod_cidr,
                 ports,
             ),
@@ -264,6 +334,7 @@ class LocalCluster:
             COMPONENT_TIMEOUT_S,
             record=kwok,
         )
+        manager = self.processes.get("kube-controller-manager")
         wait_until(
             "the default ServiceAccount (controller-manager)",
             lambda: bool(api.read_namespaced_service_account("default", "default")),
@@ -271,17 +342,25 @@ class LocalCluster:
             record=manager,
         )
 
+    def _start_prometheus(
+        self, prometheus_bin: str, ports: controlplane.Ports, simulator_port: int | None
+    ) -> tuple[str, Path | None]:
+        """Prometheus on the pods (file_sd the runner writes) or, with simulated pods, on the
+        metrics simulator; returns its URL and its query log (simulated pods only)."""
         self._say("starting Prometheus")
         prometheus_config = self.state_dir / "prometheus.yml"
-        discovery.write_targets(self.state_dir / discovery.TARGETS_FILE, [])
-        prometheus_config.write_text(
-            yaml.safe_dump(
-                prometheus.local_config(
-                    self.state_dir / discovery.TARGETS_FILE, self.config.scrape_interval_s
-                ),
-                sort_keys=False,
+        query_log = None
+        if simulator_port is not None:
+            query_log = self.state_dir / "prometheus-queries.log"
+            config = prometheus.simulated_config(
+                f"127.0.0.1:{simulator_port}", self.config.scrape_interval_s, query_log
             )
-        )
+        else:
+            discovery.write_targets(self.state_dir / discovery.TARGETS_FILE, [])
+            config = prometheus.local_config(
+                self.state_dir / discovery.TARGETS_FILE, self.config.scrape_interval_s
+            )
+        prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
         prom = self.processes.start(
             "prometheus",
             prometheus.prometheus_argv(
@@ -295,21 +374,9 @@ class LocalCluster:
             COMPONENT_TIMEOUT_S,
             record=prom,
         )
+        return prometheus_url, query_log
 
-        state = ClusterState(
-            state_dir=str(self.state_dir),
-            bin_dir=str(bin_dir),
-            kubeconfig=str(self.kubeconfig_path),
-            server=server,
-            prometheus_url=prometheus_url,
-            pod_cidr=self.config.pod_cidr,
-            nodes=[n.name for n in self.config.nodes],
-            cold_start_s=self.config.cold_start_s,
-            ports=asdict(ports),
-            started_at=time.time(),
-        )
-        (self.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
-
+    def _start_runner(self) -> None:
         self._say("starting the pod runner")
         runner_ready = self.state_dir / "runner" / "ready"
         runner = self.processes.start(
@@ -327,11 +394,27 @@ class LocalCluster:
             ],
         )
         wait_until("the pod runner", runner_ready.exists, COMPONENT_TIMEOUT_S, record=runner)
-        self._say(
-            f"local cluster up in {time.monotonic() - started:.0f}s: "
-            f"export KUBECONFIG={self.kubeconfig_path}"
+
+    def _start_metrics_simulator(self, port: int) -> None:
+        """Simulated pods: no pod runner (no pod runs anything); the metrics simulator serves
+        every Ready pod's metrics instead."""
+        self._say("starting the metrics simulator (simulated pods: no pod runner)")
+        simulator = self.processes.start(
+            "metrics-simulator",
+            [
+                sys.executable,
+                "-m",
+                "kinfer_dev.localcluster.metrics_simulator",
+                f"--kubeconfig={self.component_kubeconfig('metrics-simulator')}",
+                f"--port={port}",
+            ],
         )
-        return state
+        wait_until(
+            "the metrics simulator /healthz",
+            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+            COMPONENT_TIMEOUT_S,
+            record=simulator,
+        )
 
     # -- down -------------------------------------------------------------
     def down(self) -> None:
@@ -374,12 +457,6 @@ _PORT_NAMES = (
     "kwok",
     "prometheus",
 )
-
-
-def _kwok_stages_path() -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("kinfer_dev.localcluster") / "kwok-stages.yaml"))
 
 
 def _unverified_tls() -> ssl.SSLContext:

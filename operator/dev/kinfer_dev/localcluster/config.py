@@ -16,6 +16,7 @@ ENV_CACHE_DIR = "KINFER_CACHE_DIR"
 ENV_POD_CIDR = "KINFER_CLUSTER_POD_CIDR"
 ENV_NODES_FILE = "KINFER_CLUSTER_NODES"
 ENV_COLD_START_S = "KINFER_CLUSTER_COLD_START_SECONDS"
+ENV_SIMULATED_PODS = "KINFER_CLUSTER_SIMULATED_PODS"
 
 # Pod annotation (or InferenceService annotation, inherited by its pods) that
 # delays a pod's server start, emulating a GPU pod's image pull and model load.
@@ -23,6 +24,11 @@ ANNOTATION_COLD_START_S = "kinfer.dev/simulated-cold-start-seconds"
 # Pod annotations the pod runner writes; KWOK's Stages turn them into status.
 ANNOTATION_SERVER_READY = "kinfer.dev/server-ready"
 ANNOTATION_SERVER_RESTARTS = "kinfer.dev/server-restarts"
+# InferenceService annotations the metrics simulator reads (simulated-pods mode only, see
+# metrics_simulator.py): the load offered to the service ("idle", "steady:50",
+# "square:20:200:60", ...) and what one pod serves before it saturates.
+ANNOTATION_SIMULATED_LOAD = "kinfer.dev/simulated-load"
+ANNOTATION_SIMULATED_CAPACITY_QPS = "kinfer.dev/simulated-capacity-qps"
 # Nodes KWOK manages carry this annotation (KWOK's own convention).
 ANNOTATION_KWOK_NODE = "kwok.x-k8s.io/node"
 
@@ -35,6 +41,16 @@ DEFAULT_POD_CIDR = "127.1.0.0/16"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 NVIDIA_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def env_flag(raw: str, name: str) -> bool:
+    """A boolean environment variable: 1/true/yes or 0/false/no (any case)."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise ValueError(f"{name}={raw!r}: expected 1, true, yes, 0, false or no")
 
 
 def state_dir_default() -> Path:
@@ -197,6 +213,9 @@ class ClusterConfig:
     pod_cidr: str = DEFAULT_POD_CIDR
     cold_start_s: float = 0.0
     scrape_interval_s: int = 2
+    # Fleet runs: KWOK makes kinfer's pods Ready without a model server, and the metrics
+    # simulator serves their metrics (docs/local-cluster.md, "Fleet runs: simulated pods").
+    simulated_pods: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ClusterConfig:
@@ -211,6 +230,8 @@ class ClusterConfig:
             values["nodes"] = load_nodes(Path(os.environ[ENV_NODES_FILE]))
         if os.environ.get(ENV_COLD_START_S):
             values["cold_start_s"] = float(os.environ[ENV_COLD_START_S])
+        if os.environ.get(ENV_SIMULATED_PODS):
+            values["simulated_pods"] = env_flag(os.environ[ENV_SIMULATED_PODS], ENV_SIMULATED_PODS)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         validate_pod_cidr(config.pod_cidr)

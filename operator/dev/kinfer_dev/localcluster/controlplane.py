@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kinfer_dev.localcluster.config import SERVICE_CLUSTER_IP_RANGE
-from kinfer_dev.localcluster.pki import Pki
+from kinfer_dev.localcluster.pki import OPERATOR_USER, Pki
 
 HOST = "127.0.0.1"
 # The controllers a Deployment-based operator needs, and nothing that would
@@ -61,7 +62,41 @@ def etcd_argv(binary: Path, data_dir: Path, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_argv(binary: Path, pki: Pki, ports: Ports) -> list[str]:
+@dataclass(frozen=True)
+class Audit:
+    """Where the API server's audit policy and log live (simulated-pods mode only)."""
+
+    policy_file: Path
+    log_file: Path
+
+
+def audit_policy(users: tuple[str, ...] = (OPERATOR_USER,)) -> dict[str, Any]:
+    """Metadata (who, verb, resource, when) of `users`' requests and nothing else: what
+    `kinfer bench operator` counts an operator's API requests from. One event per request,
+    when its response completes (a watch: when it ends)."""
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived", "ResponseStarted"],
+        "rules": [
+            {"level": "Metadata", "users": list(users)},
+            {"level": "None"},
+        ],
+    }
+
+
+def audit_argv(audit: Audit) -> list[str]:
+    return [
+        f"--audit-policy-file={audit.policy_file}",
+        f"--audit-log-path={audit.log_file}",
+        "--audit-log-format=json",
+        # One file for a whole run: no rotation while a bench counts it.
+        "--audit-log-maxsize=2048",
+        "--audit-log-maxbackup=1",
+    ]
+
+
+def apiserver_argv(binary: Path, pki: Pki, ports: Ports, audit: Audit | None = None) -> list[str]:
     return [
         str(binary),
         f"--etcd-servers=http://{HOST}:{ports.etcd_client}",
@@ -90,6 +125,7 @@ def apiserver_argv(binary: Path, pki: Pki, ports: Ports) -> list[str]:
         f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
         "--allow-privileged=true",
+        *(audit_argv(audit) if audit else []),
         "--v=1",
     ]
 

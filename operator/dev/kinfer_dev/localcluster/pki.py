@@ -16,6 +16,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # Long enough for a developer's cluster, short enough to never matter outside it.
 VALIDITY = datetime.timedelta(days=365)
 
+# The user of the `operator` client below.
+OPERATOR_USER = "kinfer-operator"
 # Clients of the API server: (file stem, common name, organisation). The
 # controller-manager and scheduler get the identities the bootstrap RBAC roles
 # name, so they run with their real (least) privileges; kwok and the pod
@@ -27,6 +29,10 @@ CLIENTS = (
     ("kwok", "kinfer-kwok", "system:masters"),
     ("runner", "kinfer-pod-runner", "system:masters"),
     ("prometheus", "kinfer-prometheus", "system:masters"),
+    # An operator run as a local process for measurements (`kinfer bench operator`): its own
+    # user, so the API server's audit log can tell its requests from everyone else's.
+    ("operator", OPERATOR_USER, "system:masters"),
+    ("metrics-simulator", "kinfer-metrics-simulator", "system:masters"),
     # The API server towards kubelets (`kubectl logs`); the pod runner accepts only it.
     ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", None),
 )

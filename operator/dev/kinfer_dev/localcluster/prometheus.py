@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -41,13 +42,44 @@ def local_config(targets_file: Path, scrape_interval_s: int) -> dict[str, Any]:
         scrape.setdefault("relabel_configs", []).append(
             {"source_labels": ["__address__"], "action": "keep", "regex": r"127\.[0-9.]+:[0-9]+"}
         )
+    return {"global": _global(scrape_interval_s), "scrape_configs": scrape_configs}
+
+
+SIMULATOR_JOB = "kinfer-metrics-simulator"
+
+
+def simulated_config(
+    simulator_address: str, scrape_interval_s: int, query_log: Path | None = None
+) -> dict[str, Any]:
+    """Simulated-pods mode: one target, the metrics simulator, instead of one per pod.
+
+    Its series already carry `namespace`, `inferenceservice`, `pod` and `runtime`, as the
+    shipped relabelling would have put them: honor_labels keeps them. No pod address is
+    ever scraped in this mode (the pods run nothing). The query log lets a bench count the
+    queries an operator sends.
+    """
+    if not re.fullmatch(r"127\.[0-9.]+:[0-9]+", simulator_address):
+        raise ValueError(f"metrics simulator address {simulator_address!r}: loopback only")
+    config = {
+        "global": _global(scrape_interval_s),
+        "scrape_configs": [
+            {
+                "job_name": SIMULATOR_JOB,
+                "honor_labels": True,
+                "static_configs": [{"targets": [simulator_address]}],
+            }
+        ],
+    }
+    if query_log is not None:
+        config["global"]["query_log_file"] = str(query_log)
+    return config
+
+
+def _global(scrape_interval_s: int) -> dict[str, Any]:
     return {
-        "global": {
-            "scrape_interval": f"{scrape_interval_s}s",
-            "scrape_timeout": f"{max(1, scrape_interval_s - 1)}s",
-            "evaluation_interval": f"{scrape_interval_s}s",
-        },
-        "scrape_configs": scrape_configs,
+        "scrape_interval": f"{scrape_interval_s}s",
+        "scrape_timeout": f"{max(1, scrape_interval_s - 1)}s",
+        "evaluation_interval": f"{scrape_interval_s}s",
     }
 
 
