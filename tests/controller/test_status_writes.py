@@ -46,3 +46,19 @@ def test_an_idle_service_is_not_rewritten_when_only_the_sample_age_moves():
     reader.observe = lambda *a, **k: Observation(qps=3.0, pods_reporting=1, newest_sample_age_s=2)
     moved, _ = scaling_period(body, isvc, NoPods(), reader, memory, 1000.0 + 5 * STATUS_REFRESH_S)
     assert moved.status_patch["autoscaling"]["lastMetrics"]["qps"] == 3.0
+
+
+def test_decisions_fall_due_together_on_the_period_grid():
+    # Two services last decided at different moments of the same 5 s period are due in the
+    # same wake after the period ends, so one metrics read serves both.
+    from kinfer.controller.control_loop import plan
+
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "periodSeconds": 5}
+    early, late = LoopMemory(last_decision_s=1000.4), LoopMemory(last_decision_s=1004.6)
+    assert plan(body, early, 1004.9).wanted is None
+    assert plan(body, late, 1004.9).wanted is None
+    assert plan(body, early, 1005.1).wanted is not None
+    assert plan(body, late, 1005.1).wanted is not None
+    assert plan(body, LoopMemory(), 1003.0).wanted is not None  # never decided: due now

@@ -11,6 +11,7 @@ thread, never on kopf's event loop.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,6 +129,13 @@ class LoopMemory:
         return self.parsed[1]
 
 
+def _period(t_s: float, period_s: float) -> int:
+    """Which period of the wall clock `t_s` falls in. Decisions are due once per period on this
+    shared grid, so the services with one period are due together and share one metrics read
+    (a decision per elapsed period each would drift apart and split the reads)."""
+    return math.floor(t_s / period_s) if period_s > 0 else int(t_s)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a tick of one InferenceService has to do now."""
@@ -149,7 +157,9 @@ def plan(body: dict[str, Any], memory: LoopMemory, now_s: float) -> Plan:
         return Plan(None, False)
     wanted = None
     scaling = isvc.spec.scaling
-    if scaling.enabled and now_s - memory.last_decision_s >= scaling.period_s:
+    if scaling.enabled and _period(now_s, scaling.period_s) > _period(
+        memory.last_decision_s, scaling.period_s
+    ):
         wanted = Wanted(isvc.namespace, isvc.name, isvc.spec.runtime, scaling.metrics_window_s)
     return Plan(wanted, tiers_switchable(isvc) and now_s >= memory.next_tier_s)
 
