@@ -48,3 +48,35 @@ def test_count_requests_counts_and_passes_through():
         None,
     )
     assert API_REQUESTS.labels(verb="LIST", resource="nodes")._value.get() == before + 1
+
+
+def sample(metric, **labels):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(metric, labels)
+
+
+def test_a_services_decisions_replicas_and_tiers_and_their_removal():
+    from kinfer.controller import telemetry
+
+    body = {"spec": {"replicas": 3}, "status": {"readyReplicas": 2}}
+    svc = {"namespace": "t-tel", "inferenceservice": "mlp"}
+    telemetry.record_tick("t-tel", "mlp", body, "QPSTarget", 4, False)
+    telemetry.record_tick("t-tel", "mlp", body, "MetricsUnavailable", 3, True)
+    telemetry.record_tick("t-tel", "mlp", body, None, None, False)  # no decision due
+    assert sample("kinfer_decisions_total", **svc, reason="QPSTarget") == 1
+    assert sample("kinfer_metric_read_failures_total", **svc) == 1
+    assert sample("kinfer_inferenceservice_desired_replicas", **svc) == 3
+    assert sample("kinfer_inferenceservice_current_replicas", **svc) == 3
+    assert sample("kinfer_inferenceservice_ready_replicas", **svc) == 2
+    telemetry.record_tier("t-tel", "mlp", ["fp32", "int8"], "int8", 0.0)
+    telemetry.record_tier("t-tel", "mlp", ["fp32", "int8"], "int8", 3.0)
+    telemetry.record_tier("t-tel", "mlp", ["fp32", "int8"], "fp32", 2.5)
+    assert sample("kinfer_inferenceservice_active_tier", **svc, tier="fp32") == 1
+    assert sample("kinfer_inferenceservice_active_tier", **svc, tier="int8") == 0
+    assert sample("kinfer_inferenceservice_tier_seconds_total", **svc, tier="int8") == 3.0
+    assert sample("kinfer_inferenceservice_tier_seconds_total", **svc, tier="fp32") == 2.5
+    telemetry.forget("t-tel", "mlp")
+    assert sample("kinfer_inferenceservice_ready_replicas", **svc) is None
+    assert sample("kinfer_decisions_total", **svc, reason="QPSTarget") is None
+    assert sample("kinfer_inferenceservice_active_tier", **svc, tier="int8") is None

@@ -52,6 +52,7 @@ class PeriodResult:
     status_patch: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     replicas: int | None = None  # new spec.replicas to write, if any
+    decision: Decision | None = None  # this tick's scaling decision, if one was due
 
 
 def tiers_switchable(isvc: InferenceService) -> bool:
@@ -115,6 +116,8 @@ class LoopMemory:
     parsed: tuple[Any, InferenceService] | None = None
     # Actual time between the last two decisions minus the period (the scheduler's delay).
     lag_s: float | None = None
+    # When the tier metrics last counted this service's seconds (monotonic; 0: never).
+    tier_clock_s: float = 0.0
 
     def isvc(self, body: dict[str, Any]) -> InferenceService | None:
         """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
@@ -240,7 +243,7 @@ def scaling_period(
         max_additional=None if capacity.resource is None else capacity.placeable_replicas,
     )
     decision, memory.state = decide(config, observation, replicas, before, now_s)
-    result = PeriodResult()
+    result = PeriodResult(decision=decision)
     record: dict[str, Any] = {
         "lastMetrics": observation.to_dict(),
         "desiredReplicas": decision.desired_replicas,

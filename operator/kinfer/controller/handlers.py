@@ -93,7 +93,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(c.GROUP, c.VERSION, c.PLURAL)
 def reconcile_inference_service(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     obj = dict(body)
-    _write(memo.kube, obj, reconcile(obj, memo.kube, memo.render_options))
+    _reconcile(memo, obj)
+
+
+def _reconcile(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    try:
+        _write(memo.kube, body, reconcile(body, memo.kube, memo.render_options))
+    except Exception:
+        telemetry.RECONCILES.labels("error").inc()
+        raise
+    telemetry.RECONCILES.labels("success").inc()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_ISVC: kopf.PRESENT})
@@ -141,18 +150,43 @@ def _tick(
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     if resync:
-        _write(kube, body, reconcile(body, kube, memo.render_options))
+        _reconcile(memo, body)
     result = control_loop.run_period(body, kube, memo.metrics_reader, memory)
     _write_period(kube, body, result)
+    _record(key, body, result, memory)
+
+
+def _record(
+    key: tuple[str, str],
+    body: dict[str, Any],
+    result: control_loop.PeriodResult,
+    memory: control_loop.LoopMemory,
+) -> None:
+    """The tick into the operator's metrics."""
+    decision = result.decision
+    reason = None if decision is None else decision.reason.value
+    desired = None if decision is None else decision.desired_replicas
+    failed = decision is not None and not decision.metrics_available
+    telemetry.record_tick(*key, body, reason, desired, failed)
     if memory.lag_s is not None:
         telemetry.DECISION_LAG.observe(memory.lag_s)
         memory.lag_s = None
+    tiers = [
+        t.get("name") for t in ((body.get("spec") or {}).get("precision") or {}).get("tiers") or []
+    ]
+    if len(tiers) > 1:
+        now = time.monotonic()
+        elapsed = now - memory.tier_clock_s if memory.tier_clock_s else 0.0
+        memory.tier_clock_s = now
+        telemetry.record_tier(*key, tiers, (body.get("status") or {}).get("activeTier"), elapsed)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
 def inference_service_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The scheduler's list of InferenceServices follows the watch."""
     memo.scheduler.observe(type, dict(body))
+    if type == "DELETED":
+        telemetry.forget(body["metadata"].get("namespace"), body["metadata"].get("name"))
 
 
 # Startup and cleanup get the operator's memo itself (not an object's copy), so what

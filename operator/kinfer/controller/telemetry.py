@@ -1,23 +1,116 @@
-"""The operator's own metrics, on /metrics (prometheus_client): what its loop costs and how
-late its decisions are."""
+"""The operator's own metrics, on /metrics (prometheus_client): what its loop costs, how late
+its decisions are, and what it decided for each InferenceService (labels `namespace` and
+`inferenceservice`, removed when the service goes)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DECISION_LAG = Histogram(
     "kinfer_decision_lag_seconds",
     "Actual time between two scaling decisions of one InferenceService minus its period.",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0, 5.0, 10.0),
 )
 METRIC_READS = Counter(
     "kinfer_metric_reads_total",
     "Prometheus queries sent for scaling decisions (one per runtime and window per batch).",
 )
+
+
+SERVICE = ["namespace", "inferenceservice"]
+RECONCILES = Counter(
+    "kinfer_reconciles_total",
+    "Reconciles of InferenceServices (on a change, and every resync), by result.",
+    ["result"],
+)
+DECISIONS = Counter(
+    "kinfer_decisions_total",
+    "Scaling decisions, by the deciding stage's reason (docs/autoscaling.md, Reasons).",
+    [*SERVICE, "reason"],
+)
+METRIC_READ_FAILURES = Counter(
+    "kinfer_metric_read_failures_total",
+    "Decisions without usable metrics (Prometheus unreachable, no series): replicas held.",
+    SERVICE,
+)
+DESIRED_REPLICAS = Gauge(
+    "kinfer_inferenceservice_desired_replicas", "Replicas the last decision asked for.", SERVICE
+)
+CURRENT_REPLICAS = Gauge(
+    "kinfer_inferenceservice_current_replicas", "spec.replicas as the last tick read it.", SERVICE
+)
+READY_REPLICAS = Gauge(
+    "kinfer_inferenceservice_ready_replicas", "Ready replicas as the last tick read them.", SERVICE
+)
+ACTIVE_TIER = Gauge(
+    "kinfer_inferenceservice_active_tier",
+    "1 for the precision tier the Ready pods serve (status.activeTier), 0 for the others.",
+    [*SERVICE, "tier"],
+)
+TIER_SECONDS = Counter(
+    "kinfer_inferenceservice_tier_seconds_total",
+    "Seconds the Ready pods served each precision tier.",
+    [*SERVICE, "tier"],
+)
+_SERVICE_METRICS = (
+    DECISIONS,
+    METRIC_READ_FAILURES,
+    DESIRED_REPLICAS,
+    CURRENT_REPLICAS,
+    READY_REPLICAS,
+    ACTIVE_TIER,
+    TIER_SECONDS,
+)
+# The label values each service's series were made with, so that they can go with it.
+_series: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+
+
+def _labels(metric: Any, namespace: str, name: str, *extra: str) -> Any:
+    _series.setdefault((namespace, name), set()).add((metric, (namespace, name, *extra)))
+    return metric.labels(namespace, name, *extra)
+
+
+def record_tick(
+    namespace: str,
+    name: str,
+    body: dict[str, Any],
+    reason: str | None,
+    desired: int | None,
+    metrics_failed: bool,
+) -> None:
+    """What one tick saw and decided (reason None: no decision this tick)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    _labels(CURRENT_REPLICAS, namespace, name).set(int(spec.get("replicas") or 0))
+    _labels(READY_REPLICAS, namespace, name).set(int(status.get("readyReplicas") or 0))
+    if reason is None:
+        return
+    _labels(DECISIONS, namespace, name, reason).inc()
+    if desired is not None:
+        _labels(DESIRED_REPLICAS, namespace, name).set(desired)
+    if metrics_failed:
+        _labels(METRIC_READ_FAILURES, namespace, name).inc()
+
+
+def record_tier(
+    namespace: str, name: str, tiers: list[str], active: str | None, elapsed_s: float
+) -> None:
+    """The tier serving now (status.activeTier), and `elapsed_s` more seconds on it."""
+    for tier in tiers:
+        _labels(ACTIVE_TIER, namespace, name, tier).set(1 if tier == active else 0)
+    if active in tiers and elapsed_s > 0:
+        _labels(TIER_SECONDS, namespace, name, active).inc(elapsed_s)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted service's series."""
+    for metric, values in _series.pop((namespace, name), set()):
+        with contextlib.suppress(KeyError):  # already gone
+            metric.remove(*values)
 
 
 API_REQUESTS = Counter(
