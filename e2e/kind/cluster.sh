@@ -142,12 +142,12 @@ kubectl -n monitoring create configmap prometheus-config --from-file=prometheus.
 import sys, yaml
 from pathlib import Path
 from kinfer_dev.localcluster import nodes
-from kinfer_dev.localcluster.cluster import _kwok_stages_path
+from kinfer_dev.localcluster.stages import shipped_path
 from kinfer_dev.localcluster.config import DEFAULT_NODES
 state = Path(sys.argv[1])
 # Nodes kept Ready; pods bound there never run, and go when deleted (pod-delete).
 keep = lambda s: s["spec"]["resourceRef"]["kind"] == "Node" or s["metadata"]["name"] == "pod-delete"
-stages = [s for s in yaml.safe_load_all(_kwok_stages_path().read_text()) if s and keep(s)]
+stages = [s for s in yaml.safe_load_all(shipped_path().read_text()) if s and keep(s)]
 (state / "kwok-stages.yaml").write_text(yaml.safe_dump_all(stages))
 # The simulated nodes' addresses are loopback: nothing ever dials them. Their pod
 # ranges are /24s of the cluster's own podSubnet that no pod of theirs ever uses.
