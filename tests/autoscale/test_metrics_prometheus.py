@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,44 @@ def test_one_query_answers_every_service_split_by_service(prometheus):
     # Another runtime or window is its own query.
     reader.observe_all([*wanted, Wanted("team-a", "mlp", "triton", WINDOW_S)])
     assert reader.queries_sent == sent + 3
+
+
+def test_services_due_in_one_period_share_its_answer(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus), recent_window_s=5)
+    now = [15 * 66_666.0]  # the start of a 15 s period
+    reader.clock = lambda: now[0]
+    first = Wanted("team-a", "mlp", "onnxruntime", WINDOW_S, period_s=15)
+    late = Wanted("team-b", "other", "onnxruntime", WINDOW_S, period_s=15)
+    # Both scraped (period 0: every call reads afresh).
+    wait_for(
+        lambda: reader.observe_all([replace(first, period_s=0), replace(late, period_s=0)]),
+        lambda f: f[first.key].ok and f[late.key].ok,
+        "both services",
+    )
+    assert reader.observe_all([first])[first.key].ok
+    sent = reader.queries_sent
+    now[0] += 10  # the same period, 10 s on: a service whose tick came late
+    found = reader.observe_all([late])
+    assert reader.queries_sent == sent, "no new query within the period"
+    assert found[late.key].ok and found[late.key].pods_reporting == 1
+    # Another period of the same key, or another period length, is a query of its own.
+    reader.observe_all([Wanted("team-a", "mlp", "onnxruntime", WINDOW_S, period_s=30)])
+    assert reader.queries_sent == sent + 1
+    now[0] += 5
+    reader.observe_all([first, late])
+    assert reader.queries_sent == sent + 2
+
+
+def test_a_failed_read_serves_its_period_too():
+    reader = PrometheusReader(
+        PrometheusSettings(url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    )
+    reader.clock = lambda: 1_000_000.0
+    wanted = [Wanted("team-a", f"s{i}", "onnxruntime", WINDOW_S, period_s=15) for i in range(5)]
+    found = reader.observe_all(wanted[:2])
+    found.update(reader.observe_all(wanted[2:]))
+    assert reader.queries_sent == 1, "a dead Prometheus is asked once per period, not per service"
+    assert all(not o.ok and "127.0.0.1" in o.error for o in found.values())
 
 
 def test_unknown_service_is_an_observation_not_an_exception(prometheus):

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kinfer.autoscale.observation import Observation, VersionObservation
@@ -169,10 +169,36 @@ class Wanted:
     name: str
     runtime: str
     window_s: int = 60
+    # The decision's period: every service of one (runtime, window, period) due in the same
+    # period of the wall clock shares one answer (0: read afresh).
+    period_s: int = 0
 
     @property
     def key(self) -> Key:
         return (self.namespace, self.name)
+
+    @property
+    def query_key(self) -> tuple[str, int, int]:
+        return (self.runtime, self.window_s, self.period_s)
+
+
+def period_slot(t_s: float, period_s: int) -> int | None:
+    """Which period of the wall clock `t_s` falls in (None: no period, no sharing)."""
+    return math.floor(t_s / period_s) if period_s > 0 else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One query's answer, split by service, or why there is none; and the period it serves."""
+
+    slot: int | None
+    by_service: dict[Key, Figures] = field(default_factory=dict)
+    error: str | None = None
+
+    def observe(self, wanted: Wanted) -> Observation:
+        if self.error is not None:
+            return Observation(error=self.error)
+        return observation(wanted, self.by_service.get(wanted.key))
 
 
 def selector(namespace: str, name: str) -> str:
@@ -335,6 +361,9 @@ class PrometheusReader:
         self.recent_window_s = recent_window_s
         # Queries sent, for the operator's own metrics and the fleet benchmark.
         self.queries_sent = 0
+        # The last answer of each (runtime, window, period) key, shared within its period.
+        self._answers: dict[tuple[str, int, int], Answer] = {}
+        self.clock = time.time
         session = requests.Session()
         if settings.ca_file:
             session.verify = settings.ca_file
@@ -355,21 +384,27 @@ class PrometheusReader:
     def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60) -> Observation:
         """One service alone (its own selector)."""
         wanted = Wanted(namespace, name, runtime, window_s)
-        return self._read([wanted], selector(namespace, name))[wanted.key]
+        return self._read(wanted, selector(namespace, name)).observe(wanted)
 
     def observe_all(self, wanted: list[Wanted]) -> dict[Key, Observation]:
-        """Every wanted service, one query per (runtime, window) among them."""
-        groups: dict[tuple[str, int], list[Wanted]] = {}
+        """Every wanted service: one query per (runtime, window, period) per period of the wall
+        clock. The query selects every InferenceService, so its answer also serves the services
+        of that key that fall due later in the same period (a late tick, a new service)."""
+        groups: dict[tuple[str, int, int], list[Wanted]] = {}
         for item in wanted:
-            groups.setdefault((item.runtime, item.window_s), []).append(item)
+            groups.setdefault(item.query_key, []).append(item)
         found: dict[Key, Observation] = {}
-        for group in groups.values():
-            found.update(self._read(group, ALL_SERVICES))
+        for key, group in groups.items():
+            slot = period_slot(self.clock(), group[0].period_s)
+            answer = self._answers.get(key)
+            if answer is None or slot is None or answer.slot != slot:
+                answer = self._read(group[0], ALL_SERVICES, slot)
+                self._answers[key] = answer
+            found.update((item.key, answer.observe(item)) for item in group)
         return found
 
-    def _read(self, group: list[Wanted], sel: str) -> dict[Key, Observation]:
-        """One query for services of one runtime and window."""
-        first = group[0]
+    def _read(self, first: Wanted, sel: str, slot: int | None = None) -> Answer:
+        """One query for the services of one runtime and window that `sel` selects."""
         try:
             built = queries(
                 first.runtime,
@@ -379,7 +414,7 @@ class PrometheusReader:
                 sel,
             )
         except ValueError as error:
-            return {item.key: Observation(error=str(error)) for item in group}
+            return Answer(slot, error=str(error))
         try:
             self._refresh_token()
             self.queries_sent += 1
@@ -387,10 +422,8 @@ class PrometheusReader:
                 batch_query(built), params={"time": f"{time.time():.3f}"}
             )
         except Exception as error:  # any failure means "no metrics", never a crash
-            failed = Observation(error=_describe(error, self.settings.url))
-            return {item.key: failed for item in group}
-        by_service = split(samples)
-        return {item.key: observation(item, by_service.get(item.key)) for item in group}
+            return Answer(slot, error=_describe(error, self.settings.url))
+        return Answer(slot, split(samples))
 
     def _refresh_token(self) -> None:
         # Re-read on every read: projected service-account tokens rotate.

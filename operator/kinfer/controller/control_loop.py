@@ -163,7 +163,13 @@ def plan(body: dict[str, Any], memory: LoopMemory, now_s: float) -> Plan:
     if scaling.enabled and _period(now_s, scaling.period_s) > _period(
         memory.last_decision_s, scaling.period_s
     ):
-        wanted = Wanted(isvc.namespace, isvc.name, isvc.spec.runtime, scaling.metrics_window_s)
+        wanted = Wanted(
+            isvc.namespace,
+            isvc.name,
+            isvc.spec.runtime,
+            scaling.metrics_window_s,
+            scaling.period_s,
+        )
     return Plan(wanted, tiers_switchable(isvc) and now_s >= memory.next_tier_s)
 
 
