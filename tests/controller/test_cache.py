@@ -100,6 +100,40 @@ def test_an_informer_follows_events_and_keeps_only_what_it_should():
     assert pods.objects == {}
 
 
+def test_a_list_of_one_services_children_reads_its_index_and_agrees_with_a_scan():
+    kube, _ = recording_kube()
+    pods = next(i for i in informers(kube) if i.kind == "Pod")
+    pods.apply("ADDED", pod("mlp-1", "team-a", {c.LABEL_ISVC: "mlp", "tier": "1"}))
+    pods.apply("ADDED", pod("mlp-2", "team-a", {c.LABEL_ISVC: "mlp"}))
+    pods.apply("ADDED", pod("mlp-3", "team-b", {c.LABEL_ISVC: "mlp"}))  # another namespace
+    pods.apply("ADDED", pod("bert-1", "team-a", {c.LABEL_ISVC: "bert"}))
+    # Relabelled to another service: it moves in the index.
+    pods.apply("MODIFIED", pod("mlp-2", "team-a", {c.LABEL_ISVC: "bert"}))
+
+    def names(namespace: str, labels: dict[str, str]) -> list[str]:
+        return sorted(p["metadata"]["name"] for p in pods.list(namespace, labels))
+
+    def scanned(namespace: str, labels: dict[str, str]) -> list[str]:
+        return sorted(
+            name
+            for (ns, name), obj in pods.objects.items()
+            if ns == namespace and labels.items() <= obj["metadata"]["labels"].items()
+        )
+
+    for labels in (
+        {c.LABEL_ISVC: "mlp"},
+        {c.LABEL_ISVC: "bert"},
+        {c.LABEL_ISVC: "mlp", "tier": "1"},
+    ):
+        assert names("team-a", labels) == scanned("team-a", labels), labels
+    assert names("team-a", {c.LABEL_ISVC: "mlp"}) == ["mlp-1"]
+    assert names("team-a", {c.LABEL_ISVC: "bert"}) == ["bert-1", "mlp-2"]
+    pods.apply("DELETED", pod("bert-1", "team-a", {c.LABEL_ISVC: "bert"}))
+    pods.apply("DELETED", pod("mlp-2", "team-a", {c.LABEL_ISVC: "bert"}))
+    assert names("team-a", {c.LABEL_ISVC: "bert"}) == []
+    assert ("team-a", "bert") not in pods.by_isvc, "an emptied entry goes"
+
+
 def test_cached_kube_serves_synced_caches_and_reads_through_the_rest():
     kube, api = recording_kube()
     caches = informers(kube)

@@ -98,8 +98,11 @@ async def test_decisions_due_together_share_one_read() -> None:
         reads.append(wanted)
         return {("team-a", "a"): Observation(qps=1.0), ("team-a", "b"): Observation(qps=2.0)}
 
+    handed: dict[str, Plan | None] = {}
+
     def tick(key, memory, resync) -> None:
         seen[key[1]] = memory.observation
+        handed[key[1]] = memory.planned
 
     plans = {name: decision(name) for name in ("a", "b", "c")}
     loop = scheduler(Clock(), tick, plans=plans, read=read)
@@ -109,6 +112,8 @@ async def test_decisions_due_together_share_one_read() -> None:
     assert len(reads) == 1 and sorted(w.name for w in reads[0]) == ["a", "b", "c"]
     # Each tick finds its own answer; one the read did not cover reads alone (None).
     assert seen == {"a": Observation(qps=1.0), "b": Observation(qps=2.0), "c": None}
+    # And the plan it was started for: a late tick decides only if a decision was planned.
+    assert handed == plans
 
 
 async def test_a_slow_read_holds_back_only_the_decisions() -> None:

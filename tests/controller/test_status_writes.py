@@ -62,3 +62,27 @@ def test_decisions_fall_due_together_on_the_period_grid():
     assert plan(body, early, 1005.1).wanted is not None
     assert plan(body, late, 1005.1).wanted is not None
     assert plan(body, LoopMemory(), 1003.0).wanted is not None  # never decided: due now
+
+
+def test_a_tick_does_what_the_scheduler_planned_not_a_decision_nobody_read_for():
+    # Planned with no decision due (a resync), the tick ran in the next period: it must not
+    # decide (and read Prometheus for this one service alone); unplanned, it plans itself.
+    from kinfer.controller.control_loop import Plan, run_period
+
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "minReplicas": 1}
+    body["spec"]["replicas"] = 1
+    body["status"] = {"readyReplicas": 1}
+    reads: list[str] = []
+
+    class Reader:
+        def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60):
+            reads.append(name)
+            return Observation(qps=0.0, pods_reporting=1)
+
+    memory = LoopMemory(planned=Plan(None, False))
+    assert run_period(body, NoPods(), Reader(), memory).decision is None
+    assert reads == [] and memory.planned is None, "the plan is consumed"
+    assert run_period(body, NoPods(), Reader(), memory).decision is not None
+    assert reads == [body["metadata"]["name"]]

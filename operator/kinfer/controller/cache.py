@@ -56,6 +56,13 @@ def parse_selector(selector: str | None) -> dict[str, str] | None:
     return wanted
 
 
+def _isvc_of(obj: dict[str, Any]) -> Key | None:
+    """(namespace, the kinfer.dev/inferenceservice label) of a child; None without the label."""
+    meta = obj.get("metadata") or {}
+    owner = (meta.get("labels") or {}).get(c.LABEL_ISVC)
+    return None if owner is None else (meta.get("namespace") or "", owner)
+
+
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return (meta.get("namespace") or "", meta["name"])
@@ -79,6 +86,9 @@ class Informer:
     keep: Callable[[dict[str, Any]], bool] | None = None
     complete_for: str | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    # The stored objects by (namespace, their kinfer.dev/inferenceservice label): what a list of
+    # one service's children reads, without scanning every object.
+    by_isvc: dict[Key, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     synced: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,6 +120,9 @@ class Informer:
                 objects[_key(item)] = item
         with self.lock:
             self.objects = objects
+            self.by_isvc = {}
+            for key, obj in objects.items():
+                self._index(key, obj)
         self.synced.set()
         return str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -138,10 +151,22 @@ class Informer:
         obj.setdefault("kind", self.kind)
         key = _key(obj)
         with self.lock:
-            if event_type == "DELETED" or (self.keep is not None and not self.keep(obj)):
-                self.objects.pop(key, None)
-            else:
+            self._unindex(key, self.objects.pop(key, None))
+            if event_type != "DELETED" and (self.keep is None or self.keep(obj)):
                 self.objects[key] = obj
+                self._index(key, obj)
+
+    def _index(self, key: Key, obj: dict[str, Any]) -> None:
+        owner = _isvc_of(obj)
+        if owner is not None:
+            self.by_isvc.setdefault(owner, {})[key] = obj
+
+    def _unindex(self, key: Key, obj: dict[str, Any] | None) -> None:
+        owner = None if obj is None else _isvc_of(obj)
+        if owner is not None and owner in self.by_isvc:
+            self.by_isvc[owner].pop(key, None)
+            if not self.by_isvc[owner]:
+                del self.by_isvc[owner]
 
     def get(self, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self.lock:
@@ -150,7 +175,10 @@ class Informer:
 
     def list(self, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
         with self.lock:
-            items = list(self.objects.values())
+            if namespace is not None and c.LABEL_ISVC in labels:
+                items = list(self.by_isvc.get((namespace, labels[c.LABEL_ISVC]), {}).values())
+            else:
+                items = list(self.objects.values())
         return [
             copy.deepcopy(obj)
             for obj in items

@@ -114,6 +114,10 @@ class LoopMemory:
     # The last parsed spec, and what it was parsed from: parsing validates, so a tick that
     # finds the same spec reuses it.
     parsed: tuple[Any, InferenceService] | None = None
+    # What the scheduler planned for this tick, consumed by it; None: the tick plans itself.
+    # A tick that runs late does what was due when it was planned, not a decision whose
+    # metrics nobody read.
+    planned: Plan | None = None
     # Actual time between the last two decisions minus the period (the scheduler's delay).
     lag_s: float | None = None
     # When the tier metrics last counted this service's seconds (monotonic; 0: never).
@@ -355,7 +359,8 @@ def run_period(
 ) -> PeriodResult:
     """One tick: a scaling decision when a period has passed, the tiers every TICK_S."""
     now_s = time.time()
-    due = plan(body, memory, now_s)
+    planned, memory.planned = memory.planned, None
+    due = planned if planned is not None else plan(body, memory, now_s)
     isvc = memory.isvc(body)
     if isvc is None or not due.any:
         return PeriodResult()

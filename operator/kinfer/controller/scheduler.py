@@ -45,7 +45,11 @@ class Work:
     key: Key
     entry: Entry
     resync: bool
-    wanted: Wanted | None
+    planned: Plan
+
+    @property
+    def wanted(self) -> Wanted | None:
+        return self.planned.wanted
 
 
 @dataclass
@@ -90,7 +94,7 @@ class Scheduler:
                 continue
             if resync:
                 entry.next_resync_s = now + self.resync_s
-            work.append(Work(key, entry, resync, planned.wanted if planned else None))
+            work.append(Work(key, entry, resync, planned or Plan(None, False)))
         return work
 
     def start_due(self) -> list[asyncio.Task[None]]:
@@ -99,6 +103,8 @@ class Scheduler:
         work = self.due()
         for item in work:
             item.entry.running = True
+            # The tick does what was planned now, even if it runs in the next period.
+            item.entry.memory.planned = item.planned
         tasks = [asyncio.create_task(self._run_tick(item)) for item in work if not item.wanted]
         deciding = [item for item in work if item.wanted]
         if deciding:
