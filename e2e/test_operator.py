@@ -16,10 +16,11 @@ from e2e.harness import (
     runnable_here,
     wait_for,
 )
+from kinfer.controller.handlers import RESYNC_INTERVAL_S
 
-# Longer than the operator's resync timer (30 s), so a periodic reconcile
-# happens inside the window.
-QUIET_PERIOD_S = 45.0
+# Longer than the operator's resync interval, so a periodic reconcile happens inside the
+# window.
+QUIET_PERIOD_S = RESYNC_INTERVAL_S + 15.0
 OWNED_KINDS = "deployments,services,configmaps"
 
 

@@ -233,3 +233,37 @@ def test_an_informer_error_event_makes_it_list_again():
         assert getattr(error, "status", None) == 410
     else:
         raise AssertionError("an ERROR event must end the watch")
+
+
+def test_a_child_edited_deleted_or_created_makes_its_service_resync_and_status_does_not():
+    kube, _ = recording_kube()
+    caches = informers(kube)
+    memo = handlers.operator_memo(CachedKube(kube, caches), RenderOptions(), None, caches)
+    memo.scheduler.observe("ADDED", {"metadata": {"namespace": "team-a", "name": "mlp"}})
+    entry = memo.scheduler.entries[("team-a", "mlp")]
+    by_kind = {cache.kind: cache for cache in caches}
+    assert by_kind["Pod"].on_change is None and by_kind["Node"].on_change is None
+
+    def deployment(replicas: int, ready: int, version: str) -> dict[str, Any]:
+        meta = {"namespace": "team-a", "name": "mlp", "labels": {c.LABEL_ISVC: "mlp"}}
+        return {
+            "metadata": {**meta, "resourceVersion": version, "generation": replicas},
+            "spec": {"replicas": replicas},
+            "status": {"readyReplicas": ready},
+        }
+
+    def resync_due(event: str, obj: dict[str, Any]) -> bool:
+        entry.next_resync_s = 1e12
+        by_kind["Deployment"].apply(event, obj)
+        return [w.resync for w in memo.scheduler.due() if w.key == ("team-a", "mlp")] == [True]
+
+    assert resync_due("ADDED", deployment(2, 0, "1"))
+    assert not resync_due("MODIFIED", deployment(2, 1, "2")), "status and bookkeeping only"
+    assert not resync_due("MODIFIED", deployment(2, 2, "3"))
+    assert resync_due("MODIFIED", deployment(5, 2, "4")), "edited by hand"
+    assert resync_due("DELETED", deployment(5, 2, "5"))
+    # A child of a service the operator does not know is nobody's business.
+    other = deployment(1, 1, "6")
+    other["metadata"]["labels"] = {c.LABEL_ISVC: "unknown"}
+    by_kind["Deployment"].apply("ADDED", other)
+    assert ("team-a", "unknown") not in memo.scheduler.entries

@@ -56,6 +56,20 @@ def parse_selector(selector: str | None) -> dict[str, str] | None:
     return wanted
 
 
+# What a write of the object's owner does not decide: the server's bookkeeping, and status.
+_BOOKKEEPING = ("resourceVersion", "managedFields", "generation")
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+def content_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether anything but status and the server's bookkeeping differs (None: it is new)."""
+    return before is None or _content(before) != _content(after)
+
+
 def _isvc_of(obj: dict[str, Any]) -> Key | None:
     """(namespace, the kinfer.dev/inferenceservice label) of a child; None without the label."""
     meta = obj.get("metadata") or {}
@@ -85,6 +99,9 @@ class Informer:
     label: str | None = None
     keep: Callable[[dict[str, Any]], bool] | None = None
     complete_for: str | None = None
+    # Called (from the informer's thread) with an object whose content other than its status
+    # changed, that appeared, or that went: what an owner of it may have to put right.
+    on_change: Callable[[dict[str, Any]], None] | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # The stored objects by (namespace, their kinfer.dev/inferenceservice label): what a list of
     # one service's children reads, without scanning every object.
@@ -151,10 +168,14 @@ class Informer:
         obj.setdefault("kind", self.kind)
         key = _key(obj)
         with self.lock:
-            self._unindex(key, self.objects.pop(key, None))
-            if event_type != "DELETED" and (self.keep is None or self.keep(obj)):
+            before = self.objects.pop(key, None)
+            self._unindex(key, before)
+            kept = event_type != "DELETED" and (self.keep is None or self.keep(obj))
+            if kept:
                 self.objects[key] = obj
                 self._index(key, obj)
+        if self.on_change is not None and (not kept or content_changed(before, obj)):
+            self.on_change(obj)
 
     def _index(self, key: Key, obj: dict[str, Any]) -> None:
         owner = _isvc_of(obj)
@@ -271,6 +292,20 @@ def _complete(cache: Informer, labels: dict[str, str]) -> bool:
     if cache.complete_for is not None and cache.complete_for in labels:
         return True
     return cache.label is None and cache.keep is None
+
+
+def on_child_change(caches: list[Informer], owner_changed: Callable[[Key], None]) -> None:
+    """Tell `owner_changed` the InferenceService of every Deployment, Service or ConfigMap of
+    it that is edited, created or deleted: a reconcile puts it right in seconds."""
+    for cache in caches:
+        if cache.label == c.LABEL_ISVC and cache.kind != "Pod":
+            cache.on_change = lambda obj: _notify(obj, owner_changed)
+
+
+def _notify(obj: dict[str, Any], owner_changed: Callable[[Key], None]) -> None:
+    owner = _isvc_of(obj)
+    if owner is not None:
+        owner_changed(owner)
 
 
 def start(caches: list[Informer], stop: threading.Event) -> list[threading.Thread]:

@@ -27,7 +27,10 @@ from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIO
 
 log = logging.getLogger(__name__)
 
-RESYNC_INTERVAL_S = 30.0
+# Every object is reconciled this often whatever happened (what no watch event says: GPU
+# capacity freed elsewhere). A child edited or deleted by hand is put right at once: its
+# watch event makes its InferenceService's next tick a resync (cache.on_child_change).
+RESYNC_INTERVAL_S = 120.0
 # How often the scheduler looks for due work: a decision is at most this late, plus its read.
 WAKE_S = 0.5
 
@@ -51,6 +54,8 @@ def operator_memo(
         wake_s=WAKE_S,
         resync_s=RESYNC_INTERVAL_S,
     )
+    if caches:
+        cache.on_child_change(caches, memo.scheduler.resync_soon)
     return memo
 
 

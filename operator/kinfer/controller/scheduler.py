@@ -81,6 +81,13 @@ class Scheduler:
         elif key not in self.entries:
             self.entries[key] = Entry(next_resync_s=self.clock() + self.resync_s)
 
+    def resync_soon(self, key: Key) -> None:
+        """Make `key`'s next tick a resync (a child of it changed); the next wake starts it,
+        or the one after its running tick. Safe from any thread."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.next_resync_s = 0.0
+
     def due(self) -> list[Work]:
         """The objects with work due now (not those still in their previous tick)."""
         now = self.clock()
