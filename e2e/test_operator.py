@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -112,3 +113,37 @@ def test_no_api_writes_while_nothing_changes(
         gone = set(before) - set(current)
         assert not changed and not gone, f"written while nothing changed: {changed} {gone}"
         time.sleep(3)
+
+
+@pytest.mark.kind_covered
+def test_a_child_deleted_or_edited_by_hand_is_put_right_before_any_resync(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    # The child's watch event brings the reconcile, not the periodic resync: well within
+    # its interval (the bound is generous for a loaded machine, and still below it).
+    name = deploy_ready_sample(cluster, "onnxruntime-cpu.yaml", namespace, models)
+    bound_s = RESYNC_INTERVAL_S / 2
+    service = cluster.get("service", name, "-n", namespace)
+    cluster.kubectl("delete", "service", name, "-n", namespace)
+    wait_for(
+        "the deleted Service to be created again",
+        lambda: (
+            cluster.get("service", name, "-n", namespace)["metadata"]["uid"]
+            != service["metadata"]["uid"]
+        ),
+        bound_s,
+    )
+    config_maps = _labelled(cluster, namespace, name, "configmaps")
+    assert len(config_maps) == 1, config_maps
+    config_map = config_maps[0]
+    cm_name = config_map["metadata"]["name"]
+    key = sorted(config_map["data"])[0]
+    patch = json.dumps({"data": {key: "edited by hand"}})
+    cluster.kubectl("patch", "configmap", cm_name, "-n", namespace, "--type=merge", "-p", patch)
+    wait_for(
+        "the edited ConfigMap to be put back",
+        lambda: (
+            cluster.get("configmap", cm_name, "-n", namespace).get("data") == config_map.get("data")
+        ),
+        bound_s,
+    )
