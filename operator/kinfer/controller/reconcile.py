@@ -100,7 +100,7 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
             events=_transition_events(current, conditions),
         )
     isvc = parse(body)
-    events = []
+    applied: dict[str, list[str]] = {}  # action -> "Kind name", in order
     for obj in render(isvc, options):
         try:
             action = kube.apply(obj)
@@ -118,13 +118,22 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
                 status_patch=_status_patch(
                     current, {"observedGeneration": generation}, conditions, generation
                 ),
-                events=events + transition,
+                events=_applied_events(applied) + transition,
             )
         if action != "unchanged":
             name = obj["metadata"]["name"]
             log.info("%s %s %s/%s", action, obj["kind"], isvc.namespace, name)
-            events.append(Event("Normal", action.capitalize(), f"{action} {obj['kind']} {name}"))
-    return _observe(body, isvc, kube, options, events)
+            applied.setdefault(action, []).append(f"{obj['kind']} {name}")
+    return _observe(body, isvc, kube, options, _applied_events(applied))
+
+
+def _applied_events(applied: dict[str, list[str]]) -> list[Event]:
+    """One Event per action, naming every child it touched ("created ConfigMap a, Service a,
+    Deployment a"): a reconcile's Events are one or two writes, not one per child."""
+    return [
+        Event("Normal", action.capitalize(), f"{action} {', '.join(children)}")
+        for action, children in applied.items()
+    ]
 
 
 def refresh_status(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
