@@ -8,6 +8,7 @@ every invalid field at once (see `validation.py`). Everything downstream
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +164,10 @@ def parse(obj: dict[str, Any], *, default_namespace: str = "default") -> Inferen
     errors = validate_object(obj)
     if errors:
         raise InvalidSpecError(errors)
+    return _build(obj, default_namespace)
+
+
+def _build(obj: dict[str, Any], default_namespace: str = "default") -> InferenceService:
     metadata = obj.get("metadata") or {}
     name = metadata["name"]
     spec = obj.get("spec") or {}
@@ -257,3 +262,39 @@ __all__ = [
     "TierSpec",
     "parse",
 ]
+
+
+# The last results of `checked`, by what they depend on (oldest first; bounded).
+_CHECKED: dict[str, tuple[list[FieldError], InferenceService | None]] = {}
+CHECKED_MAX = 4096
+
+
+def checked(obj: dict[str, Any]) -> tuple[list[FieldError], InferenceService | None]:
+    """(every reason the object is invalid, its parsed model or None when invalid): what
+    `validate_object` and `parse` give, computed once per distinct content. The key is the
+    canonical JSON of everything validation and parsing read (not status), so an object seen
+    again by a later watch event or tick costs one `json.dumps`, not a schema validation."""
+    try:
+        key = _checked_key(obj)
+    except (TypeError, ValueError, AttributeError):
+        key = None  # not JSON-shaped: validation says what is wrong, uncached
+    found = _CHECKED.get(key) if key is not None else None
+    if found is not None:
+        return found
+    errors = validate_object(obj)
+    result = (errors, None if errors else _build(obj))
+    if key is not None:
+        _CHECKED[key] = result
+        while len(_CHECKED) > CHECKED_MAX:
+            _CHECKED.pop(next(iter(_CHECKED)), None)
+    return result
+
+
+def _checked_key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    kept = {
+        k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "labels", "annotations")
+    }
+    return json.dumps(
+        [obj.get("apiVersion"), obj.get("kind"), kept, obj.get("spec")], sort_keys=True
+    )

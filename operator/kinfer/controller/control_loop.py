@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kinfer.api import constants as c
-from kinfer.api.model import InferenceService, parse
-from kinfer.api.validation import InvalidSpecError
+from kinfer.api.model import InferenceService, checked
 from kinfer.autoscale.metrics import Wanted
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
@@ -111,9 +110,6 @@ class LoopMemory:
     # The metrics the scheduler read for this period's decision (one query for every service
     # due), consumed by it; None: read alone.
     observation: Observation | None = None
-    # The last parsed spec, and what it was parsed from: parsing validates, so a tick that
-    # finds the same spec reuses it.
-    parsed: tuple[Any, InferenceService] | None = None
     # What the scheduler planned for this tick, consumed by it; None: the tick plans itself.
     # A tick that runs late does what was due when it was planned, not a decision whose
     # metrics nobody read.
@@ -125,15 +121,7 @@ class LoopMemory:
 
     def isvc(self, body: dict[str, Any]) -> InferenceService | None:
         """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
-        meta = body.get("metadata") or {}
-        key = (meta.get("uid"), meta.get("generation"), str(meta.get("annotations")))
-        if self.parsed is None or self.parsed[0] != key:
-            try:
-                self.parsed = (key, parse(body))
-            except InvalidSpecError:
-                self.parsed = None
-                return None
-        return self.parsed[1]
+        return checked(body)[1]
 
 
 def _period(t_s: float, period_s: float) -> int:

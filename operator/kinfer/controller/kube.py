@@ -141,6 +141,7 @@ class Kube:
             namespace=meta.get("namespace"),
             field_manager=c.FIELD_MANAGER,
             force_conflicts=True,
+            serialize=False,
         )
         return "created" if live is None else "updated"
 
@@ -162,6 +163,7 @@ class Kube:
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
+                serialize=False,
             )
             return
         for attempt in range(CONFLICT_RETRIES):
@@ -185,6 +187,7 @@ class Kube:
                     name=name,
                     namespace=namespace,
                     content_type="application/merge-patch+json",
+                    serialize=False,
                 )
                 return
             except ApiException as error:
@@ -197,6 +200,7 @@ class Kube:
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
+            serialize=False,
         )
 
     def post_event(
@@ -235,7 +239,9 @@ class Kube:
         if action is not None:
             event["action"] = action
         try:
-            self._resource("v1", "Event").create(body=event, namespace=meta["namespace"])
+            self._resource("v1", "Event").create(
+                body=event, namespace=meta["namespace"], serialize=False
+            )
         except ApiException as error:
             log.warning(
                 "event %s on %s/%s failed: %s", reason, meta["namespace"], meta["name"], error

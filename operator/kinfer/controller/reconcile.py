@@ -13,8 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kinfer.api import constants as c
-from kinfer.api.model import InferenceService, parse
-from kinfer.api.validation import validate_object
+from kinfer.api.model import InferenceService, checked
 from kinfer.capacity import CapacityReport
 from kinfer.config import RenderOptions
 from kinfer.controller.capacity import observe_capacity
@@ -90,8 +89,8 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
     """Bring the children in line with the spec and compute the status to report."""
     current = body.get("status") or {}
     generation = (body.get("metadata") or {}).get("generation")
-    errors = validate_object(body)
-    if errors:
+    errors, parsed = checked(body)
+    if errors or parsed is None:
         conditions = invalid_spec_conditions(errors)
         return Outcome(
             status_patch=_status_patch(
@@ -99,7 +98,7 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
             ),
             events=_transition_events(current, conditions),
         )
-    isvc = parse(body)
+    isvc = parsed
     applied: dict[str, list[str]] = {}  # action -> "Kind name", in order
     for obj in render(isvc, options):
         try:
@@ -139,9 +138,10 @@ def _applied_events(applied: dict[str, list[str]]) -> list[Event]:
 def refresh_status(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
     """Status only (children changed): no apply, so a Deployment event never loops. Nothing
     while this generation is not applied: the children still run an older spec."""
-    if validate_object(body) or spec_not_applied(body):
+    errors, isvc = checked(body)
+    if errors or isvc is None or spec_not_applied(body):
         return Outcome()
-    return _observe(body, parse(body), kube, options, [])
+    return _observe(body, isvc, kube, options, [])
 
 
 def _observe(

@@ -1,0 +1,71 @@
+"""The operator's watch caches against a real API server: list, then watch from where the
+list left off; a closed watch resumes from its last resourceVersion without listing again."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from e2e.harness import Cluster, wait_for
+from kinfer.api import constants as c
+from kinfer.controller import cache
+from kinfer.controller.kube import Kube, load_api_client
+
+
+def _config_map(namespace: str, name: str, value: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {c.LABEL_ISVC: "mlp"}},
+        "data": {"value": value},
+    }
+
+
+def test_an_informer_lists_watches_and_resumes_a_closed_watch(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster.apply(_config_map(namespace, "before", "1"))
+    # The server closes each watch after 2 s: the informer must watch again from where it was.
+    monkeypatch.setattr(cache, "WATCH_TIMEOUT_S", 2)
+    kube = Kube(load_api_client(str(cluster.kubeconfig)))
+    informer = cache.Informer(kube, "v1", "ConfigMap", namespace, label=c.LABEL_ISVC)
+    lists = []
+    listing = informer._list
+    monkeypatch.setattr(informer, "_list", lambda: lists.append(1) or listing())
+    changed: list[str] = []
+    informer.on_change = lambda obj: changed.append(obj["metadata"]["name"])
+    stop = threading.Event()
+    [thread] = cache.start([informer], stop)
+    try:
+        wait_for("the first list", informer.synced.is_set, 60)
+        assert set(informer.objects) == {(namespace, "before")}
+        stored = informer.objects[(namespace, "before")]
+        assert "managedFields" not in stored["metadata"], "stored slim"
+        assert stored["kind"] == "ConfigMap"
+
+        cluster.apply(_config_map(namespace, "after", "1"))
+        wait_for("the created one", lambda: (namespace, "after") in informer.objects, 60)
+        # Past a few closed watches: the edit and the deletion still arrive, with no new list.
+        wait_for("two closed watches", lambda: _watches(informer) >= 3, 60)
+        cluster.apply(_config_map(namespace, "after", "2"))
+        wait_for(
+            "the edit",
+            lambda: informer.get(namespace, "after")["data"] == {"value": "2"},
+            60,
+        )
+        cluster.kubectl("delete", "configmap", "before", "-n", namespace)
+        wait_for("the deletion", lambda: (namespace, "before") not in informer.objects, 60)
+        assert lists == [1], "a watch closed by the server resumes; it does not list again"
+        assert changed == ["after", "after", "before"]
+        # Handed out copies: changing one leaves the store as it was.
+        copy = informer.get(namespace, "after")
+        copy["data"]["value"] = "changed here"
+        assert informer.objects[(namespace, "after")]["data"] == {"value": "2"}
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _watches(informer: cache.Informer) -> int:
+    return informer.watches
