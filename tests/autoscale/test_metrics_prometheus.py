@@ -17,7 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import Metric
 
-from kinfer.autoscale.metrics import PrometheusReader, PrometheusSettings, Wanted
+from kinfer.autoscale.metrics import (
+    SLO_REFRESH_S,
+    PrometheusReader,
+    PrometheusSettings,
+    Wanted,
+    slo_bucket,
+)
 from kinfer.autoscale.policy import PolicyState, Replicas, decide
 from kinfer.autoscale.signal import SAME_SCRAPE_S
 from tests.policy_configs import policy
@@ -378,3 +384,43 @@ def test_bearer_token_is_read_from_its_file(prometheus, tmp_path):
     observation = reader.observe("team-a", "mlp", "onnxruntime", window_s=WINDOW_S)
     assert observation.ok
     assert reader._client.headers == {"Authorization": "Bearer s3cr3t"}
+
+
+def test_the_share_within_the_target_is_counted_at_its_bucket_for_every_service(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+    slots = itertools.count(0, SLO_REFRESH_S)  # every call a new refresh slot
+    reader.clock = lambda: float(next(slots))
+    # Three requests in four take 40 ms, one 200 ms: within 50 ms, 3/4; within 250 ms, all.
+    within_50 = wait_for(
+        lambda: reader.within_target("team-a", "mlp", slo_bucket(50)),
+        lambda share: share is not None,
+        "the 50 ms share",
+    )
+    assert within_50 == pytest.approx(0.75, abs=0.02)
+    assert reader.within_target("team-a", "mlp", slo_bucket(250)) == pytest.approx(1.0)
+    assert reader.within_target("team-b", "other", slo_bucket(60)) == pytest.approx(0.75, abs=0.02)
+    assert reader.within_target("team-a", "nothing-here", "0.05") is None
+
+
+def test_one_slo_query_serves_every_service_until_the_next_refresh(prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=prometheus))
+    now = [1_000_000.0]
+    reader.clock = lambda: now[0]
+
+    def next_slot_share():
+        now[0] += SLO_REFRESH_S
+        return reader.within_target("team-a", "mlp", "0.05")
+
+    wait_for(next_slot_share, lambda share: share is not None, "a share")
+    sent = reader.queries_sent
+    assert reader.within_target("team-b", "other", "0.05") is not None
+    assert reader.queries_sent == sent, "one answer for every service in its slot"
+    assert reader.within_target("team-a", "mlp", "0.25") is None, "read at the next refresh"
+    now[0] += SLO_REFRESH_S
+    assert reader.within_target("team-a", "mlp", "0.25") == pytest.approx(1.0)
+    assert reader.queries_sent == sent + 1
+
+
+def test_prometheus_down_gives_no_share_not_an_exception():
+    reader = PrometheusReader(PrometheusSettings(url=f"http://127.0.0.1:{free_port()}"))
+    assert reader.within_target("team-a", "mlp", "0.05") is None

@@ -187,3 +187,58 @@ def test_flags_override_env(monkeypatch):
 def test_settings_errors_name_the_flag(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PrometheusSettings(**kwargs)
+
+
+# -- status.slo: the share within the target -----------------------------------------
+
+
+def test_the_slo_bucket_is_the_largest_server_bound_at_or_below_the_target():
+    from kinfer.autoscale.metrics import slo_bucket
+
+    assert slo_bucket(100) == "0.1"
+    assert slo_bucket(120) == "0.1", "between bounds: the lower one, never overstating"
+    assert slo_bucket(1000) == "1.0"
+    assert slo_bucket(0.01) == "0.0001", "below every bound: the smallest"
+    assert slo_bucket(60_000) == "10.0"
+
+
+def test_the_server_buckets_are_the_operators():
+    from kinfer.autoscale.metrics import SERVER_LATENCY_BUCKETS_S
+    from kinfer_ort_server.metrics import LATENCY_BUCKETS_S
+
+    assert LATENCY_BUCKETS_S == SERVER_LATENCY_BUCKETS_S
+
+
+def test_the_slo_query_selects_the_wanted_bounds_and_all_requests():
+    from kinfer.autoscale.metrics import slo_query
+
+    query = slo_query({"0.1", "0.25"}, 3600)
+    assert query == (
+        "sum by (namespace, inferenceservice, le) (increase("
+        'kinfer_inference_request_duration_seconds_bucket{inferenceservice!="",'
+        'le=~"\\\\+Inf|0\\\\.1|0\\\\.25"}[3600s]))'
+    )
+
+
+def test_bucket_answers_split_per_service_and_a_service_without_requests_has_no_share():
+    from kinfer.autoscale.metrics import split_buckets, within_share
+
+    def sample(ns, name, le, value):
+        return {
+            "metric": {"namespace": ns, "inferenceservice": name, "le": le},
+            "value": [0, value],
+        }
+
+    found = split_buckets(
+        [
+            sample("a", "x", "0.1", "30"),
+            sample("a", "x", "+Inf", "40"),
+            sample("b", "y", "0.1", "0"),
+            sample("b", "y", "+Inf", "0"),
+            sample("b", "z", "+Inf", "NaN"),
+        ]
+    )
+    assert within_share(found[("a", "x")], "0.1") == 0.75
+    assert within_share(found[("b", "y")], "0.1") is None, "no requests: unknown, not 0"
+    assert found.get(("b", "z"), {}) == {}, "NaN dropped"
+    assert within_share(found[("a", "x")], "0.25") == 0.0, "a bound not read counts none"

@@ -80,3 +80,49 @@ def test_a_services_decisions_replicas_and_tiers_and_their_removal():
     assert sample("kinfer_inferenceservice_ready_replicas", **svc) is None
     assert sample("kinfer_decisions_total", **svc, reason="QPSTarget") is None
     assert sample("kinfer_inferenceservice_active_tier", **svc, tier="int8") is None
+
+
+def _sample(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_services_slo_facts_and_changes_are_exported_and_go_with_it():
+    from kinfer.controller.telemetry import forget, record_changes, record_service
+
+    svc = {"namespace": "team-t", "inferenceservice": "mlp"}
+    record_service(
+        "team-t",
+        "mlp",
+        target_s=0.1,
+        slo_le="0.1",
+        on_lower_tier=True,
+        fail_static=False,
+        capacity_insufficient=True,
+    )
+    record_changes("team-t", "mlp", "out", ("fp32", "int8"))
+    assert _sample("kinfer_inferenceservice_latency_target_seconds", **svc) == 0.1
+    assert _sample("kinfer_inferenceservice_slo_bucket", le="0.1", **svc) == 1
+    assert _sample("kinfer_inferenceservice_on_lower_tier", **svc) == 1
+    assert _sample("kinfer_inferenceservice_fail_static", **svc) == 0
+    assert _sample("kinfer_inferenceservice_capacity_insufficient", **svc) == 1
+    assert _sample("kinfer_inferenceservice_scale_events_total", direction="out", **svc) == 1
+    switch = {"from_tier": "fp32", "to_tier": "int8", **svc}
+    assert _sample("kinfer_inferenceservice_tier_switches_total", **switch) == 1
+    # The target moves to 250 ms: one bucket series, the new one.
+    record_service(
+        "team-t",
+        "mlp",
+        target_s=0.25,
+        slo_le="0.25",
+        on_lower_tier=False,
+        fail_static=True,
+        capacity_insufficient=False,
+    )
+    assert _sample("kinfer_inferenceservice_slo_bucket", le="0.1", **svc) is None
+    assert _sample("kinfer_inferenceservice_slo_bucket", le="0.25", **svc) == 1
+    assert _sample("kinfer_inferenceservice_fail_static", **svc) == 1
+    forget("team-t", "mlp")
+    assert _sample("kinfer_inferenceservice_latency_target_seconds", **svc) is None
+    assert _sample("kinfer_inferenceservice_tier_switches_total", **switch) is None

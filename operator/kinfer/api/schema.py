@@ -528,6 +528,24 @@ def status_schema() -> Schema:
             "url": {"type": "string"},
             "grpcAddress": {"type": "string"},
             "modelName": {"type": "string"},
+            "slo": {
+                "type": "object",
+                "description": "SLO accounting over the last windowSeconds (written with the "
+                "rest of the status, never on its own).",
+                "properties": {
+                    "windowSeconds": {"type": "integer"},
+                    "withinTarget": {
+                        "type": "number",
+                        "description": "Share of requests within the p95 target, counted at "
+                        "the server's latency bucket at or below it (onnxruntime only; absent "
+                        "when unknown).",
+                    },
+                    "lowerTierSeconds": {"type": "number"},
+                    "scaleOuts": {"type": "integer"},
+                    "tierSwitches": {"type": "integer"},
+                    "observedAt": {"type": "string", "format": "date-time"},
+                },
+            },
             "conditions": {
                 "type": "array",
                 "x-kubernetes-list-type": "map",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -37,6 +38,37 @@ RUNTIME_TRITON = "triton"
 TRITON_P95_AGGREGATIONS = ("max", "mean")
 
 ENV_PREFIX = "KINFER_PROMETHEUS_"
+
+# kinfer-ort-server's latency histogram buckets, in seconds
+# (runtime_images/onnxruntime/kinfer_ort_server/metrics.py; a test keeps the two equal).
+SERVER_LATENCY_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+# status.slo's window, and how often one query refreshes every service's share.
+SLO_WINDOW_S = 3600
+SLO_REFRESH_S = 60
 
 
 @dataclass(frozen=True)
@@ -363,6 +395,10 @@ class PrometheusReader:
         self.queries_sent = 0
         # The last answer of each (runtime, window, period) key, shared within its period.
         self._answers: dict[tuple[str, int, int], Answer] = {}
+        # status.slo's shares: one answer for every service per SLO_REFRESH_S, for the bucket
+        # boundaries asked for so far.
+        self._slo: SloAnswer | None = None
+        self._slo_les: set[str] = set()
         self.clock = time.time
         session = requests.Session()
         if settings.ca_file:
@@ -402,6 +438,29 @@ class PrometheusReader:
                 self._answers[key] = answer
             found.update((item.key, answer.observe(item)) for item in group)
         return found
+
+    def within_target(self, namespace: str, name: str, le: str) -> float | None:
+        """The share of one service's requests at or below `le` over SLO_WINDOW_S (None:
+        no requests, or Prometheus unreachable). One query serves every service for
+        SLO_REFRESH_S; a boundary not in the last answer is read at the next refresh slot."""
+        self._slo_les.add(le)
+        slot = period_slot(self.clock(), SLO_REFRESH_S)
+        answer = self._slo
+        if answer is None or answer.slot != slot or slot is None:
+            answer = self._slo = self._read_slo(slot)
+        return within_share(answer.by_service.get((namespace, name), {}), le)
+
+    def _read_slo(self, slot: int | None) -> SloAnswer:
+        les = frozenset(self._slo_les)
+        try:
+            self._refresh_token()
+            self.queries_sent += 1
+            samples = self._client.custom_query(
+                slo_query(set(les)), params={"time": f"{time.time():.3f}"}
+            )
+        except Exception:  # no share this slot; the next refresh tries again
+            return SloAnswer(slot, les)
+        return SloAnswer(slot, les, split_buckets(samples))
 
     def _read(self, first: Wanted, sel: str, slot: int | None = None) -> Answer:
         """One query for the services of one runtime and window that `sel` selects."""
@@ -455,3 +514,56 @@ def _describe(error: Exception, url: str) -> str:
     if "Authorization" in text or "Bearer" in text:
         text = type(error).__name__
     return f"Prometheus at {url}: {text[:200]}"
+
+
+def format_bound(bound: float) -> str:
+    """A bucket bound as the servers' `le` label writes it (prometheus_client: 0.5, 1.0)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(bound))
+
+
+def slo_bucket(target_ms: float) -> str:
+    """The `le` SLO shares are counted at: the largest server bucket at or below the target
+    (the smallest bucket when the target is below them all). Requests between it and the
+    target count as over: the share is never overstated."""
+    target_s = target_ms / 1000.0
+    below = [b for b in SERVER_LATENCY_BUCKETS_S if b <= target_s + 1e-12]
+    return format_bound(below[-1] if below else SERVER_LATENCY_BUCKETS_S[0])
+
+
+def slo_query(les: set[str], window_s: int = SLO_WINDOW_S) -> str:
+    """Requests in each wanted bucket and in all (+Inf) over the window, for every service."""
+    pattern = "|".join(re.escape(le) for le in sorted(les | {"+Inf"}))
+    buckets = (
+        f"kinfer_inference_request_duration_seconds_bucket"
+        f'{{{ALL_SERVICES},le=~"{_escape(pattern)}"}}'
+    )
+    return f"sum by ({GROUP}, le) (increase({buckets}[{int(window_s)}s]))"
+
+
+def split_buckets(samples: list[dict[str, Any]]) -> dict[Key, dict[str, float]]:
+    """{(namespace, inferenceservice): {le: requests}} from `slo_query`'s answer."""
+    found: dict[Key, dict[str, float]] = {}
+    for sample in samples:
+        labels = sample.get("metric") or {}
+        value = _finite((sample.get("value") or [0, "NaN"])[1])
+        key = (labels.get(LABEL_NAMESPACE, ""), labels.get(LABEL_INFERENCESERVICE, ""))
+        if value is not None and "le" in labels:
+            found.setdefault(key, {})[labels["le"]] = value
+    return found
+
+
+def within_share(buckets: dict[str, float], le: str) -> float | None:
+    """The share of requests at or below `le`; None without requests in the window."""
+    total = buckets.get("+Inf") or 0.0
+    if total <= 0:
+        return None
+    return min(max(buckets.get(le, 0.0) / total, 0.0), 1.0)
+
+
+@dataclass
+class SloAnswer:
+    slot: int | None
+    les: frozenset[str]
+    by_service: dict[Key, dict[str, float]] = field(default_factory=dict)

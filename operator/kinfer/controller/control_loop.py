@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, checked
-from kinfer.autoscale.metrics import Wanted
+from kinfer.autoscale.metrics import RUNTIME_ONNXRUNTIME, Wanted, slo_bucket
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
 from kinfer.autoscale.reasons import Step
 from kinfer.controller.capacity import observe_capacity
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Event
+from kinfer.controller.slo import SloLedger
 from kinfer.controller.status import Condition, merge_conditions, now_rfc3339, spec_rejected
 from kinfer.tiers import actuator
 
@@ -52,6 +53,7 @@ class PeriodResult:
     events: list[Event] = field(default_factory=list)
     replicas: int | None = None  # new spec.replicas to write, if any
     decision: Decision | None = None  # this tick's scaling decision, if one was due
+    tier_switch: tuple[str, str] | None = None  # (from, to): the served tier changed
 
 
 def tiers_switchable(isvc: InferenceService) -> bool:
@@ -118,10 +120,21 @@ class LoopMemory:
     lag_s: float | None = None
     # When the tier metrics last counted this service's seconds (monotonic; 0: never).
     tier_clock_s: float = 0.0
+    # status.slo's counts over the last hour.
+    slo: SloLedger = field(default_factory=SloLedger)
+
+    # Whether the last decision held for want of usable metrics (fail-static).
+    held_static: bool = False
 
     def isvc(self, body: dict[str, Any]) -> InferenceService | None:
         """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
         return checked(body)[1]
+
+    def fail_static(self, decision: Decision | None) -> bool:
+        """Fail-static as of this tick: the new decision's, else the last one's."""
+        if decision is not None:
+            self.held_static = not decision.metrics_available
+        return self.held_static
 
 
 def _period(t_s: float, period_s: float) -> int:
@@ -367,4 +380,41 @@ def run_period(
         # Conditions from both halves merge onto the same list.
         merged_body = {**body, "status": {**(body.get("status") or {}), **result.status_patch}}
         result.status_patch.update(tier_period(merged_body, isvc, kube, tier_index))
+    account(body, isvc, result, memory, reader, now_s)
     return result
+
+
+def account(
+    body: dict[str, Any],
+    isvc: InferenceService,
+    result: PeriodResult,
+    memory: LoopMemory,
+    reader: Any,
+    now_s: float,
+) -> None:
+    """The tick into status.slo's ledger; the summary rides on a status write this tick makes
+    anyway (never a write of its own)."""
+    before = (body.get("status") or {}).get("activeTier")
+    after = result.status_patch.get("activeTier", before)
+    if before is not None and after is not None and after != before:
+        result.tier_switch = (before, after)
+    names = isvc.spec.precision.tier_names()
+    memory.slo.observe(
+        now_s,
+        scaled_out=result.replicas is not None and result.replicas > isvc.spec.replicas,
+        tier_switched=result.tier_switch is not None,
+        on_lower_tier=len(names) > 1 and after is not None and after != names[0],
+    )
+    if result.status_patch:
+        within = _within_target(reader, isvc)
+        result.status_patch["slo"] = memory.slo.summary(now_s, within, now_rfc3339())
+
+
+def _within_target(reader: Any, isvc: InferenceService) -> float | None:
+    """The share of requests within the latency target over the SLO window (onnxruntime: the
+    server's histogram; None for triton, without a target, or without a reader)."""
+    target_ms = isvc.spec.scaling.target_latency_p95_ms
+    within = getattr(reader, "within_target", None)
+    if within is None or target_ms is None or isvc.spec.runtime != RUNTIME_ONNXRUNTIME:
+        return None
+    return within(isvc.namespace, isvc.name, slo_bucket(target_ms))

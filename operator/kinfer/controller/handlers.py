@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from kinfer.api import constants as c
+from kinfer.autoscale import metrics
 from kinfer.config import RenderOptions
 from kinfer.controller import cache, control_loop, scheduler, telemetry
 from kinfer.controller.kube import Kube
@@ -176,6 +177,7 @@ def _record(
     if memory.lag_s is not None:
         telemetry.DECISION_LAG.observe(memory.lag_s)
         memory.lag_s = None
+    _record_service(key, body, result, memory)
     tiers = [
         t.get("name") for t in ((body.get("spec") or {}).get("precision") or {}).get("tiers") or []
     ]
@@ -184,6 +186,44 @@ def _record(
         elapsed = now - memory.tier_clock_s if memory.tier_clock_s else 0.0
         memory.tier_clock_s = now
         telemetry.record_tier(*key, tiers, (body.get("status") or {}).get("activeTier"), elapsed)
+
+
+def _record_service(
+    key: tuple[str, str],
+    body: dict[str, Any],
+    result: control_loop.PeriodResult,
+    memory: control_loop.LoopMemory,
+) -> None:
+    """The service's SLO facts, alert inputs and changes into the operator's metrics."""
+    isvc = memory.isvc(body)
+    if isvc is None:
+        return
+    status = {**(body.get("status") or {}), **result.status_patch}
+    target_ms = isvc.spec.scaling.target_latency_p95_ms
+    tiers = isvc.spec.precision.tier_names()
+    active = status.get("activeTier")
+    capacity = [
+        cond
+        for cond in status.get("conditions") or []
+        if cond.get("type") == c.CONDITION_GPU_CAPACITY
+    ]
+    decision = result.decision
+    telemetry.record_service(
+        *key,
+        target_s=None if target_ms is None else target_ms / 1000.0,
+        slo_le=(
+            metrics.slo_bucket(target_ms)
+            if target_ms is not None and isvc.spec.runtime == metrics.RUNTIME_ONNXRUNTIME
+            else None
+        ),
+        on_lower_tier=len(tiers) > 1 and active is not None and active != tiers[0],
+        fail_static=memory.fail_static(decision),
+        capacity_insufficient=any(cond.get("status") == "False" for cond in capacity),
+    )
+    scale = None
+    if result.replicas is not None:
+        scale = "out" if result.replicas > isvc.spec.replicas else "in"
+    telemetry.record_changes(*key, scale, result.tier_switch)
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)

@@ -57,7 +57,57 @@ TIER_SECONDS = Counter(
     "Seconds the Ready pods served each precision tier.",
     [*SERVICE, "tier"],
 )
+LATENCY_TARGET = Gauge(
+    "kinfer_inferenceservice_latency_target_seconds",
+    "spec.scaling.targetLatencyP95Ms in seconds (absent without a latency target).",
+    SERVICE,
+)
+SLO_BUCKET = Gauge(
+    "kinfer_inferenceservice_slo_bucket",
+    "1 on the kinfer-ort-server latency bucket boundary `le` at or below the latency target:"
+    " SLO shares count the requests in buckets up to it (absent for triton, or without a"
+    " latency target).",
+    [*SERVICE, "le"],
+)
+ON_LOWER_TIER = Gauge(
+    "kinfer_inferenceservice_on_lower_tier",
+    "1 while the Ready pods serve a tier other than the first of spec.precision.tiers.",
+    SERVICE,
+)
+FAIL_STATIC = Gauge(
+    "kinfer_inferenceservice_fail_static",
+    "1 while the last decision held the replicas because its metrics were unusable.",
+    SERVICE,
+)
+CAPACITY_INSUFFICIENT = Gauge(
+    "kinfer_inferenceservice_capacity_insufficient",
+    "1 while the GPUCapacityAvailable condition is False.",
+    SERVICE,
+)
+SCALE_EVENTS = Counter(
+    "kinfer_inferenceservice_scale_events",
+    "Changes of spec.replicas the autoscaler made, by direction (out, in).",
+    [*SERVICE, "direction"],
+)
+TIER_SWITCHES = Counter(
+    "kinfer_inferenceservice_tier_switches",
+    "Changes of the tier the Ready pods serve (status.activeTier).",
+    [*SERVICE, "from_tier", "to_tier"],
+)
+JOULES_PER_INFERENCE = Gauge(
+    "kinfer_inferenceservice_joules_per_inference",
+    "GPU energy per inference on each tier, over status.energy.windowSeconds (where read).",
+    [*SERVICE, "tier"],
+)
 _SERVICE_METRICS = (
+    LATENCY_TARGET,
+    SLO_BUCKET,
+    ON_LOWER_TIER,
+    FAIL_STATIC,
+    CAPACITY_INSUFFICIENT,
+    SCALE_EVENTS,
+    TIER_SWITCHES,
+    JOULES_PER_INFERENCE,
     DECISIONS,
     METRIC_READ_FAILURES,
     DESIRED_REPLICAS,
@@ -104,6 +154,41 @@ def record_tier(
         _labels(ACTIVE_TIER, namespace, name, tier).set(1 if tier == active else 0)
     if active in tiers and elapsed_s > 0:
         _labels(TIER_SECONDS, namespace, name, active).inc(elapsed_s)
+
+
+def record_service(
+    namespace: str,
+    name: str,
+    *,
+    target_s: float | None,
+    slo_le: str | None,
+    on_lower_tier: bool,
+    fail_static: bool,
+    capacity_insufficient: bool,
+) -> None:
+    """The service's SLO facts and alert inputs as of this tick."""
+    if target_s is not None:
+        _labels(LATENCY_TARGET, namespace, name).set(target_s)
+    if slo_le is not None:
+        for metric, values in list(_series.get((namespace, name), ())):
+            if metric is SLO_BUCKET and values[2] != slo_le:  # the target moved
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+                _series[(namespace, name)].discard((metric, values))
+        _labels(SLO_BUCKET, namespace, name, slo_le).set(1)
+    _labels(ON_LOWER_TIER, namespace, name).set(int(on_lower_tier))
+    _labels(FAIL_STATIC, namespace, name).set(int(fail_static))
+    _labels(CAPACITY_INSUFFICIENT, namespace, name).set(int(capacity_insufficient))
+
+
+def record_changes(
+    namespace: str, name: str, scale: str | None, tier_switch: tuple[str, str] | None
+) -> None:
+    """A scale (direction "out" or "in") and a tier switch (from, to) this tick made."""
+    if scale is not None:
+        _labels(SCALE_EVENTS, namespace, name, scale).inc()
+    if tier_switch is not None:
+        _labels(TIER_SWITCHES, namespace, name, *tier_switch).inc()
 
 
 def forget(namespace: str, name: str) -> None:

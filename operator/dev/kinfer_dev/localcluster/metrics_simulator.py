@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kinfer.autoscale.metrics import SERVER_LATENCY_BUCKETS_S
 from kinfer_dev.localcluster.config import (
     ANNOTATION_SIMULATED_CAPACITY_QPS,
     ANNOTATION_SIMULATED_LOAD,
@@ -47,33 +48,8 @@ from kinfer_dev.localcluster.simulated_load import (
 
 log = logging.getLogger("kinfer.metrics-simulator")
 
-# kinfer-ort-server's latency buckets (runtime_images/onnxruntime/kinfer_ort_server/metrics.py;
-# a test keeps the two equal).
-LATENCY_BUCKETS_S = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.00075,
-    0.001,
-    0.0015,
-    0.0025,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+# kinfer-ort-server's latency buckets, as the operator knows them.
+LATENCY_BUCKETS_S = SERVER_LATENCY_BUCKETS_S
 SIMULATED_RUNTIME = "onnxruntime"
 # The load is integrated in steps of at most this long (profiles change within a scrape).
 STEP_S = 1.0
