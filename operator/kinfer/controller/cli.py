@@ -41,6 +41,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="serve the operator's own metrics on 0.0.0.0:PORT/metrics (default 0: off;"
         " the shipped Deployment serves them on 8081)",
     )
+    parser.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="the address the metrics port listens on (default 0.0.0.0; 127.0.0.1 for a local"
+        " operator)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -81,7 +87,7 @@ def run_operator(args: argparse.Namespace) -> int:
     memo = handlers.operator_memo(
         cache.CachedKube(kube, caches), RenderOptions(), metrics.PrometheusReader(settings), caches
     )
-    telemetry.serve(args.metrics_port)
+    telemetry.serve(args.metrics_port, args.metrics_address)
     # Never log credentials a URL may carry (user:password@host).
     parts = urlsplit(settings.url)
     shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()

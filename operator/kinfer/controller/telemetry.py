@@ -242,7 +242,7 @@ def count_requests(api_client: Any) -> None:
     api_client.call_api = call_api
 
 
-def serve(port: int) -> None:
-    """/metrics on 0.0.0.0:port in a background thread (0: not served)."""
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """/metrics on address:port in a background thread (0: not served)."""
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=address)
