@@ -1,0 +1,1 @@
+"""Build-time observability artefacts: the Grafana dashboards (`make dashboards`)."""
