@@ -108,6 +108,9 @@ def test_every_panel_queries_prometheus_with_a_unit(name: str) -> None:
         sources = [panel["datasource"]] + [t["datasource"] for t in panel["targets"]]
         assert all(s == {"type": "prometheus", "uid": "${datasource}"} for s in sources), panel
         assert panel["fieldConfig"]["defaults"]["unit"] in UNITS, panel["title"]
+        # Only a table shows `Value #A` columns; every other panel names its series by legend.
+        formats = {target.get("format", "time_series") for target in panel["targets"]}
+        assert formats == {"table" if panel["type"] == "table" else "time_series"}, panel["title"]
     titles = [panel["title"] for panel in panels(data)]
     assert len(titles) == len(set(titles)), "two panels share a title"
 

@@ -58,19 +58,24 @@ RECORDING_RULES = (QPS_5M, P95_5M, *(over_target(window) for window in SLO_WINDO
 
 # --- panels -------------------------------------------------------------------------
 
+# How a panel's targets query: over the time range, or the last value (as series or a table).
+RANGE, INSTANT, TABLE = "range", "instant", "table"
 
-def _query(expr: str, legend: str, ref_id: str, *, instant: bool) -> prometheus.Dataquery:
+
+def _query(expr: str, legend: str, ref_id: str, mode: str) -> prometheus.Dataquery:
     query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref_id)
     query = query.datasource(DATASOURCE)
-    if instant:
-        return query.instant().format(PromQueryFormat.TABLE)
-    return query.range()
+    if mode == RANGE:
+        return query.range()
+    query = query.instant()
+    # A table's columns are the labels and `Value #<refId>`; elsewhere the legend names it.
+    return query.format(PromQueryFormat.TABLE) if mode == TABLE else query
 
 
-def _targets(panel: Any, queries: Sequence[tuple[str, str]], *, instant: bool = False) -> Any:
+def _targets(panel: Any, queries: Sequence[tuple[str, str]], mode: str = RANGE) -> Any:
     """`queries` ((expr, legend), ...) as the panel's targets A, B, C..."""
     for index, (expr, legend) in enumerate(queries):
-        panel = panel.with_target(_query(expr, legend, chr(ord("A") + index), instant=instant))
+        panel = panel.with_target(_query(expr, legend, chr(ord("A") + index), mode))
     return panel
 
 
@@ -127,7 +132,7 @@ def single(
     panel = panel.graph_mode(common.BigValueGraphMode.NONE).reduce_options(
         common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
     )
-    return _targets(panel, queries, instant=True)
+    return _targets(panel, queries, INSTANT)
 
 
 _YES_NO = [
@@ -239,7 +244,7 @@ def fleet_table() -> table.Panel:
         (column.expr, SERVICE_LEGEND + (" {{tier}}" if column.hidden else ""))
         for column in FLEET_COLUMNS
     ]
-    panel = _targets(panel, queries, instant=True)
+    panel = _targets(panel, queries, TABLE)
     panel = panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
     panel = panel.with_transformation(_organize()).data_links([_service_link()])
     for column in FLEET_COLUMNS:
@@ -495,7 +500,7 @@ def service_state() -> list[Any]:
     time_on_tiers = _targets(
         time_on_tiers.orientation(common.VizOrientation.HORIZONTAL),
         [(tier_seconds, "{{tier}}")],
-        instant=True,
+        INSTANT,
     )
     events = [
         (
