@@ -205,7 +205,6 @@ def _value_field(index: int) -> str:
 
 def _organize() -> model.DataTransformerConfig:
     rename = {_value_field(i): column.title for i, column in enumerate(FLEET_COLUMNS)}
-    rename["tier"] = "tier"
     exclude = {"Time": True}
     exclude.update({_value_field(i): True for i, c in enumerate(FLEET_COLUMNS) if c.hidden})
     order = ["namespace", "inferenceservice", "tier"]
