@@ -104,3 +104,8 @@ CONDITION_GPU_CAPACITY = "GPUCapacityAvailable"
 CONDITION_METRICS_AVAILABLE = "MetricsAvailable"
 CONDITION_AUTOSCALING = "AutoscalingActive"
 CONDITION_TIER_CONVERGED = "TierConverged"
+
+# status.energy.source: where a service's GPU energy was read (kinfer.autoscale.energy).
+ENERGY_SOURCE_DCGM = "dcgm"
+ENERGY_SOURCE_TRITON = "triton"
+ENERGY_SOURCES = (ENERGY_SOURCE_DCGM, ENERGY_SOURCE_TRITON)

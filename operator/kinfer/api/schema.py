@@ -528,6 +528,22 @@ def status_schema() -> Schema:
             "url": {"type": "string"},
             "grpcAddress": {"type": "string"},
             "modelName": {"type": "string"},
+            "energy": {
+                "type": "object",
+                "description": "GPU energy per inference over the last windowSeconds, where the "
+                "cluster exports it (dcgm-exporter, or Triton's own counter; docs/energy.md).",
+                "properties": {
+                    "joulesPerInference": {
+                        "type": "object",
+                        "description": "Joules per inference by tier (by model version for "
+                        "a service without tiers).",
+                        "additionalProperties": {"type": "number"},
+                    },
+                    "windowSeconds": {"type": "integer"},
+                    "source": {"type": "string", "enum": list(c.ENERGY_SOURCES)},
+                    "observedAt": {"type": "string", "format": "date-time"},
+                },
+            },
             "slo": {
                 "type": "object",
                 "description": "SLO accounting over the last windowSeconds (written with the "

@@ -19,6 +19,8 @@ LN20 = math.log(20.0)
 # Weight of a new capacity sample in the profile's moving average: two samples outweigh history,
 # so a tier re-measured after a rollout forgets its old figure within a minute or so.
 PROFILE_EWMA_WEIGHT = 0.5
+# TierProfile's energy figure in status (status.autoscaling.state.tierProfiles.<tier>).
+JOULES_PER_INFERENCE_KEY = "joulesPerInference"
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,16 @@ class TierProfile:
     qps_per_replica: float | None = None
     latency_p95_ms: float | None = None
     samples: int = 0
+    # GPU energy per inference on this tier (kinfer.autoscale.energy; None: not read).
+    joules_per_inference: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+        data = asdict(self)
+        # In status as `joulesPerInference`, and only where read.
+        joules = data.pop("joules_per_inference")
+        if joules is not None:
+            data[JOULES_PER_INFERENCE_KEY] = joules
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, float | int | None] | None) -> TierProfile:
@@ -43,6 +52,7 @@ class TierProfile:
             qps_per_replica=_opt_float(data.get("qps_per_replica")),
             latency_p95_ms=_opt_float(data.get("latency_p95_ms")),
             samples=int(data.get("samples") or 0),
+            joules_per_inference=_opt_float(data.get(JOULES_PER_INFERENCE_KEY)),
         )
 
 
@@ -75,6 +85,7 @@ def update_profile(
         qps_per_replica=qps_per_replica,
         latency_p95_ms=latency_p95_ms,
         samples=profile.samples + 1,
+        joules_per_inference=profile.joules_per_inference,
     )
 
 
