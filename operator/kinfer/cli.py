@@ -1,4 +1,4 @@
-"""The `kinfer` command: run | render | crd | cluster | bench.
+"""The `kinfer` command: run | render | crd | plot | cluster | bench.
 
 Each subsystem registers its own subcommand (`register(subparsers)`) so this
 module stays a table of contents; heavy imports happen inside the handlers.
@@ -23,6 +23,7 @@ DEV_COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     from kinfer.controller import cli as controller_cli
+    from kinfer.observability import plot_cli
     from kinfer.render import cli as render_cli
 
     parser = argparse.ArgumentParser(
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     controller_cli.register(commands)
     render_cli.register(commands)
+    plot_cli.register(commands)
     # Only a kinfer-dev that is not there is tolerated: its own import errors surface.
     if importlib.util.find_spec("kinfer_dev") is not None:
         from kinfer_dev import cli as dev_cli
