@@ -65,6 +65,8 @@ class ClusterState:
     metrics_simulator_url: str | None = None
     audit_log: str | None = None
     prometheus_query_log: str | None = None
+    # The simulated GPU power exporter (pod-runner mode only; power_simulator.py).
+    power_simulator_port: int | None = None
 
     @classmethod
     def load(cls, state_dir: Path) -> ClusterState | None:
@@ -194,7 +196,10 @@ class LocalCluster:
         self._start_control_plane(bin_dir, ports, server, audit)
         self._start_kwok(bin_dir, ports)
         simulator_port = free_port() if simulated else None
-        prometheus_url, query_log = self._start_prometheus(prometheus_bin, ports, simulator_port)
+        power_port = None if simulated else free_port()
+        prometheus_url, query_log = self._start_prometheus(
+            prometheus_bin, ports, simulator_port, power_port
+        )
         state = ClusterState(
             state_dir=str(self.state_dir),
             bin_dir=str(bin_dir),
@@ -212,12 +217,15 @@ class LocalCluster:
             ),
             audit_log=str(audit.log_file) if audit else None,
             prometheus_query_log=str(query_log) if query_log else None,
+            power_simulator_port=power_port,
         )
         (self.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
         if simulator_port is not None:
             self._start_metrics_simulator(simulator_port)
         else:
             self._start_runner()
+        if power_port is not None:
+            self._start_power_simulator(power_port)
         self._say(
             f"local cluster up in {time.monotonic() - started:.0f}s: "
             f"export KUBECONFIG={self.kubeconfig_path}"
@@ -343,7 +351,11 @@ class LocalCluster:
         )
 
     def _start_prometheus(
-        self, prometheus_bin: str, ports: controlplane.Ports, simulator_port: int | None
+        self,
+        prometheus_bin: str,
+        ports: controlplane.Ports,
+        simulator_port: int | None,
+        power_port: int | None = None,
     ) -> tuple[str, Path | None]:
         """Prometheus on the pods (file_sd the runner writes) or, with simulated pods, on the
         metrics simulator; returns its URL and its query log (simulated pods only)."""
@@ -358,7 +370,9 @@ class LocalCluster:
         else:
             discovery.write_targets(self.state_dir / discovery.TARGETS_FILE, [])
             config = prometheus.local_config(
-                self.state_dir / discovery.TARGETS_FILE, self.config.scrape_interval_s
+                self.state_dir / discovery.TARGETS_FILE,
+                self.config.scrape_interval_s,
+                power_simulator_address=f"127.0.0.1:{power_port}" if power_port else None,
             )
         prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
         prom = self.processes.start(
@@ -414,6 +428,27 @@ class LocalCluster:
             lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
             COMPONENT_TIMEOUT_S,
             record=simulator,
+        )
+
+    def _start_power_simulator(self, port: int) -> None:
+        """The simulated GPU power exporter: dcgm-exporter's series for the GPU pods, from a
+        model of their load (tests the energy read path only)."""
+        self._say("starting the simulated GPU power exporter")
+        exporter = self.processes.start(
+            "power-simulator",
+            [
+                sys.executable,
+                "-m",
+                "kinfer_dev.localcluster.power_simulator",
+                f"--kubeconfig={self.component_kubeconfig('power-simulator')}",
+                f"--port={port}",
+            ],
+        )
+        wait_until(
+            "the simulated GPU power exporter /healthz",
+            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+            COMPONENT_TIMEOUT_S,
+            record=exporter,
         )
 
     # -- down -------------------------------------------------------------

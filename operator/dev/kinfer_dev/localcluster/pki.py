@@ -33,6 +33,7 @@ CLIENTS = (
     # user, so the API server's audit log can tell its requests from everyone else's.
     ("operator", OPERATOR_USER, "system:masters"),
     ("metrics-simulator", "kinfer-metrics-simulator", "system:masters"),
+    ("power-simulator", "kinfer-power-simulator", "system:masters"),
     # The API server towards kubelets (`kubectl logs`); the pod runner accepts only it.
     ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", None),
 )

@@ -23,7 +23,9 @@ def load_scrape_configs() -> list[dict[str, Any]]:
     return list(yaml.safe_load(scrape_config_path().read_text())["scrape_configs"])
 
 
-def local_config(targets_file: Path, scrape_interval_s: int) -> dict[str, Any]:
+def local_config(
+    targets_file: Path, scrape_interval_s: int, power_simulator_address: str | None = None
+) -> dict[str, Any]:
     """The shipped scrape config for the local cluster: pods from file_sd, loopback only.
 
     Debian's prometheus has no Kubernetes discovery, so `kubernetes_sd_configs`
@@ -42,7 +44,25 @@ def local_config(targets_file: Path, scrape_interval_s: int) -> dict[str, Any]:
         scrape.setdefault("relabel_configs", []).append(
             {"source_labels": ["__address__"], "action": "keep", "regex": r"127\.[0-9.]+:[0-9]+"}
         )
+    if power_simulator_address is not None:
+        scrape_configs.append(power_simulator_job(power_simulator_address))
     return {"global": _global(scrape_interval_s), "scrape_configs": scrape_configs}
+
+
+POWER_SIMULATOR_JOB = "kinfer-power-simulator"
+
+
+def power_simulator_job(address: str) -> dict[str, Any]:
+    """The simulated GPU power exporter's job (power_simulator.py). Its series name the GPU's
+    pod in `namespace` and `pod`, as dcgm-exporter's do: honor_labels keeps them. Loopback only."""
+    return {
+        "job_name": POWER_SIMULATOR_JOB,
+        "honor_labels": True,
+        "static_configs": [{"targets": [address]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "action": "keep", "regex": r"127\.[0-9.]+:[0-9]+"}
+        ],
+    }
 
 
 SIMULATOR_JOB = "kinfer-metrics-simulator"
