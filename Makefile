@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CALLER_PATH := $(PATH)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install grpc-frontend test unit e2e lint fmt crds dashboards demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale images images-cuda kind-up kind-down kind-kubeconfig kind-status e2e-kind
+.PHONY: help install grpc-frontend test unit e2e lint fmt crds rules dashboards demo cluster-deps cluster-build cluster-up cluster-status cluster-down bench bench-runtime bench-autoscale images images-cuda kind-up kind-down kind-kubeconfig kind-status e2e-kind
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,13 @@ crds: install  ## regenerate crds/ (and its copy in manifests/crd/) from the API
 	$(BIN)/kinfer crd > crds/kinfer.dev_inferenceservices.yaml
 	cp crds/kinfer.dev_inferenceservices.yaml manifests/crd/
 	$(BIN)/python -m kinfer.api.reference docs/api.md
+
+RULES := manifests/prometheus/rules
+rules: install  ## regenerate manifests/prometheus/rules/ (and the local cluster's copy) from kinfer.observability.rules
+	@mkdir -p $(RULES)
+	$(BIN)/python -m kinfer.observability.rules --plain > $(RULES)/kinfer-rules.yaml
+	$(BIN)/python -m kinfer.observability.rules --prometheusrule > $(RULES)/prometheusrule.yaml
+	cp $(RULES)/kinfer-rules.yaml operator/dev/kinfer_dev/localcluster/prometheus/
 
 dashboards: install  ## regenerate manifests/grafana/ (the Grafana dashboards) from kinfer_dev.observability.dashboards
 	$(BIN)/python -m kinfer_dev.observability.dashboards manifests/grafana

@@ -1,0 +1,1 @@
+"""What kinfer ships for Prometheus: recording rules and alerts (docs/observability.md)."""
