@@ -66,7 +66,8 @@ def test_write_targets_only_rewrites_on_change(tmp_path: Path) -> None:
 
 
 def test_shipped_scrape_config_relabels_to_the_contract_labels() -> None:
-    (scrape,) = prometheus.load_scrape_configs()
+    scrape = prometheus.load_scrape_configs()[0]
+    assert scrape["job_name"] == "kinfer-pods"
     assert scrape["kubernetes_sd_configs"] == [{"role": "pod"}]
     targets = {r.get("target_label") for r in scrape["relabel_configs"]}
     assert {"namespace", "pod", "inferenceservice", "runtime", "__address__"} <= targets
@@ -74,7 +75,8 @@ def test_shipped_scrape_config_relabels_to_the_contract_labels() -> None:
 
 def test_local_config_uses_file_sd_and_keeps_only_loopback_targets(tmp_path: Path) -> None:
     config = prometheus.local_config(tmp_path / "pods.json", scrape_interval_s=2)
-    (scrape,) = config["scrape_configs"]
+    scrape = config["scrape_configs"][0]
+    assert scrape["job_name"] == "kinfer-pods"
     assert "kubernetes_sd_configs" not in scrape
     assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "pods.json")]
     assert scrape["relabel_configs"][-1]["regex"].startswith("127")

@@ -369,9 +369,11 @@ class LocalCluster:
             )
         else:
             discovery.write_targets(self.state_dir / discovery.TARGETS_FILE, [])
+            prometheus.clear_operator_target(self.state_dir)
             config = prometheus.local_config(
                 self.state_dir / discovery.TARGETS_FILE,
                 self.config.scrape_interval_s,
+                prometheus.operator_targets_path(self.state_dir),
                 power_simulator_address=f"127.0.0.1:{power_port}" if power_port else None,
             )
         prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -11,7 +11,16 @@ from typing import Any
 
 import yaml
 
+from kinfer_dev.localcluster import discovery
+
 SCRAPE_CONFIG_RESOURCE = ("prometheus", "scrape-config.yaml")
+# manifests/prometheus/rules/kinfer-rules.yaml (`make rules` copies it here; a test
+# keeps the two identical).
+RULES_RESOURCE = ("prometheus", "kinfer-rules.yaml")
+# The shipped job that scrapes the operator; locally a file_sd on OPERATOR_TARGETS_FILE.
+OPERATOR_JOB = "kinfer-operator"
+OPERATOR_TARGETS_FILE = "operator-targets.json"
+LOOPBACK_TARGET = r"127\.[0-9.]+:[0-9]+"
 
 
 def scrape_config_path() -> Path:
@@ -19,34 +28,56 @@ def scrape_config_path() -> Path:
     return Path(str(resources.files("kinfer_dev.localcluster").joinpath(*SCRAPE_CONFIG_RESOURCE)))
 
 
+def rules_path() -> Path:
+    """The shipped plain rules file (recording rules and alerts, docs/observability.md)."""
+    return Path(str(resources.files("kinfer_dev.localcluster").joinpath(*RULES_RESOURCE)))
+
+
 def load_scrape_configs() -> list[dict[str, Any]]:
     return list(yaml.safe_load(scrape_config_path().read_text())["scrape_configs"])
 
 
 def local_config(
-    targets_file: Path, scrape_interval_s: int, power_simulator_address: str | None = None
+    targets_file: Path,
+    scrape_interval_s: int,
+    operator_targets_file: Path | None = None,
+    power_simulator_address: str | None = None,
 ) -> dict[str, Any]:
-    """The shipped scrape config for the local cluster: pods from file_sd, loopback only.
+    """The shipped scrape config and rules for the local cluster: file_sd, loopback only.
 
-    Debian's prometheus has no Kubernetes discovery, so `kubernetes_sd_configs`
-    becomes a file_sd that the pod runner writes with the same
-    `__meta_kubernetes_*` labels (see discovery.py): the relabelling is the
-    shipped one, unchanged.
+    Debian's prometheus has no Kubernetes discovery, so the pods' `kubernetes_sd_configs`
+    becomes a file_sd that the pod runner writes with the same `__meta_kubernetes_*`
+    labels (see discovery.py): the relabelling is the shipped one, unchanged. The
+    operator runs as a local process, not a pod: its job becomes a file_sd on
+    `operator_targets_file` (write_operator_target), without the pod relabelling; None
+    leaves the job out.
     """
-    scrape_configs = copy.deepcopy(load_scrape_configs())
-    for scrape in scrape_configs:
+    scrape_configs = []
+    for scrape in copy.deepcopy(load_scrape_configs()):
+        if scrape["job_name"] == OPERATOR_JOB:
+            if operator_targets_file is None:
+                continue
+            scrape.pop("relabel_configs", None)
+            targets_file_of_job = operator_targets_file
+        else:
+            targets_file_of_job = targets_file
         if scrape.pop("kubernetes_sd_configs", None) is not None:
             scrape["file_sd_configs"] = [
-                {"files": [str(targets_file)], "refresh_interval": f"{scrape_interval_s}s"}
+                {"files": [str(targets_file_of_job)], "refresh_interval": f"{scrape_interval_s}s"}
             ]
         # Network safety: whatever a pod claims as its IP, only loopback
         # targets are ever scraped on this machine.
         scrape.setdefault("relabel_configs", []).append(
-            {"source_labels": ["__address__"], "action": "keep", "regex": r"127\.[0-9.]+:[0-9]+"}
+            {"source_labels": ["__address__"], "action": "keep", "regex": LOOPBACK_TARGET}
         )
+        scrape_configs.append(scrape)
     if power_simulator_address is not None:
         scrape_configs.append(power_simulator_job(power_simulator_address))
-    return {"global": _global(scrape_interval_s), "scrape_configs": scrape_configs}
+    return {
+        "global": _global(scrape_interval_s),
+        "rule_files": [str(rules_path())],
+        "scrape_configs": scrape_configs,
+    }
 
 
 POWER_SIMULATOR_JOB = "kinfer-power-simulator"
@@ -65,6 +96,21 @@ def power_simulator_job(address: str) -> dict[str, Any]:
     }
 
 
+def operator_targets_path(state_dir: Path) -> Path:
+    return state_dir / OPERATOR_TARGETS_FILE
+
+
+def write_operator_target(state_dir: Path, port: int) -> None:
+    """Have the local Prometheus scrape the operator's /metrics on 127.0.0.1:`port`."""
+    target = [{"targets": [f"127.0.0.1:{port}"], "labels": {}}]
+    discovery.write_targets(operator_targets_path(state_dir), target)
+
+
+def clear_operator_target(state_dir: Path) -> None:
+    """No operator to scrape (KinferOperatorDown fires after its `for`)."""
+    discovery.write_targets(operator_targets_path(state_dir), [])
+
+
 SIMULATOR_JOB = "kinfer-metrics-simulator"
 
 
@@ -78,7 +124,7 @@ def simulated_config(
     ever scraped in this mode (the pods run nothing). The query log lets a bench count the
     queries an operator sends.
     """
-    if not re.fullmatch(r"127\.[0-9.]+:[0-9]+", simulator_address):
+    if not re.fullmatch(LOOPBACK_TARGET, simulator_address):
         raise ValueError(f"metrics simulator address {simulator_address!r}: loopback only")
     config = {
         "global": _global(scrape_interval_s),
