@@ -147,8 +147,12 @@ def test_promtool_test_rules(test_file: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_there_are_promtool_tests() -> None:
+def test_there_are_promtool_tests_and_they_order_every_group() -> None:
     assert [p.name for p in PROMTOOL_TESTS] == ["rules-slow.test.yaml", "rules.test.yaml"]
+    groups = [group["name"] for group in rules.rule_groups()]
+    for test_file in PROMTOOL_TESTS:
+        # promtool evaluates the groups of a step in random order without group_eval_order.
+        assert yaml.safe_load(test_file.read_text())["group_eval_order"] == groups, test_file.name
 
 
 def test_the_promtool_tests_catch_a_broken_rule(tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ class RuleSettings:
     slo_objective: float = 0.95
     fast_burn: tuple[BurnWindow, ...] = (BurnWindow("1h", "5m", 14.4), BurnWindow("6h", "30m", 6))
     slow_burn: tuple[BurnWindow, ...] = (BurnWindow("1d", "2h", 3), BurnWindow("3d", "6h", 1))
-    # Evaluation interval of the 2h..3d shares (rates over days are the costly ones).
+    # Evaluation interval of the 2h..3d shares (rates over days are the costly ones); below
+    # Prometheus' 5 m lookback, or the alerts would see gaps between their evaluations.
     long_window_interval: str = "1m"
     lower_tier_for: str = "30m"
     fail_static_for: str = "10m"
