@@ -283,8 +283,16 @@ def _onnxruntime_queries(sel: str, w: str, r: str) -> Queries:
 
 
 def _triton_queries(sel: str, w: str, r: str, aggregation: str) -> Queries:
-    requests = f'{{__name__=~"nv_inference_request_success|nv_inference_request_failure",{sel}}}'
     success = f"nv_inference_request_success{{{sel}}}"
+    failure = f"nv_inference_request_failure{{{sel}}}"
+
+    def requests(by: str, window: str) -> str:
+        # Successes plus failures, each its own selector: one rate() over both names fails
+        # where their label sets are equal ("vector cannot contain metrics with the same
+        # labelset"); a service without failure series counts none.
+        ok = f"sum by ({by}) (rate({success}{window}))"
+        return f"({ok} + (sum by ({by}) (rate({failure}{window})) or 0 * {ok}))"
+
     # `>= 0` drops NaN: a pod's summary has no quantile while its window holds no request.
     p95 = f'(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0)'
 
@@ -301,12 +309,12 @@ def _triton_queries(sel: str, w: str, r: str, aggregation: str) -> Queries:
         )
 
     return Queries(
-        qps=f"sum by ({GROUP}) (rate({requests}{w}))",
-        qps_recent=f"sum by ({GROUP}) (rate({requests}{r}))",
+        qps=requests(GROUP, w),
+        qps_recent=requests(GROUP, r),
         latency_p95_ms=p95_by(GROUP),
-        qps_by_version=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{w}))",
+        qps_by_version=requests(f"{GROUP}, {LABEL_VERSION}", w),
         latency_p95_ms_by_version=p95_by(f"{GROUP}, {LABEL_VERSION}"),
-        qps_by_version_recent=f"sum by ({GROUP}, {LABEL_VERSION}) (rate({requests}{r}))",
+        qps_by_version_recent=requests(f"{GROUP}, {LABEL_VERSION}", r),
         latency_p95_ms_by_version_recent=p95_by(f"{GROUP}, {LABEL_VERSION}", r),
         pods_reporting=(
             f"count by ({GROUP}) (count by ({GROUP}, {LABEL_POD}) (rate({success}{w})))"
@@ -555,9 +563,10 @@ def split_buckets(samples: list[dict[str, Any]]) -> dict[Key, dict[str, float]]:
 
 
 def within_share(buckets: dict[str, float], le: str) -> float | None:
-    """The share of requests at or below `le`; None without requests in the window."""
+    """The share of requests at or below `le`; None without requests in the window, or when
+    the answer has no such bucket (not read yet)."""
     total = buckets.get("+Inf") or 0.0
-    if total <= 0:
+    if total <= 0 or le not in buckets:
         return None
     return min(max(buckets.get(le, 0.0) / total, 0.0), 1.0)
 

@@ -28,6 +28,9 @@ RECONCILES = Counter(
     "Reconciles of InferenceServices (on a change, and every resync), by result.",
     ["result"],
 )
+# Both results exist from the start at 0, so that rate() sees the first error.
+for _result in ("success", "error"):
+    RECONCILES.labels(_result)
 DECISIONS = Counter(
     "kinfer_decisions_total",
     "Scaling decisions, by the deciding stage's reason (docs/autoscaling.md, Reasons).",
