@@ -257,3 +257,24 @@ def test_kustomization_makes_a_sidecar_configmap_of_both_dashboards() -> None:
     (generator,) = kustomization["configMapGenerator"]
     assert sorted(generator["files"]) == sorted(dashboards.DASHBOARDS)
     assert generator["options"]["labels"]["grafana_dashboard"] == "1"
+
+
+def dashboards_doc() -> str:
+    """docs/observability.md's Dashboards section."""
+    text = (REPO / "docs" / "observability.md").read_text()
+    section = text.split("\n## Dashboards\n", 1)[1]
+    return section.split("\n## ", 1)[0]
+
+
+def test_the_docs_name_every_panel_variable_and_annotation() -> None:
+    doc = dashboards_doc()
+    # How each kind of name stands in the section's tables.
+    forms = {"panel": "{}", "variable": "| `{}` |", "annotation": "| {} |"}
+    for name, data in checked_in().items():
+        assert f"`{name}`" in doc and f"`{data['uid']}`" in doc, name
+        for query in queries(data):
+            assert forms[query.kind].format(query.title) in doc, (
+                f"{name}: {query.kind} {query.title!r} is not in docs/observability.md"
+            )
+        for panel in panels(data):
+            assert panel["fieldConfig"]["defaults"]["unit"] in doc, panel["title"]
