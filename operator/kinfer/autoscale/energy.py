@@ -61,8 +61,7 @@ TRITON_ENERGY_J = "nv_energy_consumption"
 STATUS_DIGITS = 4
 POD = f"{LABEL_NAMESPACE}, {LABEL_POD}"
 BY_TIER = f"{GROUP}, {LABEL_TIER}, {LABEL_VERSION}, {LABEL_SOURCE}"
-
-
+# The answer's two signals (LABEL_SIGNAL): joules attributed to a tier, and its inferences.
 SIGNALS = ("joules", "inferences")
 
 

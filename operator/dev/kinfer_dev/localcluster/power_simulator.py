@@ -302,7 +302,10 @@ class PowerSimulator:
 
     def run_sampler(self) -> None:
         while not self.stop.wait(self.interval_s):
-            self.sample()
+            try:
+                self.sample()
+            except Exception as error:  # one bad reading must not stop the exporter
+                log.warning("sampling the GPU pods: %s", error)
 
     def scrape(self) -> str:
         with self.lock:
