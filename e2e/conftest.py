@@ -95,7 +95,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         if state_file.exists() and not prometheus_url:
             prometheus_url = json.loads(state_file.read_text())["prometheus_url"]
         yield Cluster(
-            kubeconfig, _kubectl_for_external(), is_local=False, prometheus_url=prometheus_url
+            kubeconfig,
+            _kubectl_for_external(),
+            is_local=False,
+            prometheus_url=prometheus_url,
+            state_dir=kubeconfig.parent if state_file.exists() else None,
         )
         return
 
@@ -116,6 +120,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             str(Path(state.bin_dir) / "kubectl"),
             is_local=True,
             prometheus_url=state.prometheus_url,
+            state_dir=Path(state.state_dir),
         )
     finally:
         if os.environ.get(ENV_KEEP) != "1":

@@ -7,10 +7,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +72,20 @@ def wait_for(
         time.sleep(interval_s)
 
 
+def prometheus_query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query's result vector (raises on an HTTP or query error)."""
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return list(json.loads(response.read())["data"]["result"])
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass
 class Cluster:
     """A cluster reached through a kubeconfig and a kubectl binary."""
@@ -77,6 +94,9 @@ class Cluster:
     kubectl_binary: str
     is_local: bool
     prometheus_url: str | None = None
+    # A kinfer local cluster's state directory (its Prometheus scrapes a local operator
+    # registered there); None for any other cluster.
+    state_dir: Path | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -154,6 +174,8 @@ class Operator:
     prometheus_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # Where a local operator serves its metrics (127.0.0.1); None: not served.
+    metrics_port: int | None = None
 
     def start(self) -> None:
         if self.installed:
@@ -161,6 +183,14 @@ class Operator:
         argv = [sys.executable, "-m", "kinfer", "run", f"--kubeconfig={self.cluster.kubeconfig}"]
         if self.prometheus_url:
             argv.append(f"--prometheus-url={self.prometheus_url}")
+        if self.cluster.state_dir is not None:
+            # The local Prometheus scrapes it (job kinfer-operator), as the shipped config does
+            # in a cluster.
+            from kinfer_dev.localcluster import prometheus
+
+            self.metrics_port = self.metrics_port or free_port()
+            argv += [f"--metrics-port={self.metrics_port}", "--metrics-address=127.0.0.1"]
+            prometheus.write_operator_target(self.cluster.state_dir, self.metrics_port)
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== operator start #{self.starts} =====\n".encode())
@@ -191,6 +221,10 @@ class Operator:
         self.process = None
 
     def stop(self) -> None:
+        if self.cluster.state_dir is not None and not self.installed:
+            from kinfer_dev.localcluster import prometheus
+
+            prometheus.clear_operator_target(self.cluster.state_dir)
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return

@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import socket
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from e2e.harness import (
     infer_both_protocols,
     load_sample,
     pod_endpoint,
+    prometheus_query,
     runnable_here,
     wait_for,
 )
@@ -274,12 +273,6 @@ def test_a_deleted_pods_server_stops(
     wait_for("a new ready pod", lambda: cluster.ready_pods(namespace, name), 180)
 
 
-def _query(prometheus_url: str, promql: str) -> list[dict]:
-    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return list(json.loads(response.read())["data"]["result"])
-
-
 @pytest.mark.parametrize("sample", ["onnxruntime-cpu.yaml", "triton-gpu.yaml"])
 def test_prometheus_scrapes_pods_with_namespace_and_inferenceservice_labels(
     cluster: Cluster, operator: Operator, models: Models, namespace: str, sample: str
@@ -303,7 +296,7 @@ def test_prometheus_scrapes_pods_with_namespace_and_inferenceservice_labels(
     selector = f'{metric}{{namespace="{namespace}",inferenceservice="{name}"}}'
 
     def series() -> list[dict]:
-        found = _query(cluster.prometheus_url or "", selector)
+        found = prometheus_query(cluster.prometheus_url or "", selector)
         return [s for s in found if float(s["value"][1]) >= 10]
 
     found = wait_for(f"{selector} >= 10 in Prometheus", series, 120, interval_s=1)

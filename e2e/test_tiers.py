@@ -20,9 +20,11 @@ from e2e.harness import (
     Models,
     Operator,
     ReadyPodURLs,
+    WaitTimeout,
     condition_of,
     infer_body,
     pod_endpoint,
+    prometheus_query,
     runnable_here,
     wait_for,
 )
@@ -221,6 +223,60 @@ def test_spike_steps_down_scales_out_and_returns_with_zero_failed_requests(
         f"fp32 {fp32_ms:.1f} ms, int8 {int8_ms:.1f} ms, load {rate:.0f} qps, SLO {slo_ms:.0f} ms;"
         f" tier back at fp32 {returned_after_s:.0f} s after the step down; events: {events}"
     )
+    slo = check_slo_status(cluster, namespace, name)
+    check_operator_metrics(cluster, operator, namespace, name)
+    print(f"status.slo after the spike: {slo}")
+
+
+def check_slo_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """status.slo counts the spike: a scale-out, the step down and back, time on a lower tier,
+    and a share of requests within the target (read from Prometheus once a minute)."""
+
+    def slo() -> dict[str, Any] | None:
+        found = cluster.get("kisvc", name, "-n", namespace).get("status", {}).get("slo") or {}
+        return found if found.get("withinTarget") is not None else None
+
+    found = wait_for("status.slo with a share within the target", slo, 240, interval_s=2)
+    assert found["windowSeconds"] == 3600
+    assert found["scaleOuts"] >= 1, found
+    assert found["tierSwitches"] >= 2, found
+    assert found["lowerTierSeconds"] > 0, found
+    assert 0.0 <= found["withinTarget"] <= 1.0, found
+    return found
+
+
+def check_operator_metrics(cluster: Cluster, operator: Operator, namespace: str, name: str) -> None:
+    """The operator's own series, scraped by Prometheus (job kinfer-operator), say the same."""
+    if operator.installed or cluster.state_dir is None:
+        return  # in-cluster, the shipped PodMonitor or scrape config does the scraping
+    assert cluster.prometheus_url
+    sel = f'namespace="{namespace}",inferenceservice="{name}",job="kinfer-operator"'
+    expected = {
+        f"kinfer_inferenceservice_ready_replicas{{{sel}}}": lambda v: v >= 1,
+        f"kinfer_inferenceservice_latency_target_seconds{{{sel}}}": lambda v: v > 0,
+        f"kinfer_inferenceservice_slo_bucket{{{sel}}}": lambda v: v == 1,
+        f'kinfer_inferenceservice_active_tier{{{sel},tier="fp32"}}': lambda v: v == 1,
+        f"kinfer_inferenceservice_on_lower_tier{{{sel}}}": lambda v: v == 0,
+        f'sum(kinfer_inferenceservice_scale_events_total{{{sel},direction="out"}})': (
+            lambda v: v >= 1
+        ),
+        f"sum(kinfer_inferenceservice_tier_switches_total{{{sel}}})": lambda v: v >= 2,
+        f"sum(kinfer_decisions_total{{{sel}}})": lambda v: v >= 1,
+        f'sum(kinfer_inferenceservice_tier_seconds_total{{{sel},tier!="fp32"}})': (lambda v: v > 0),
+    }
+
+    def missing() -> list[str]:
+        wrong = []
+        for promql, ok in expected.items():
+            found = prometheus_query(cluster.prometheus_url or "", promql)
+            if not found or not all(ok(float(s["value"][1])) for s in found):
+                wrong.append(f"{promql} -> {[s['value'][1] for s in found]}")
+        return wrong
+
+    try:
+        wait_for("the operator's series in Prometheus", lambda: not missing(), 120, interval_s=2)
+    except WaitTimeout:
+        pytest.fail("operator series missing or wrong: " + "; ".join(missing()))
 
 
 @pytest.mark.kind_covered
