@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from email.parser import Parser
@@ -57,7 +58,7 @@ def _build(source: Path, out: Path) -> zipfile.ZipFile:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sources")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, root / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     shutil.copytree(REPO / "operator", root / "operator", ignore=ignore)
@@ -175,3 +176,44 @@ def test_the_operator_imports_nothing_of_kinfer_dev() -> None:
             f"2 kinfer {command}: the developer tooling is not installed: "
             "pip install -e operator/dev (or make install)"
         )
+
+
+def _license_metadata(wheel: zipfile.ZipFile) -> tuple[str, list[str]]:
+    """The distribution's License-Expression and License-File entries (PEP 639)."""
+    (path,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    message = Parser().parsestr(wheel.read(path).decode())
+    return message["License-Expression"], message.get_all("License-File", [])
+
+
+@pytest.mark.parametrize("which", ["kinfer", "kinfer-dev"])
+def test_both_wheels_carry_the_apache_license(
+    which: str, kinfer_wheel: zipfile.ZipFile, dev_wheel: zipfile.ZipFile
+) -> None:
+    wheel = kinfer_wheel if which == "kinfer" else dev_wheel
+    expression, files = _license_metadata(wheel)
+    assert (expression, files) == ("Apache-2.0", ["LICENSE"])
+    dist_info = f"{which.replace('-', '_')}-0.1.0.dist-info"
+    carried = wheel.read(f"{dist_info}/licenses/LICENSE").decode()
+    assert carried == (REPO / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in carried
+
+
+def test_the_sdist_carries_the_license(sources: Path, tmp_path: Path) -> None:
+    # setuptools' PEP 517 hook, as `python -m build --sdist` calls it; no index is asked.
+    # On a copy: the build leaves egg-info behind.
+    source = shutil.copytree(sources, tmp_path / "source")
+    out = tmp_path / "dist"
+    script = f"from setuptools import build_meta; print(build_meta.build_sdist({str(out)!r}))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=source
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with tarfile.open(out / done.stdout.strip().splitlines()[-1]) as sdist:
+        license_file = sdist.extractfile("kinfer-0.1.0/LICENSE")
+        assert license_file is not None
+        assert license_file.read().decode() == (REPO / "LICENSE").read_text()
+        pkg_info = sdist.extractfile("kinfer-0.1.0/PKG-INFO")
+        assert pkg_info is not None
+        headers = Parser().parsestr(pkg_info.read().decode())
+    assert headers["License-Expression"] == "Apache-2.0"
+    assert headers.get_all("License-File") == ["LICENSE"]
