@@ -8,6 +8,7 @@ API server and the code reject the same specs with the same field paths.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,6 +217,25 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
 )
 
 
+def _default_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def with_defaults_described(node: Schema) -> Schema:
+    """A copy of a schema whose every default is also in its description ("Default: 8."):
+    `kubectl explain` prints descriptions, never defaults. Object defaults ({}) are left out."""
+    out = dict(node)
+    default = out.get("default")
+    if default is not None and default != {} and "description" in out:
+        out["description"] = f"{out['description']} Default: {_default_text(default)}."
+    if "properties" in out:
+        out["properties"] = {k: with_defaults_described(v) for k, v in out["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = with_defaults_described(out[key])
+    return out
+
+
 def _rules_at(where: tuple[str, ...]) -> list[Schema]:
     rules = []
     for rule in CROSS_FIELD_RULES:
@@ -232,6 +252,8 @@ def spec_schema() -> Schema:
     """The openAPIV3Schema of `.spec`."""
     return {
         "type": "object",
+        "description": "Desired state: the model server (runtime), the model or its precision "
+        "tiers, per-replica resources and GPU scheduling, replicas, autoscaling and batching.",
         "required": ["runtime"],
         "x-kubernetes-validations": _rules_at(("spec",)),
         "properties": {
@@ -242,16 +264,21 @@ def spec_schema() -> Schema:
             ),
             "model": {
                 "type": "object",
-                "description": "The served model.",
+                "description": "The served model: the name clients call it by, its format and "
+                "where it is fetched from (with precision.tiers, each tier names its own "
+                "storageUri instead).",
                 "default": {},
                 "properties": {
                     "name": _str(
-                        "Name clients call the model by (default: metadata.name).",
+                        "Name clients call the model by (/v2/models/<name>/infer; "
+                        "status.modelName). Default: metadata.name.",
                         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                         maxLength=128,
                     ),
                     "format": _str(
-                        "Model format; onnxruntime accepts only onnx.",
+                        "Model format, and the file each model version holds: onnx "
+                        "(model.onnx), tensorrt (model.plan), torchscript (model.pt) or python "
+                        "(model.py). Runtime onnxruntime accepts only onnx.",
                         enum=list(c.MODEL_FORMATS),
                         default=c.DEFAULT_MODEL_FORMAT,
                     ),
@@ -260,7 +287,9 @@ def spec_schema() -> Schema:
             },
             "precision": {
                 "type": "object",
-                "description": "Precision tiers: variants of one model, highest quality first.",
+                "description": "Precision tiers: variants of one model, highest quality first, "
+                "between which the operator switches the running pods (docs/tiers.md). Absent: "
+                "one model version (model.storageUri), no tier switching.",
                 "required": ["tiers"],
                 "x-kubernetes-validations": _rules_at(("spec", "precision")),
                 "properties": {
@@ -275,6 +304,8 @@ def spec_schema() -> Schema:
                         "x-kubernetes-list-map-keys": ["name"],
                         "items": {
                             "type": "object",
+                            "description": "One tier: its name and where its variant of the "
+                            "model (the same inputs and outputs) is fetched from.",
                             "required": ["name", "storageUri"],
                             "properties": {
                                 "name": _str(
@@ -288,19 +319,21 @@ def spec_schema() -> Schema:
                         },
                     },
                     "pinned": _str(
-                        "Serve this tier and never switch (turns tier switching off).",
+                        "Serve this tier and never switch (turns tier switching off); one of "
+                        "tiers[].name. Default: unset, the tier policy decides (docs/tiers.md).",
                         maxLength=c.TIER_NAME_MAX_LENGTH,
                     ),
                     "minTier": _str(
-                        "Accuracy floor: the lowest-quality tier the autoscaler may use "
-                        "(default: the last tier).",
+                        "Accuracy floor: the lowest-quality tier the autoscaler may use; one "
+                        "of tiers[].name. Default: the last tier.",
                         maxLength=c.TIER_NAME_MAX_LENGTH,
                     ),
                     "dwellSeconds": _int(
                         0,
                         3600,
                         default=c.DEFAULT_TIER_DWELL_S,
-                        description="Minimum time between two tier switches.",
+                        description="Least time in seconds between two tier switches, except "
+                        "a further step down while the latency target is still missed.",
                     ),
                     "absorbBursts": {
                         "type": "boolean",
@@ -321,7 +354,7 @@ def spec_schema() -> Schema:
             },
             "resources": {
                 "type": "object",
-                "description": "Per-replica resources and GPU scheduling.",
+                "description": "Per-replica resources and GPU scheduling (requests equal limits).",
                 "default": {},
                 "x-kubernetes-validations": _rules_at(("spec", "resources")),
                 "properties": {
@@ -329,20 +362,30 @@ def spec_schema() -> Schema:
                         0,
                         16,
                         default=c.DEFAULT_GPUS,
-                        description="GPUs per replica (nvidia.com/gpu); 0 = CPU only.",
+                        description="GPUs per replica (limits nvidia.com/gpu); 0 = CPU only. "
+                        "A GPU replica also tolerates the nvidia.com/gpu NoSchedule taint.",
                     ),
                     "gpuProduct": _str(
-                        "GPU product (GPU Feature Discovery label nvidia.com/gpu.product), "
-                        "e.g. NVIDIA-A100-SXM4-80GB.",
+                        "GPU product the pods are placed on: node selector "
+                        "nvidia.com/gpu.product (a GPU Feature Discovery label), e.g. "
+                        "NVIDIA-A100-SXM4-80GB. Default: unset, any GPU.",
                         pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
                         maxLength=63,
                     ),
                     "migProfile": _str(
-                        "MIG profile; each replica requests one nvidia.com/mig-<profile>.",
+                        "MIG profile, e.g. 1g.10gb: each replica requests one "
+                        "nvidia.com/mig-<profile> slice instead of whole GPUs. Default: unset, "
+                        "whole GPUs.",
                         pattern=c.MIG_PROFILE_PATTERN,
                     ),
-                    "cpu": _quantity("CPU request and limit per replica.", c.DEFAULT_CPU),
-                    "memory": _quantity("Memory request and limit per replica.", c.DEFAULT_MEMORY),
+                    "cpu": _quantity(
+                        "CPU request and limit per replica, in cores (a quantity: 500m, 2).",
+                        c.DEFAULT_CPU,
+                    ),
+                    "memory": _quantity(
+                        "Memory request and limit per replica, in bytes (a quantity: 512Mi, 4Gi).",
+                        c.DEFAULT_MEMORY,
+                    ),
                 },
             },
             "replicas": _int(
@@ -355,40 +398,63 @@ def spec_schema() -> Schema:
             "scaling": {
                 "type": "object",
                 "description": "Autoscaling on p95 latency and QPS per replica, read from "
-                "Prometheus. Active when a target is set.",
+                "Prometheus (docs/autoscaling.md). Active when targetLatencyP95Ms or "
+                "targetQPSPerReplica is set; otherwise spec.replicas is taken as is.",
                 "default": {},
                 "x-kubernetes-validations": _rules_at(("spec", "scaling")),
                 "properties": {
-                    "minReplicas": _int(0, None, default=c.DEFAULT_MIN_REPLICAS),
-                    "maxReplicas": _int(1, None, default=c.DEFAULT_MAX_REPLICAS),
+                    "minReplicas": _int(
+                        0,
+                        None,
+                        default=c.DEFAULT_MIN_REPLICAS,
+                        description="Fewest replicas while autoscaling: a lower spec.replicas "
+                        "runs this many. At most maxReplicas.",
+                    ),
+                    "maxReplicas": _int(
+                        1,
+                        None,
+                        default=c.DEFAULT_MAX_REPLICAS,
+                        description="Most replicas while autoscaling: a higher spec.replicas "
+                        "runs this many.",
+                    ),
                     "targetLatencyP95Ms": {
                         "type": "number",
                         "exclusiveMinimum": True,
                         "minimum": 0,
-                        "description": "p95 latency SLO in milliseconds.",
+                        "description": "Target p95 request latency in milliseconds (the "
+                        "SLO): the latency and overload recommenders and the tier policy use "
+                        "it. Default: unset, no latency target.",
                     },
                     "targetQPSPerReplica": {
                         "type": "number",
                         "exclusiveMinimum": True,
                         "minimum": 0,
-                        "description": "Requests per second one replica should serve.",
+                        "description": "Requests per second one replica should serve (the "
+                        "QPS recommender's target). Default: unset, no QPS target.",
                     },
                     "tolerance": {
                         "type": "number",
                         "minimum": 0,
                         "maximum": 1,
                         "default": c.DEFAULT_TOLERANCE,
-                        "description": "Ignore metric/target ratios within 1 +- tolerance.",
+                        "description": "Dead band, a fraction: no QPS-driven change while "
+                        "QPS / (replicas x targetQPSPerReplica) is within 1 +- tolerance; a "
+                        "p95 above targetLatencyP95Ms x (1 + tolerance) is an overload.",
                     },
                     "scaleUpStabilizationSeconds": _int(
-                        0, 3600, default=c.DEFAULT_SCALE_UP_STABILIZATION_S
+                        0,
+                        3600,
+                        default=c.DEFAULT_SCALE_UP_STABILIZATION_S,
+                        description="Scale-up stabilization window in seconds: scale up to "
+                        "the lowest recommendation of this long (0: at once).",
                     ),
                     "scaleDownStabilizationSeconds": _int(
                         0,
                         3600,
                         default=c.DEFAULT_SCALE_DOWN_STABILIZATION_S,
                         description=(
-                            "Scale-down stabilization window: scale down to the highest "
+                            "Scale-down stabilization window in seconds: scale down to the "
+                            "highest "
                             "recommendation of this long. A one-off fall of the load, or one "
                             "a faster tier would absorb, uses the quick window (30 s) instead."
                         ),
@@ -397,31 +463,36 @@ def spec_schema() -> Schema:
                         1,
                         None,
                         default=c.DEFAULT_SCALE_UP_MAX_STEP,
-                        description="Most replicas added per period, or +100 % if more.",
+                        description="Most replicas added per period (periodSeconds), or "
+                        "+100 % of the current count if more.",
                     ),
                     "scaleDownMaxStepPercent": _int(
                         1,
                         100,
                         default=c.DEFAULT_SCALE_DOWN_MAX_STEP_PERCENT,
-                        description="Most replicas removed per period, percent of current.",
+                        description="Most replicas removed per period, in percent of the "
+                        "current count (at least one).",
                     ),
                     "periodSeconds": _int(
                         1,
                         600,
                         default=c.DEFAULT_SCALING_PERIOD_S,
-                        description="Control loop period.",
+                        description="Seconds between two autoscaling decisions.",
                     ),
                     "metricsWindowSeconds": _int(
                         10,
                         3600,
                         default=c.DEFAULT_METRICS_WINDOW_S,
-                        description="PromQL rate/quantile window.",
+                        description="Window in seconds of the PromQL rate and "
+                        "histogram_quantile the autoscaler reads.",
                     ),
                 },
             },
             "batching": {
                 "type": "object",
-                "description": "Server-side dynamic batching.",
+                "description": "Server-side dynamic batching: max_batch_size and "
+                "dynamic_batching of the model's config.pbtxt, which Triton and kinfer's ONNX "
+                "Runtime server both read.",
                 "default": {},
                 "properties": {
                     "maxBatchSize": _int(
@@ -433,26 +504,41 @@ def spec_schema() -> Schema:
                         "rejected. (0 is not offered: Triton reads it as unset.)",
                     ),
                     "maxQueueDelayMicroseconds": _int(
-                        0, 1_000_000, default=c.DEFAULT_MAX_QUEUE_DELAY_US
+                        0,
+                        1_000_000,
+                        default=c.DEFAULT_MAX_QUEUE_DELAY_US,
+                        description="Longest time in microseconds a request waits in the "
+                        "server's queue for others to batch with "
+                        "(dynamic_batching.max_queue_delay_microseconds).",
                     ),
                 },
             },
-            "image": _str("Override the runtime's container image.", maxLength=512),
+            "image": _str(
+                "Container image of the model server. Default: the operator's image for the "
+                "runtime (KINFER_TRITON_IMAGE, KINFER_ORT_SERVER_IMAGE).",
+                maxLength=512,
+            ),
             "env": {
                 "type": "array",
-                "description": "Extra environment variables for the model server container.",
+                "description": "Extra environment variables (a Pod's env entries) for the "
+                "model server container and the model fetch (fetch-*) init containers, e.g. "
+                "S3 or GCS credentials from a Secret through valueFrom.",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
                 "maxItems": 256,
                 "items": {
                     "type": "object",
+                    "description": "One variable: its name, and value or valueFrom (not both).",
                     "required": ["name"],
                     "x-kubernetes-preserve-unknown-fields": True,
                     "properties": {
-                        "name": {"type": "string", "minLength": 1},
-                        "value": {"type": "string"},
+                        "name": _str("Variable name.", minLength=1),
+                        "value": _str("Literal value. Default: empty."),
                         "valueFrom": {
                             "type": "object",
+                            "description": "Where the value comes from, as in a Pod's env: "
+                            "secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef "
+                            "(checked by the API server when the Deployment is applied).",
                             "x-kubernetes-preserve-unknown-fields": True,
                         },
                     },
@@ -460,8 +546,10 @@ def spec_schema() -> Schema:
             },
             "nodeSelector": {
                 "type": "object",
-                "description": "Extra node selector labels (keys and values as for any label; "
-                "values are checked at apply, keys by kinfer: SpecValid=False InvalidSpec).",
+                "description": "Extra node selector labels for the pods, beside "
+                "nvidia.com/gpu.product from resources.gpuProduct (keys and values as for any "
+                "label; values are checked at apply, keys by kinfer: SpecValid=False "
+                "InvalidSpec).",
                 "maxProperties": 64,
                 "additionalProperties": {
                     "type": "string",
@@ -471,15 +559,17 @@ def spec_schema() -> Schema:
             },
             "tolerations": {
                 "type": "array",
-                "description": "Extra tolerations.",
+                "description": "Extra tolerations for the pods, beside the nvidia.com/gpu "
+                "NoSchedule one of GPU replicas.",
                 "maxItems": 64,
                 "items": {
                     "type": "object",
+                    "description": "One toleration, as in a Pod's spec.tolerations.",
                     "x-kubernetes-preserve-unknown-fields": True,
                     "properties": {
                         "key": _str("Taint key; empty with operator Exists: every taint."),
                         "operator": _str(
-                            "Equal (default) or Exists.", enum=list(c.TOLERATION_OPERATORS)
+                            "Equal or Exists. Default: Equal.", enum=list(c.TOLERATION_OPERATORS)
                         ),
                         "value": _str("Taint value (Equal only)."),
                         "effect": _str(
@@ -487,14 +577,16 @@ def spec_schema() -> Schema:
                         ),
                         "tolerationSeconds": {
                             "type": "integer",
-                            "description": "With NoExecute: how long the pod stays after the "
-                            "taint appears.",
+                            "description": "With NoExecute: how long in seconds the pod stays "
+                            "after the taint appears. Default: unset, for ever.",
                         },
                     },
                 },
             },
             "serviceAccountName": _str(
-                "ServiceAccount of the model server pods (e.g. for storage credentials).",
+                "ServiceAccount of the model server pods (e.g. for storage credentials through "
+                "IRSA or Workload Identity); the pods mount no API token. Default: the "
+                "namespace's default ServiceAccount.",
                 pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
                 maxLength=253,
             ),
@@ -505,29 +597,64 @@ def spec_schema() -> Schema:
 def status_schema() -> Schema:
     condition = {
         "type": "object",
+        "description": "One condition (Kubernetes API conventions).",
         "required": ["type", "status"],
         "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "observedGeneration": {"type": "integer"},
+            "type": _str(
+                "Condition type: Ready, SpecValid, GPUCapacityAvailable, MetricsAvailable, "
+                "AutoscalingActive or TierConverged."
+            ),
+            "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _str(
+                "Why, in one CamelCase word users and tests filter on (e.g. InvalidSpec, "
+                "InsufficientGPUs, ModelFetchFailed; docs/api.md lists them)."
+            ),
+            "message": _str("What happened, in words."),
+            "lastTransitionTime": _str("When status last changed (RFC 3339).", format="date-time"),
+            "observedGeneration": {
+                "type": "integer",
+                "description": "The metadata.generation the condition describes.",
+            },
         },
     }
     return {
         "type": "object",
+        "description": "Observed state, written by the operator. Beside these fields: "
+        "autoscaling (with a scaling target: the last decision and its trail, "
+        "docs/autoscaling.md) and tiers (with tiers: desired, pods, errors, docs/tiers.md), "
+        "which this schema does not check.",
         "x-kubernetes-preserve-unknown-fields": True,
         "properties": {
-            "observedGeneration": {"type": "integer"},
-            "replicas": {"type": "integer"},
-            "readyReplicas": {"type": "integer"},
-            "updatedReplicas": {"type": "integer"},
-            "selector": {"type": "string"},
-            "activeTier": {"type": "string"},
-            "url": {"type": "string"},
-            "grpcAddress": {"type": "string"},
-            "modelName": {"type": "string"},
+            "observedGeneration": {
+                "type": "integer",
+                "description": "The metadata.generation this status describes.",
+            },
+            "replicas": {
+                "type": "integer",
+                "description": "Pods of the Deployment, Ready or not (the scale "
+                "subresource's replica count).",
+            },
+            "readyReplicas": {"type": "integer", "description": "Ready pods of the Deployment."},
+            "updatedReplicas": {
+                "type": "integer",
+                "description": "Pods of the Deployment on its current pod template.",
+            },
+            "selector": _str(
+                "Label selector of the pods (kinfer.dev/inferenceservice=<name>), for the "
+                "scale subresource and an HPA."
+            ),
+            "activeTier": _str(
+                "The precision tier every Ready pod serves (with tiers; column Tier)."
+            ),
+            "url": _str(
+                "In-cluster Open Inference Protocol v2 base URL, "
+                "http://<name>.<namespace>.svc.<cluster domain>:8000 (append "
+                "/v2/models/<model>/infer)."
+            ),
+            "grpcAddress": _str(
+                "In-cluster gRPC address, <name>.<namespace>.svc.<cluster domain>:8001."
+            ),
+            "modelName": _str("The name clients call the model by (spec.model.name)."),
             "energy": {
                 "type": "object",
                 "description": "GPU energy per inference over the last windowSeconds, where the "
@@ -539,31 +666,57 @@ def status_schema() -> Schema:
                         "a service without tiers).",
                         "additionalProperties": {"type": "number"},
                     },
-                    "windowSeconds": {"type": "integer"},
-                    "source": {"type": "string", "enum": list(c.ENERGY_SOURCES)},
-                    "observedAt": {"type": "string", "format": "date-time"},
+                    "windowSeconds": {
+                        "type": "integer",
+                        "description": "The window in seconds the figures are over.",
+                    },
+                    "source": _str(
+                        "Where the energy was read: dcgm (dcgm-exporter) or triton (Triton's "
+                        "own energy counter).",
+                        enum=list(c.ENERGY_SOURCES),
+                    ),
+                    "observedAt": _str("When it was read (RFC 3339, UTC).", format="date-time"),
                 },
             },
             "slo": {
                 "type": "object",
                 "description": "SLO accounting over the last windowSeconds (written with the "
-                "rest of the status, never on its own).",
+                "rest of the status, never on its own). The counts live in the operator's "
+                "memory: a restarted operator starts them afresh.",
                 "properties": {
-                    "windowSeconds": {"type": "integer"},
+                    "windowSeconds": {
+                        "type": "integer",
+                        "description": "The window in seconds every figure is over.",
+                    },
                     "withinTarget": {
                         "type": "number",
                         "description": "Share of requests within the p95 target, counted at "
                         "the server's latency bucket at or below it (onnxruntime only; absent "
                         "when unknown).",
                     },
-                    "lowerTierSeconds": {"type": "number"},
-                    "scaleOuts": {"type": "integer"},
-                    "tierSwitches": {"type": "integer"},
-                    "observedAt": {"type": "string", "format": "date-time"},
+                    "lowerTierSeconds": {
+                        "type": "number",
+                        "description": "Seconds the Ready pods served a tier other than the "
+                        "first of spec.precision.tiers (0 without tiers).",
+                    },
+                    "scaleOuts": {
+                        "type": "integer",
+                        "description": "Increases of spec.replicas the autoscaler made.",
+                    },
+                    "tierSwitches": {
+                        "type": "integer",
+                        "description": "Changes of status.activeTier.",
+                    },
+                    "observedAt": _str(
+                        "When the figures were computed (RFC 3339, UTC).", format="date-time"
+                    ),
                 },
             },
             "conditions": {
                 "type": "array",
+                "description": "Ready, SpecValid and GPUCapacityAvailable; with autoscaling "
+                "MetricsAvailable and AutoscalingActive; with tiers TierConverged "
+                "(docs/api.md#status). kubectl wait --for=condition=Ready waits for serving.",
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
                 "items": condition,
@@ -633,10 +786,12 @@ def crd() -> Schema:
                             "required": ["spec"],
                             "x-kubernetes-validations": _rules_at(()),
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": _str(f"API version: {c.API_VERSION}."),
+                                "kind": _str(f"Kind: {c.KIND}."),
+                                # The API server refuses anything else here (a description
+                                # included) and publishes ObjectMeta's own description.
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema(),
+                                "spec": with_defaults_described(spec_schema()),
                                 "status": status_schema(),
                             },
                         }
