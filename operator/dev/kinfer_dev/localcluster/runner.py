@@ -61,13 +61,30 @@ PREVIOUS_SERVER_LOG = "server.previous.log"  # the run before the last restart
 INIT_FAILURE_RECHECK_S = 3.0
 
 
+# A kubelet's terminated.message under FallbackToLogsOnError, when the container's message
+# file is empty (a local fetch has none): the log's last 80 lines, at most their last 2048
+# bytes (kubecontainer.MaxContainerTerminationMessageLogLines and ...LogLength).
+TERMINATION_MESSAGE_LOG_LINES = 80
+TERMINATION_MESSAGE_LOG_BYTES = 2048
+
+
+def termination_message_from_log(log: bytes) -> str:
+    """What a kubelet writes into terminated.message from a failed container's log."""
+    lines = log.splitlines(keepends=True)[-TERMINATION_MESSAGE_LOG_LINES:]
+    return b"".join(lines)[-TERMINATION_MESSAGE_LOG_BYTES:].decode(errors="replace")
+
+
 class InitContainerFailed(RuntimeError):
     """An init container (the model fetch) exited non-zero, as a kubelet reports it."""
 
-    def __init__(self, container: str, exit_code: int, output_tail: str) -> None:
+    def __init__(
+        self, container: str, exit_code: int, output_tail: str, log_message: str = ""
+    ) -> None:
         self.container = container
         self.exit_code = exit_code
         self.output_tail = output_tail
+        # terminated.message under FallbackToLogsOnError (termination_message_from_log).
+        self.log_message = log_message
         super().__init__(f"init container {container} exited {exit_code}: {output_tail}")
 
 
@@ -331,8 +348,13 @@ class PodRunner:
                 )
             server.init_running = None
             if result.returncode != 0:
-                tail = output_tail((logs / f"{fetch.container}.log").read_text(errors="replace"))
-                raise InitContainerFailed(fetch.container, result.returncode, tail)
+                log_bytes = (logs / f"{fetch.container}.log").read_bytes()
+                raise InitContainerFailed(
+                    fetch.container,
+                    result.returncode,
+                    output_tail(log_bytes.decode(errors="replace")),
+                    termination_message_from_log(log_bytes),
+                )
         for config_file in plan.config_files:
             data = self._configmap(plan.namespace, config_file.configmap)
             if config_file.key not in data:
@@ -475,7 +497,7 @@ class PodRunner:
             terminated = {"exitCode": error.exit_code, "reason": "Error", "finishedAt": now}
             # As a real kubelet: the log's tail only under FallbackToLogsOnError.
             if fetch.message_from_log:
-                terminated["message"] = error.output_tail
+                terminated["message"] = error.log_message
             state = (
                 {"terminated": terminated}
                 if failed
