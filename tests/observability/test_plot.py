@@ -129,14 +129,30 @@ def test_every_event_is_marked_on_every_panel_and_labelled_on_the_first() -> Non
     assert legend == ["QPS", "scale event", "tier switch"]
 
 
-def test_markers_outside_the_range_are_not_drawn_by_history() -> None:
+def test_history_drops_markers_outside_the_range_and_starts_at_the_first_sample() -> None:
     subject = history.Subject("kinfer-demo", "demo-mlp", tiers=("fp32", "int8"), target_ms=100.0)
-    early = Marker(T0 - 60, plot.MARKER_SCALE, "QPSTarget", "2 -> 1")
+    early = Marker(T0 - 1000, plot.MARKER_SCALE, "QPSTarget", "2 -> 1")
     inside = Marker(T0 + 24, plot.MARKER_SCALE, "OverloadFloor", "1 -> 3")
-    timeline = history.timeline_of(subject, T0, T0 + 120, {}, [early, inside])
+    answers = {"qps": [{"metric": {}, "values": [[T0 + 10, "5"], [T0 + 12, "6"]]}]}
+    timeline = history.timeline_of(subject, T0 - 900, T0 + 120, answers, [early, inside])
     assert timeline.markers == [inside]
-    # Without the operator's target series, the spec's target is drawn flat over the range.
-    assert timeline.target_ms == [(T0, 100.0), (T0 + 120, 100.0)]
+    # A service younger than the range: the plot starts at its first sample.
+    assert timeline.start_s == T0 + 10
+    # Without the operator's target series, the spec's target is drawn flat over the plot.
+    assert timeline.target_ms == [(T0 + 10, 100.0), (T0 + 120, 100.0)]
+    # Nothing at all: the whole range, empty.
+    empty = history.timeline_of(subject, T0, T0 + 120, {}, [])
+    assert (empty.start_s, empty.qps, empty.tier) == (T0, [], [])
+
+
+def test_close_event_labels_go_on_separate_rows() -> None:
+    at = [T0 + 18, T0 + 18, T0 + 19, T0 + 24, T0 + 60]
+    markers = [Marker(t, plot.MARKER_TIER, "TierDegraded", "x") for t in at]
+    # 4 % of a 100 s axis: 4 s. Three rows at most.
+    assert plot.label_rows(markers, 100.0) == [0, 1, 2, 0, 0]
+    figure = plot.render(Timeline("ns/close", T0, T0 + 100, markers=markers[:2]))
+    tops = [text.xy[1] for text in figure.axes[0].texts if hasattr(text, "xy")]
+    assert tops == [1.0, 1.0 - plot.LABEL_ROW_HEIGHT]
 
 
 def test_a_calm_p95_is_linear_and_empty_panels_say_no_data() -> None:

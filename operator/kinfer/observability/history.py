@@ -135,22 +135,30 @@ def timeline_of(
     markers: list[Marker],
 ) -> Timeline:
     """The Timeline from the range answers (by SIGNALS name) and the Markers in [start, end].
-    Without the target's series, the spec's target is drawn flat over the range."""
-    target = points(answers.get("target_ms", []))
+    It starts at the first sample or Marker when that is later (a service younger than the
+    range). Without the target's series, the spec's target is drawn flat over the range."""
+    series = {signal: points(answers.get(signal, [])) for signal in SIGNALS if signal != "tier"}
+    tier = tier_points(answers.get("tier", []))
+    markers = [m for m in markers if start_s <= m.at_s <= end_s]
+    seen = [p[0] for found in (*series.values(), tier) for p in found[:1]]
+    seen += [m.at_s for m in markers[:1]]
+    if seen:
+        start_s = max(start_s, min(seen))
+    target = series["target_ms"]
     if not target and subject.target_ms is not None:
         target = [(start_s, subject.target_ms), (end_s, subject.target_ms)]
     return Timeline(
         title=f"{subject.namespace}/{subject.name}",
         start_s=start_s,
         end_s=end_s,
-        qps=points(answers.get("qps", [])),
-        p95_ms=points(answers.get("p95_ms", [])),
+        qps=series["qps"],
+        p95_ms=series["p95_ms"],
         target_ms=target,
-        ready_replicas=points(answers.get("ready_replicas", [])),
-        desired_replicas=points(answers.get("desired_replicas", [])),
-        tier=tier_points(answers.get("tier", [])),
+        ready_replicas=series["ready_replicas"],
+        desired_replicas=series["desired_replicas"],
+        tier=tier,
         tiers=list(subject.tiers),
-        markers=[m for m in markers if start_s <= m.at_s <= end_s],
+        markers=markers,
     )
 
 

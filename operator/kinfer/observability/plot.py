@@ -31,6 +31,10 @@ GID_READY = "ready-replicas"
 GID_DESIRED = "desired-replicas"
 GID_TIER = "tier"
 MARKER_COLORS = {MARKER_SCALE: "tab:green", MARKER_TIER: "tab:purple"}
+# Event labels closer than this share of the time axis go on separate rows (axes fraction).
+LABEL_GAP = 0.04
+LABEL_ROW_HEIGHT = 0.3
+LABEL_ROWS = 3
 # p95 on a log scale when its largest value is this many times the smallest (target included).
 LOG_SCALE_RATIO = 10
 INSTALL_HINT = "pip install 'kinfer[plot]' (matplotlib)"
@@ -140,7 +144,7 @@ def render(timeline: Timeline) -> Any:
     tier_ax.set_xlabel(f"seconds since {began}")
     tier_ax.set_xlim(0, max(timeline.end_s - start, 1.0))
     for axes in (qps_ax, p95_ax, replicas_ax, tier_ax):
-        _mark(axes, timeline.markers, start, labelled=axes is qps_ax)
+        _mark(axes, timeline, labelled=axes is qps_ax)
     qps_ax.legend(loc="lower right", fontsize=8)
     return figure
 
@@ -250,9 +254,25 @@ def _tiers(axes: Any, timeline: Timeline, start: float) -> None:
         axes.text(0.5, 0.5, "no data", transform=axes.transAxes, ha="center", color="gray")
 
 
-def _mark(axes: Any, markers: list[Marker], start: float, labelled: bool) -> None:
-    legend_done: set[str] = set()
+def label_rows(markers: list[Marker], span_s: float) -> list[int]:
+    """The row of each Marker's label (0: the top): a label closer than LABEL_GAP of the span
+    to one already in a row goes to the next row, so that close Events stay readable."""
+    gap_s = LABEL_GAP * max(span_s, 1.0)
+    placed: list[tuple[float, int]] = []
+    rows = []
     for marker in markers:
+        taken = {row for at_s, row in placed if abs(marker.at_s - at_s) < gap_s}
+        row = next((r for r in range(LABEL_ROWS) if r not in taken), len(placed) % LABEL_ROWS)
+        placed.append((marker.at_s, row))
+        rows.append(row)
+    return rows
+
+
+def _mark(axes: Any, timeline: Timeline, labelled: bool) -> None:
+    start, markers = timeline.start_s, timeline.markers
+    rows = label_rows(markers, timeline.end_s - start)
+    legend_done: set[str] = set()
+    for marker, row in zip(markers, rows, strict=True):
         x = marker.at_s - start
         color = MARKER_COLORS.get(marker.kind, "gray")
         name = "scale event" if marker.kind == MARKER_SCALE else "tier switch"
@@ -263,7 +283,7 @@ def _mark(axes: Any, markers: list[Marker], start: float, labelled: bool) -> Non
         if labelled:
             axes.annotate(
                 marker.label,
-                xy=(x, 1.0),
+                xy=(x, 1.0 - LABEL_ROW_HEIGHT * row),
                 xycoords=("data", "axes fraction"),
                 xytext=(2, -2),
                 textcoords="offset points",
