@@ -33,9 +33,9 @@ CA_ARGS=()
 
 build() {  # name context dockerfile [build args...]
   local name=$1 context=$2 dockerfile=$3; shift 3
-  # No CA mount where the build installs Debian's ca-certificates (dpkg cannot replace
-  # a bind-mounted file): apt reaches Debian's mirror without it.
-  local ca=("${CA_ARGS[@]}"); [ "$name" = kinfer-storage-initializer ] && ca=()
+  # No Dockerfile installs Debian's ca-certificates with this CA mount (dpkg cannot replace
+  # a bind-mounted file): the storage-initializer copies its Go stage's bundle instead.
+  local ca=("${CA_ARGS[@]}")
   local tag="$IMAGE_REPO/$name:$VERSION" started=$SECONDS
   log "building $tag ($ENGINE, $BASE bases)"
   "$ENGINE" build --layers -q -t "$tag" -f "$dockerfile" "${BASE_ARGS[@]}" "${ca[@]}" "$@" "$context" >/dev/null

@@ -42,7 +42,7 @@ OPERATOR_FILES = (
 # Words that name developer tooling; none may appear in the operator's wheel.
 TOOLING = ("localcluster", "simulator", "bench", "baselines", "plots", "bounds", "traces")
 TOOLING_DEPENDENCIES = {"cryptography", "matplotlib", "onnx", "onnxruntime", "nvidia-pytriton"}
-GO_MODULES = ("coredns", "kind", "kubernetes", "kwok", "prometheus")
+GO_MODULES = ("coredns", "kind", "kubernetes", "kwok", "prometheus", "rclone")
 
 
 def _build(source: Path, out: Path) -> zipfile.ZipFile:

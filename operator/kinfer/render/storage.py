@@ -18,6 +18,10 @@ from kinfer.api import constants as c
 from kinfer.api.model import InferenceService
 
 PVC_MOUNT_ROOT = "/mnt/pvc"
+# An http(s) URL with a query is a presigned S3 or GCS URL or an Azure SAS: rclone must send
+# it as written (it escapes '?' and '%' otherwise; rclone >= 1.67), and as a GET alone (the
+# signature covers the method: S3 refuses the HEAD rclone would send first to stat the file).
+HTTP_QUERY_FLAGS = ("--http-no-escape", "--http-no-head")
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,11 @@ def rclone_source(storage_uri: str) -> RcloneSource:
     key = parts.path.lstrip("/")
     match parts.scheme:
         case "http" | "https":
+            flags = [f"--http-url={parts.scheme}://{parts.netloc}"]
+            if parts.query:
+                flags += HTTP_QUERY_FLAGS
             suffix = f"?{parts.query}" if parts.query else ""
-            return RcloneSource(
-                path=f":http:{key}{suffix}", flags=(f"--http-url={parts.scheme}://{parts.netloc}",)
-            )
+            return RcloneSource(path=f":http:{key}{suffix}", flags=tuple(flags))
         case "s3":
             return RcloneSource(
                 path=f":s3:{parts.netloc}/{key}", flags=("--s3-provider=AWS", "--s3-env-auth=true")

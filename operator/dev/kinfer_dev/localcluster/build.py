@@ -46,6 +46,9 @@ BINARIES: tuple[Binary, ...] = (
     Binary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler"),
     Binary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
     Binary("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+    # The pods' model fetch (the pod runner runs their rclone commands): Debian's 1.60
+    # lacks --http-no-escape, which a model URL with a query needs.
+    Binary("rclone", "rclone", "github.com/rclone/rclone"),
 )
 KIND_BINARIES: tuple[Binary, ...] = (
     *BINARIES,
@@ -110,7 +113,7 @@ def missing(cache_dir: Path, binaries: tuple[Binary, ...] = BINARIES) -> list[Bi
 def module_version(module: str, path: str) -> str:
     """The version a shipped go.mod requires of `path` (e.g. k8s.io/kubernetes -> v1.37.2)."""
     text = (modules_dir() / module / "go.mod").read_text()
-    found = re.search(rf"^\s*{re.escape(path)} (v\S+)", text, re.MULTILINE)
+    found = re.search(rf"^\s*(?:require\s+)?{re.escape(path)} (v\S+)", text, re.MULTILINE)
     if found is None:
         raise BuildError(f"go/{module}/go.mod does not require {path}")
     return found.group(1)

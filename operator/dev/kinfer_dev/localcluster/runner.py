@@ -74,6 +74,18 @@ def termination_message_from_log(log: bytes) -> str:
     return b"".join(lines)[-TERMINATION_MESSAGE_LOG_BYTES:].decode(errors="replace")
 
 
+def rclone_binary(state_dir: Path) -> str | None:
+    """The cluster's rclone, built with its other binaries from the pinned Go module (the
+    version the storage-initializer image runs), else the one on PATH."""
+    from kinfer_dev.localcluster.cluster import STATE_FILE
+
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        built = Path(json.loads((state_dir / STATE_FILE).read_text())["bin_dir"]) / "rclone"
+        if built.is_file():
+            return str(built)
+    return shutil.which("rclone")
+
+
 class InitContainerFailed(RuntimeError):
     """An init container (the model fetch) exited non-zero, as a kubelet reports it."""
 
@@ -331,9 +343,9 @@ class PodRunner:
         logs = plan.work_dir / "logs"
         logs.mkdir(exist_ok=True)
         for fetch in plan.fetches:
-            rclone = shutil.which("rclone")
+            rclone = rclone_binary(self.state_dir)
             if rclone is None:
-                raise RuntimeError("rclone is not installed (apt-get install -y rclone)")
+                raise RuntimeError("rclone is not installed (kinfer cluster build builds it)")
             env = {**os.environ, **fetch.env}
             env.setdefault("RCLONE_CONFIG", str(plan.work_dir / "rclone.conf"))
             server.init_running = fetch.container
