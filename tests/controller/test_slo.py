@@ -98,3 +98,48 @@ def test_without_a_reader_that_counts_shares_the_share_is_unknown():
     result = run_period(body, NoPods(), Reader(), LoopMemory())
     assert result.status_patch["slo"]["withinTarget"] is None
     assert result.status_patch["slo"]["scaleOuts"] == 0
+
+
+def test_a_gpu_services_energy_rides_on_the_status_write_and_folds_into_its_tier_profiles():
+    from kinfer.autoscale.energy import EnergyReading
+    from kinfer.autoscale.policy import PolicyState
+    from kinfer.controller.control_loop import add_energy
+
+    body = _tiered()
+    body["spec"]["resources"] = {"gpus": 1, "cpu": "1", "memory": "1Gi"}
+    isvc = parse(body)
+    asked: list[tuple[str, str]] = []
+
+    class Energy:
+        def read(self, namespace: str, name: str) -> EnergyReading:
+            asked.append((namespace, name))
+            # Triton-style version keys are named after the spec's tiers.
+            return EnergyReading({"1": 0.5, "int8": 0.2}, "dcgm", 300)
+
+    memory = LoopMemory(state=PolicyState())
+    result = PeriodResult(status_patch={"activeTier": "int8"})
+    add_energy(isvc, result, memory, Energy())
+    assert asked == [("team-a", isvc.name)]
+    assert memory.energy == {"fp32": 0.5, "int8": 0.2}
+    energy = result.status_patch["energy"]
+    assert energy["joulesPerInference"] == {"fp32": 0.5, "int8": 0.2}
+    assert (energy["windowSeconds"], energy["source"]) == (300, "dcgm")
+    assert memory.state.tier_profiles["int8"].joules_per_inference == 0.2
+    quiet = PeriodResult()
+    add_energy(isvc, quiet, memory, Energy())
+    assert quiet.status_patch == {}, "no write of its own"
+
+
+def test_a_cpu_service_reads_no_energy():
+    body = _tiered()
+    memory = LoopMemory()
+
+    class Energy:
+        def read(self, namespace: str, name: str):
+            raise AssertionError("a CPU service must not ask")
+
+    from kinfer.controller.control_loop import add_energy
+
+    result = PeriodResult(status_patch={"activeTier": "int8"})
+    add_energy(parse(body), result, memory, Energy())
+    assert "energy" not in result.status_patch and memory.energy == {}

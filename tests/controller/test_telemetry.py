@@ -123,6 +123,22 @@ def test_a_services_slo_facts_and_changes_are_exported_and_go_with_it():
     assert _sample("kinfer_inferenceservice_slo_bucket", le="0.1", **svc) is None
     assert _sample("kinfer_inferenceservice_slo_bucket", le="0.25", **svc) == 1
     assert _sample("kinfer_inferenceservice_fail_static", **svc) == 1
+    record_service(
+        "team-t",
+        "mlp",
+        target_s=0.25,
+        slo_le="0.25",
+        on_lower_tier=False,
+        fail_static=True,
+        capacity_insufficient=False,
+        tiers=["fp32", "int8"],
+        joules={"int8": 0.2},
+    )
+    assert _sample("kinfer_inferenceservice_scale_events_total", direction="in", **svc) == 0
+    back = {"from_tier": "int8", "to_tier": "fp32", **svc}
+    assert _sample("kinfer_inferenceservice_tier_switches_total", **back) == 0, "there at 0"
+    assert _sample("kinfer_inferenceservice_joules_per_inference", tier="int8", **svc) == 0.2
     forget("team-t", "mlp")
+    assert _sample("kinfer_inferenceservice_joules_per_inference", tier="int8", **svc) is None
     assert _sample("kinfer_inferenceservice_latency_target_seconds", **svc) is None
     assert _sample("kinfer_inferenceservice_tier_switches_total", **switch) is None

@@ -14,11 +14,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kinfer.api import constants as c
 from kinfer.api.model import InferenceService, checked
+from kinfer.autoscale.energy import energy_status, fold_energy, name_tiers
 from kinfer.autoscale.metrics import RUNTIME_ONNXRUNTIME, Wanted, slo_bucket
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
@@ -122,6 +123,8 @@ class LoopMemory:
     tier_clock_s: float = 0.0
     # status.slo's counts over the last hour.
     slo: SloLedger = field(default_factory=SloLedger)
+    # The last energy reading: joules per inference by tier name (empty: none).
+    energy: dict[str, float] = field(default_factory=dict)
 
     # Whether the last decision held for want of usable metrics (fail-static).
     held_static: bool = False
@@ -408,6 +411,26 @@ def account(
     if result.status_patch:
         within = _within_target(reader, isvc)
         result.status_patch["slo"] = memory.slo.summary(now_s, within, now_rfc3339())
+
+
+def add_energy(
+    isvc: InferenceService, result: PeriodResult, memory: LoopMemory, energy_reader: Any
+) -> None:
+    """Energy per inference of a GPU service (the energy reader: one query per minute for
+    every service) into `memory.energy`, its tier profiles, and status.energy on a status
+    write this tick makes anyway."""
+    if energy_reader is None or isvc.spec.resources.gpu_resource_name is None:
+        return
+    reading = energy_reader.read(isvc.namespace, isvc.name)
+    if reading is None:
+        return
+    memory.energy = name_tiers(reading.joules_per_inference, isvc.spec.precision.tier_names())
+    if memory.state is not None:
+        memory.state.tier_profiles = fold_energy(memory.state.tier_profiles, memory.energy)
+    if result.status_patch:
+        result.status_patch["energy"] = energy_status(
+            memory.energy, reading.window_s, reading.source, datetime.now(UTC)
+        )
 
 
 def _within_target(reader: Any, isvc: InferenceService) -> float | None:

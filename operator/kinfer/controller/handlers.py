@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from kinfer.api import constants as c
-from kinfer.autoscale import metrics
+from kinfer.autoscale import energy, metrics
 from kinfer.config import RenderOptions
 from kinfer.controller import cache, control_loop, scheduler, telemetry
 from kinfer.controller.kube import Kube
@@ -45,7 +45,16 @@ def operator_memo(
     """What every handler gets as `memo`: kube (reading through `caches` where given),
     render_options, metrics_reader, the caches and the scheduler."""
     memo = kopf.Memo(
-        kube=kube, render_options=render_options, metrics_reader=metrics_reader, caches=caches
+        kube=kube,
+        render_options=render_options,
+        metrics_reader=metrics_reader,
+        caches=caches,
+        # GPU energy per inference, through the metrics reader's Prometheus.
+        energy_reader=(
+            energy.EnergyReader(metrics_reader)
+            if isinstance(metrics_reader, metrics.PrometheusReader)
+            else None
+        ),
     )
     read = getattr(metrics_reader, "observe_all", None)
     memo.scheduler = scheduler.Scheduler(
@@ -158,6 +167,9 @@ def _tick(
     if resync:
         _reconcile(memo, body)
     result = control_loop.run_period(body, kube, memo.metrics_reader, memory)
+    isvc = memory.isvc(body)
+    if isvc is not None:
+        control_loop.add_energy(isvc, result, memory, memo.get("energy_reader"))
     _write_period(kube, body, result)
     _record(key, body, result, memory)
 
@@ -219,6 +231,8 @@ def _record_service(
         on_lower_tier=len(tiers) > 1 and active is not None and active != tiers[0],
         fail_static=memory.fail_static(decision),
         capacity_insufficient=any(cond.get("status") == "False" for cond in capacity),
+        tiers=tiers,
+        joules=memory.energy,
     )
     scale = None
     if result.replicas is not None:

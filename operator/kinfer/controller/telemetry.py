@@ -168,8 +168,12 @@ def record_service(
     on_lower_tier: bool,
     fail_static: bool,
     capacity_insufficient: bool,
+    tiers: list[str] | None = None,
+    joules: dict[str, float] | None = None,
 ) -> None:
-    """The service's SLO facts and alert inputs as of this tick."""
+    """The service's SLO facts and alert inputs as of this tick; its change counters exist
+    from the start at 0 (every direction, every pair of `tiers`), so that increase() sees
+    the first change."""
     if target_s is not None:
         _labels(LATENCY_TARGET, namespace, name).set(target_s)
     if slo_le is not None:
@@ -182,6 +186,14 @@ def record_service(
     _labels(ON_LOWER_TIER, namespace, name).set(int(on_lower_tier))
     _labels(FAIL_STATIC, namespace, name).set(int(fail_static))
     _labels(CAPACITY_INSUFFICIENT, namespace, name).set(int(capacity_insufficient))
+    for direction in ("out", "in"):
+        _labels(SCALE_EVENTS, namespace, name, direction)
+    for before in tiers or []:
+        for after in tiers or []:
+            if before != after:
+                _labels(TIER_SWITCHES, namespace, name, before, after)
+    for tier, value in (joules or {}).items():
+        _labels(JOULES_PER_INFERENCE, namespace, name, tier).set(value)
 
 
 def record_changes(
