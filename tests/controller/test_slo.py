@@ -117,8 +117,10 @@ def test_a_gpu_services_energy_rides_on_the_status_write_and_folds_into_its_tier
             return EnergyReading({"1": 0.5, "int8": 0.2}, "dcgm", 300)
 
     memory = LoopMemory(state=PolicyState())
-    result = PeriodResult(status_patch={"activeTier": "int8"})
+    result = PeriodResult(status_patch={"activeTier": "int8", "autoscaling": {"state": {}}})
     add_energy(isvc, result, memory, Energy())
+    profiles = result.status_patch["autoscaling"]["state"]["tierProfiles"]
+    assert profiles["int8"]["joulesPerInference"] == 0.2, "in this write's tier profiles"
     assert asked == [("team-a", isvc.name)]
     assert memory.energy == {"fp32": 0.5, "int8": 0.2}
     energy = result.status_patch["energy"]

@@ -427,6 +427,9 @@ def add_energy(
     memory.energy = name_tiers(reading.joules_per_inference, isvc.spec.precision.tier_names())
     if memory.state is not None:
         memory.state.tier_profiles = fold_energy(memory.state.tier_profiles, memory.energy)
+        record = result.status_patch.get("autoscaling")
+        if record is not None:  # written this tick: with the figures folded in
+            record["state"] = memory.state.to_dict()
     if result.status_patch:
         result.status_patch["energy"] = energy_status(
             memory.energy, reading.window_s, reading.source, datetime.now(UTC)
