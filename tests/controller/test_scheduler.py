@@ -179,3 +179,30 @@ async def test_run_stops_when_told() -> None:
     assert await asyncio.to_thread(ticks.acquire, True, 10)
     stopped.set()
     await asyncio.wait_for(task, timeout=5)
+
+
+def test_ticks_waiting_on_the_api_server_run_side_by_side_beyond_the_default_pool() -> None:
+    # Twelve ticks that each wait for all the others (as ticks wait on their writes): with
+    # asyncio's default pool (CPUs + 4 threads on a small machine) the barrier would break.
+    from kinfer.controller.scheduler import TICK_WORKERS
+
+    count = 12
+    assert TICK_WORKERS >= count
+    barrier = threading.Barrier(count, timeout=30)
+    broken: list[BaseException] = []
+
+    def tick(key, memory, resync) -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError as error:
+            broken.append(error)
+
+    loop = scheduler(Clock(), tick=tick)
+    for i in range(count):
+        loop.observe("ADDED", body(f"s{i}"))
+
+    async def main() -> None:
+        await asyncio.gather(*loop.start_due())
+
+    asyncio.run(main())
+    assert broken == []

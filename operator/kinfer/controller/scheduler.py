@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,10 @@ from kinfer.autoscale.observation import Observation
 from kinfer.controller.control_loop import LoopMemory, Plan
 
 log = logging.getLogger(__name__)
+
+# Threads that run ticks and reads. A tick mostly waits on the API server (its writes) and
+# a read on Prometheus: asyncio's default pool (CPUs + 4) would queue ticks behind them.
+TICK_WORKERS = 32
 
 Key = tuple[str, str]
 
@@ -71,6 +77,14 @@ class Scheduler:
     entries: dict[Key, Entry] = field(default_factory=dict)
     # Metric reads sent, and the services they covered (for the operator's own metrics).
     reads: int = 0
+    workers: int = TICK_WORKERS
+    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="kinfer-tick")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
         """Follow the watch: an object appears, or goes (deleted, or being deleted)."""
@@ -130,12 +144,15 @@ class Scheduler:
                 await asyncio.wait_for(stopped.wait(), timeout=self.wake_s)
         if running:
             await asyncio.wait(running, timeout=60)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def _read_then_tick(self, deciding: list[Work]) -> None:
         if self.read is not None:
             try:
                 self.reads += 1
-                found = await asyncio.to_thread(self.read, [item.wanted for item in deciding])
+                found = await self._in_thread(self.read, [item.wanted for item in deciding])
             except Exception:  # the read never raises by contract; a bug must not stop ticks
                 log.exception("reading metrics for %d services failed", len(deciding))
                 found = {}
@@ -145,7 +162,7 @@ class Scheduler:
 
     async def _run_tick(self, item: Work) -> None:
         try:
-            await asyncio.to_thread(self.tick, item.key, item.entry.memory, item.resync)
+            await self._in_thread(self.tick, item.key, item.entry.memory, item.resync)
         except Exception:
             log.exception("tick of %s/%s failed", *item.key)
         finally:
