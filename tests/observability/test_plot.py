@@ -3,6 +3,7 @@ the figure's data is asserted, not its pixels; and what `kinfer plot` asks Prome
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,14 @@ def test_kinfer_plot_refuses_a_bad_since_before_reading_anything(
 ) -> None:
     assert main(["plot", "demo-mlp", "--since", "yesterday"]) == 2
     assert "duration 'yesterday'" in capsys.readouterr().err
+
+
+def test_a_line_breaks_where_samples_are_missing() -> None:
+    points = [(T0, 1.0), (T0 + 2, 2.0), (T0 + 4, 3.0), (T0 + 40, 4.0), (T0 + 42, 5.0)]
+    broken = plot.with_gaps(points)
+    assert [t for t, _ in broken] == [T0, T0 + 2, T0 + 4, T0 + 22, T0 + 40, T0 + 42]
+    assert math.isnan(broken[3][1])
+    assert plot.with_gaps(points[:1]) == points[:1]
+    figure = plot.render(Timeline("ns/gap", T0, T0 + 42, qps=points))
+    (line,) = by_gid(figure.axes[0], plot.GID_QPS)
+    assert len(line.get_xdata()) == 6

@@ -8,6 +8,8 @@ read the figure's data. matplotlib is not an operator dependency: `pip install '
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,8 +35,11 @@ GID_TIER = "tier"
 MARKER_COLORS = {MARKER_SCALE: "tab:green", MARKER_TIER: "tab:purple"}
 # Event labels closer than this share of the time axis go on separate rows (axes fraction).
 LABEL_GAP = 0.04
-LABEL_ROW_HEIGHT = 0.3
+LABEL_ROW_HEIGHT = 0.35
+LABEL_ROW_SHIFT_PT = 9  # and a little to the right, clear of the row above
 LABEL_ROWS = 3
+# A line breaks where samples are this many usual spacings apart.
+GAP_FACTOR = 3
 # p95 on a log scale when its largest value is this many times the smallest (target included).
 LOG_SCALE_RATIO = 10
 INSTALL_HINT = "pip install 'kinfer[plot]' (matplotlib)"
@@ -194,9 +199,24 @@ def _figure_class() -> Any:
     return Figure
 
 
+def with_gaps(points: list[Point]) -> list[Point]:
+    """`points` with a NaN wherever two are more than GAP_FACTOR x the usual spacing apart
+    (no sample there: a line must not bridge it)."""
+    spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
+    if not spacings:
+        return list(points)
+    usual = spacings[len(spacings) // 2]
+    broken = [points[0]]
+    for before, point in itertools.pairwise(points):
+        if point[0] - before[0] > GAP_FACTOR * usual:
+            broken.append(((before[0] + point[0]) / 2, math.nan))
+        broken.append(point)
+    return broken
+
+
 def _line(axes: Any, points: list[Point], start: float, gid: str, label: str, **style: Any) -> Any:
-    xs = [t - start for t, _ in points]
-    ys = [value for _, value in points]
+    xs = [t - start for t, _ in with_gaps(points)]
+    ys = [value for _, value in with_gaps(points)]
     (line,) = axes.plot(xs, ys, label=label, gid=gid, linewidth=1.2, **style)
     if not points:
         axes.text(0.5, 0.5, "no data", transform=axes.transAxes, ha="center", color="gray")
@@ -285,7 +305,7 @@ def _mark(axes: Any, timeline: Timeline, labelled: bool) -> None:
                 marker.label,
                 xy=(x, 1.0 - LABEL_ROW_HEIGHT * row),
                 xycoords=("data", "axes fraction"),
-                xytext=(2, -2),
+                xytext=(2 + LABEL_ROW_SHIFT_PT * row, -2),
                 textcoords="offset points",
                 rotation=90,
                 va="top",
