@@ -73,9 +73,12 @@ test: install grpc-frontend cluster-deps  ## lint, unit, data plane, e2e on the 
 	cd $(FRONTEND) && go test -mod=readonly ./...
 	KINFER_E2E_SKIP_KIND_COVERED=1 $(BIN)/pytest tests e2e
 
-demo: install grpc-frontend cluster-deps  ## bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model
-	@echo '$(BIN)/kinfer cluster demo'
-	@PATH='$(CALLER_PATH)' $(BIN)/kinfer cluster demo
+# SPIKE=0: no load spike, a quick check that kinfer installs and serves.
+SPIKE ?= 1
+DEMO_FLAGS := $(if $(filter 0,$(SPIKE)),--no-spike)
+demo: install grpc-frontend cluster-deps  ## local cluster (or KUBECONFIG's), kinfer, a tiered model, a load spike (SPIKE=0: none)
+	@echo '$(strip $(BIN)/kinfer cluster demo $(DEMO_FLAGS))'
+	@PATH='$(CALLER_PATH)' $(BIN)/kinfer cluster demo $(DEMO_FLAGS)
 
 # Debian's prometheus and rclone for the local cluster; Go builds the rest. The
 # packaged Prometheus service is never used: stop it where systemd started it.

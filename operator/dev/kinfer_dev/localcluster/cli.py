@@ -98,8 +98,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     demo = sub.add_parser(
         "demo",
-        help="bring up the local cluster (or use KUBECONFIG), install kinfer, serve a model, "
-        "send inference requests",
+        help="bring up the local cluster (or use KUBECONFIG), install kinfer, serve a tiered, "
+        "autoscaled model, send inference requests, then a load spike (timeline PNG, SLO)",
     )
     _common(demo)
     demo.add_argument(
@@ -107,6 +107,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=600.0,
         help="limit for the InferenceService to become Ready",
+    )
+    demo.add_argument(
+        "--no-spike",
+        dest="spike",
+        action="store_false",
+        help="skip the load spike (make demo SPIKE=0): a quick check that kinfer installs and "
+        "serves",
     )
     demo.set_defaults(handler=_demo)
 
@@ -233,4 +240,4 @@ def _build(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from kinfer_dev.localcluster import demo
 
-    return demo.run(_config(args), timeout_s=args.timeout_seconds)
+    return demo.run(_config(args), timeout_s=args.timeout_seconds, spike=args.spike)

@@ -7,6 +7,7 @@ import http.server
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -42,14 +43,17 @@ class ModelStore:
             self._server = None
 
 
-def build_test_models(root: Path, model: str = "mlp") -> dict[str, str]:
-    """Build the fp32/fp16/int8 test MLP under `<root>/<model>/<tier>/model.onnx`.
+def build_test_models(root: Path, model: str = "mlp", shape: Any = None) -> dict[str, str]:
+    """Build the fp32/fp16/int8 test MLP under `<root>/<model>/<tier>/model.onnx`
+    (`shape`: a `testmodels.MLPShape`, default the small test MLP).
 
     Returns tier -> path relative to root, the layout the samples' storageUris use.
     """
     from kinfer_dev.runtime import testmodels
 
-    built = testmodels.build_tier_models(root / f".{model}-build")
+    built = testmodels.build_tier_models(
+        root / f".{model}-build", shape=shape or testmodels.MLPShape()
+    )
     relative = {}
     for tier, path in built.items():
         target = root / model / tier / "model.onnx"
