@@ -56,6 +56,8 @@ def gpu_service(namespace: str, models: Models) -> dict[str, Any]:
                 "memory": "512Mi",
             },
             "replicas": 1,
+            # A control loop (status.energy rides on its status writes), held at one replica.
+            "scaling": {"minReplicas": 1, "maxReplicas": 1, "targetQPSPerReplica": 100},
         },
     }
 
@@ -149,6 +151,13 @@ def test_joules_per_inference_from_the_simulated_power_exporter(
             timeout_s=60,
             interval_s=2,
         )
+        # The operator's own reader (its 300 s window) puts it in status and its metrics.
+        status_energy = wait_for(
+            f"status.energy of {NAME}",
+            lambda: cluster.get("kisvc", NAME, "-n", namespace).get("status", {}).get("energy"),
+            timeout_s=180,
+            interval_s=2,
+        )
     found = reading.joules_per_inference.get(TIER)
     assert found is not None and math.isfinite(found) and found > 0, reading
     expected = expected_joules(reading, model)
@@ -167,3 +176,16 @@ def test_joules_per_inference_from_the_simulated_power_exporter(
     as_fp32 = model.joules_per_request_of("fp32") + model.idle_w / qps
     assert found < as_fp32 and not math.isclose(found, as_fp32, rel_tol=TOLERANCE)
     assert reader.error is None
+    assert status_energy["source"] == "dcgm" and status_energy["windowSeconds"] == 300
+    in_status = status_energy["joulesPerInference"][TIER]
+    assert math.isfinite(in_status) and in_status > 0, status_energy
+    if cluster.state_dir is not None:  # the local operator's metrics are scraped
+        gauge = (
+            f'kinfer_inferenceservice_joules_per_inference{{namespace="{namespace}",tier="{TIER}"}}'
+        )
+        wait_for(
+            "kinfer_inferenceservice_joules_per_inference in Prometheus",
+            lambda: prometheus_query(cluster.prometheus_url or "", gauge),
+            timeout_s=60,
+            interval_s=2,
+        )
