@@ -312,9 +312,12 @@ def run_spike(
     )
     sampler = _Sampler(service, prometheus_url)
     watch, progress, samples = SpikeWatch(first_tier), Progress(out), []
-    if prometheus_url:
-        scrapes = scrape_times_s(prometheus_url, service.namespace, service.name)
-        time.sleep(start_delay_s(scrapes, time.time()))
+    scrapes = (
+        scrape_times_s(prometheus_url, service.namespace, service.name) if prometheus_url else []
+    )
+    time.sleep(start_delay_s(scrapes, time.time()))
+    phase = f"{SCRAPE_MARGIN_S} s after a scrape of its pods" if len(scrapes) > 1 else "now"
+    print(f"the spike starts {phase}, with {BURST_S:.0f} s of its requests at once", file=out)
     started_s, started = time.time(), time.monotonic()
     with load:
         _burst(load, plan.rate_qps)
