@@ -37,12 +37,12 @@ PROGRESS_INTERVAL_S = 2.0
 # p95 is within the target. A scrape that caught the spike's first instant (a few fast
 # requests, a window mostly idle) would give a capacity far below the truth, and the tier would
 # stay down on the new pods. So the spike starts just after a scrape of the pods and opens
-# with a burst of BURST_S of its requests at BURST_FACTOR x its rate: the next scrape already
-# sees the queue.
+# with a burst of BURST_REQUESTS at BURST_FACTOR x its rate, whose last waits 5 p95 targets:
+# the next scrape already sees the queue.
 SCRAPE_MARGIN_S = 0.25
-BURST_S = 1.0
+BURST_REQUESTS = 5 * TARGET_SERVICE_TIMES
 BURST_FACTOR = 10
-HOLD_AFTER_RETURN_S = 10.0  # the load runs on this long once the tier is back
+HOLD_AFTER_RETURN_S = 6.0  # the load runs on this long once the tier is back
 SPIKE_LIMIT_S = 360.0
 SLO_WAIT_S = 90.0
 
@@ -83,8 +83,9 @@ def plan_spike(fp32_ms: float, int8_ms: float, max_replicas: int = 3) -> SpikePl
 
 
 def service_time_ms(path: Path, runs: int = 25) -> float:
-    """Median single-thread time of one request, as one model-server instance runs it."""
-    import numpy as np
+    """Single-thread time of one request, as one model-server instance runs it: the fastest of
+    `runs` after the first, this machine's speed without the other work on it. Busier, a pod
+    is slower: the spike overloads it more, never less."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -96,7 +97,7 @@ def service_time_ms(path: Path, runs: int = 25) -> float:
         started = time.perf_counter()
         session.run(None, {testmodels.INPUT_NAME: batch})
         times.append(time.perf_counter() - started)
-    return 1000 * float(np.median(times[5:]))
+    return 1000 * min(times[1:])
 
 
 def request_payload() -> tuple[bytes, dict[str, str]]:
@@ -306,7 +307,7 @@ def run_spike(
         headers=headers,
         rate_qps=plan.rate_qps * BURST_FACTOR,
         max_duration_s=budget_s,
-        max_requests=int(plan.rate_qps * (budget_s + BURST_S)),
+        max_requests=int(plan.rate_qps * budget_s) + BURST_REQUESTS,
         timeout_s=60,
         refresh_s=PROGRESS_INTERVAL_S,
     )
@@ -317,7 +318,7 @@ def run_spike(
     )
     time.sleep(start_delay_s(scrapes, time.time()))
     phase = f"{SCRAPE_MARGIN_S} s after a scrape of its pods" if len(scrapes) > 1 else "now"
-    print(f"the spike starts {phase}, with {BURST_S:.0f} s of its requests at once", file=out)
+    print(f"the spike starts {phase}, with a burst of {BURST_REQUESTS} requests", file=out)
     started_s, started = time.time(), time.monotonic()
     with load:
         _burst(load, plan.rate_qps)
@@ -371,11 +372,10 @@ def scrape_times_s(prometheus_url: str, namespace: str, name: str) -> list[float
 
 
 def _burst(load: Any, rate_qps: float) -> None:
-    """Let the generator send BURST_S of the spike's requests at its burst rate, then set the
-    spike's rate (bounded: the burst never lasts more than 5 x BURST_S)."""
-    burst = int(rate_qps * BURST_S)
-    deadline = time.monotonic() + 5 * BURST_S
-    while load.result.sent < burst and time.monotonic() < deadline:
+    """Let the generator send BURST_REQUESTS at its burst rate, then set the spike's rate
+    (bounded: the burst lasts at most as long as they take at the spike's rate)."""
+    deadline = time.monotonic() + BURST_REQUESTS / rate_qps
+    while load.result.sent < BURST_REQUESTS and time.monotonic() < deadline:
         time.sleep(0.01)
     load.set_rate(rate_qps)
 
