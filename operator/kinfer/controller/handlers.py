@@ -121,13 +121,17 @@ def _reconcile(memo: kopf.Memo, body: dict[str, Any]) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_ISVC: kopf.PRESENT})
-def deployment_changed(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the parent's status true as its Deployment's pods come and go."""
+def deployment_changed(
+    body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, type: str | None = None, **_: Any
+) -> None:
+    """Keep the parent's status true as its Deployment's pods come and go. The event's own
+    Deployment is read where the operator's cache has not caught up with it yet."""
     name = meta.get("labels", {}).get(c.LABEL_ISVC)
     parent = memo.kube.get(c.API_VERSION, c.KIND, meta.get("namespace"), name)
     if parent is None or parent["metadata"].get("deletionTimestamp"):
         return
-    _write(memo.kube, parent, refresh_status(parent, memo.kube, memo.render_options))
+    seen = dict(body) if type != "DELETED" else None
+    _write(memo.kube, parent, refresh_status(parent, memo.kube, memo.render_options, seen))
 
 
 def _write_period(kube: Kube, body: dict[str, Any], result: control_loop.PeriodResult) -> None:
