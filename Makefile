@@ -80,13 +80,13 @@ demo: install grpc-frontend cluster-deps  ## local cluster (or KUBECONFIG's), ki
 	@echo '$(strip $(BIN)/kinfer cluster demo $(DEMO_FLAGS))'
 	@PATH='$(CALLER_PATH)' $(BIN)/kinfer cluster demo $(DEMO_FLAGS)
 
-# Debian's prometheus and rclone for the local cluster; Go builds the rest. The
-# packaged Prometheus service is never used: stop it where systemd started it.
-cluster-deps:  ## apt packages the local cluster needs (prometheus, rclone)
-	@missing=""; for tool in prometheus rclone; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+# Debian's prometheus (and promtool) for the local cluster; Go builds the rest, rclone
+# included. The packaged Prometheus service is never used: stop it where systemd started it.
+cluster-deps:  ## apt packages the local cluster needs (prometheus)
+	@missing=""; for tool in prometheus promtool; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus; \
 	  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then $$sudo systemctl disable --now prometheus; fi; \
 	fi
 	@command -v go >/dev/null || { echo "the local cluster builds its binaries with Go >= 1.26: install Go"; exit 1; }

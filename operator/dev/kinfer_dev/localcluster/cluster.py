@@ -152,11 +152,6 @@ class LocalCluster:
         self._check_previous()
         bin_dir = build.ensure_built(self.config.cache_dir, self.out)
         prometheus_bin = prometheus.prometheus_binary()
-        if shutil.which("rclone") is None and not self.config.simulated_pods:
-            self._say(
-                "warning: `rclone` is not on PATH: pods cannot fetch models "
-                "(apt-get install -y rclone)"
-            )
         _check_pod_cidr_free(self.config.pod_cidr)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
