@@ -99,19 +99,8 @@ def tiered(
 
 
 def request_payload() -> tuple[bytes, dict[str, str]]:
-    """One inference request with binary tensors (cheap to send at a high rate)."""
-    import tritonclient.http as httpclient
-
-    tensor = httpclient.InferInput(testmodels.INPUT_NAME, [REQUEST_BATCH, 64], "FP32")
-    tensor.set_data_from_numpy(testmodels.sample_input(REQUEST_BATCH, HEAVY), binary_data=True)
-    output = httpclient.InferRequestedOutput(testmodels.OUTPUT_NAME, binary_data=True)
-    body, header_length = httpclient.InferenceServerClient.generate_request_body(
-        [tensor], outputs=[output]
-    )
-    headers = {"Content-Type": "application/octet-stream"}
-    if header_length is not None:
-        headers["Inference-Header-Content-Length"] = str(header_length)
-    return body, headers
+    """One inference request: a full batch of the heavy MLP, binary tensors."""
+    return testmodels.binary_request(REQUEST_BATCH, HEAVY)
 
 
 def load_on(urls: ReadyPodURLs, rate_qps: float) -> LoadGenerator:

@@ -144,6 +144,23 @@ def sample_input(batch: int = 1, shape: MLPShape = MLPShape(), seed: int = 1) ->
     return rng.normal(0.0, 1.0, size=(batch, shape.in_features)).astype(np.float32)
 
 
+def binary_request(batch: int, shape: MLPShape = MLPShape()) -> tuple[bytes, dict[str, str]]:
+    """One Open Inference Protocol request for the MLP with binary tensors (cheap to send at a
+    high rate): its body and headers."""
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput(INPUT_NAME, [batch, shape.in_features], "FP32")
+    tensor.set_data_from_numpy(sample_input(batch, shape), binary_data=True)
+    output = httpclient.InferRequestedOutput(OUTPUT_NAME, binary_data=True)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(
+        [tensor], outputs=[output]
+    )
+    headers = {"Content-Type": "application/octet-stream"}
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+    return body, headers
+
+
 def run_reference(model_path: str | Path, batch: np.ndarray) -> np.ndarray:
     """The model's output from onnxruntime in-process: what every server must return."""
     import onnxruntime as ort
