@@ -44,6 +44,15 @@ def test_rbac_cannot_read_secrets():
     assert all("secrets" not in rule["resources"] for rule in _rules())
 
 
+def test_leader_election_role_is_namespaced_to_the_operators_lease():
+    role = yaml.safe_load((MANIFESTS / "rbac" / "leader_election_role.yaml").read_text())
+    assert role["kind"] == "Role"
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+        # Only `create` goes without a name: the authorizer cannot know it before the object.
+        assert rule.get("resourceNames") == ["kinfer-operator"] or rule["verbs"] == ["create"]
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_builds_the_install():
     out = subprocess.run(
@@ -58,7 +67,10 @@ def test_kustomize_builds_the_install():
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
         ]
     )
     deployment = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "Deployment")
