@@ -432,3 +432,48 @@ def test_one_slo_query_serves_every_service_until_the_next_refresh(prometheus):
 def test_prometheus_down_gives_no_share_not_an_exception():
     reader = PrometheusReader(PrometheusSettings(url=f"http://127.0.0.1:{free_port()}"))
     assert reader.within_target("team-a", "mlp", "0.05") is None
+
+
+@pytest.fixture
+def silent_prometheus() -> Iterator[str]:
+    """A Prometheus address that accepts connections and never answers (one waiting out its
+    query timeout, as a stopped or overloaded one does)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def at_once(calls: int, call) -> None:
+    """`call` from `calls` threads released together, as the operator's ticks run."""
+    barrier = threading.Barrier(calls)
+
+    def run() -> None:
+        barrier.wait()
+        call()
+
+    threads = [threading.Thread(target=run) for _ in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_ticks_at_once_send_one_slo_query_not_one_each(silent_prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=silent_prometheus, timeout_s=1))
+    reader.clock = lambda: 1_000_000.0
+    shares = []
+    at_once(8, lambda: shares.append(reader.within_target("team-a", "mlp", "0.05")))
+    assert shares == [None] * 8
+    assert reader.queries_sent == 1, "the first tick reads; the others wait for its answer"
+
+
+def test_decisions_at_once_send_one_query_per_key(silent_prometheus):
+    reader = PrometheusReader(PrometheusSettings(url=silent_prometheus, timeout_s=1))
+    reader.clock = lambda: 1_000_000.0
+    wanted = [Wanted("team-a", "mlp", "onnxruntime", WINDOW_S, period_s=15)]
+    found = []
+    at_once(8, lambda: found.append(reader.observe_all(wanted)))
+    assert all(not f[("team-a", "mlp")].ok for f in found)
+    assert reader.queries_sent == 1

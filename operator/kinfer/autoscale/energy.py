@@ -25,6 +25,7 @@ configs work.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -303,6 +304,7 @@ class EnergyReader:
         self.query = energy_query(window_s)
         self.clock = time.time
         self._answer: EnergyAnswer | None = None
+        self._lock = threading.Lock()
 
     @property
     def error(self) -> str | None:
@@ -310,10 +312,11 @@ class EnergyReader:
 
     def read_all(self) -> dict[Key, EnergyReading]:
         """Every service that has a reading (a service absent: no energy source, or no read)."""
-        slot = period_slot(self.clock(), self.period_s)
-        answer = self._answer
-        if answer is None or slot is None or answer.slot != slot:
-            answer = self._answer = self._read(slot)
+        with self._lock:  # single flight, as the metrics reader's answers
+            slot = period_slot(self.clock(), self.period_s)
+            answer = self._answer
+            if answer is None or slot is None or answer.slot != slot:
+                answer = self._answer = self._read(slot)
         return answer.by_service
 
     def read(self, namespace: str, name: str) -> EnergyReading | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -407,6 +408,11 @@ class PrometheusReader:
         # boundaries asked for so far.
         self._slo: SloAnswer | None = None
         self._slo_les: set[str] = set()
+        # Single flight: the ticks run in many threads, and those that find a stale answer at
+        # once must not each send its query (a herd at every boundary, or while Prometheus
+        # waits out its timeout). The first reads; the others wait for its answer.
+        self._answers_lock = threading.Lock()
+        self._slo_lock = threading.Lock()
         self.clock = time.time
         session = requests.Session()
         if settings.ca_file:
@@ -439,11 +445,12 @@ class PrometheusReader:
             groups.setdefault(item.query_key, []).append(item)
         found: dict[Key, Observation] = {}
         for key, group in groups.items():
-            slot = period_slot(self.clock(), group[0].period_s)
-            answer = self._answers.get(key)
-            if answer is None or slot is None or answer.slot != slot:
-                answer = self._read(group[0], ALL_SERVICES, slot)
-                self._answers[key] = answer
+            with self._answers_lock:
+                slot = period_slot(self.clock(), group[0].period_s)
+                answer = self._answers.get(key)
+                if answer is None or slot is None or answer.slot != slot:
+                    answer = self._read(group[0], ALL_SERVICES, slot)
+                    self._answers[key] = answer
             found.update((item.key, answer.observe(item)) for item in group)
         return found
 
@@ -451,11 +458,12 @@ class PrometheusReader:
         """The share of one service's requests at or below `le` over SLO_WINDOW_S (None:
         no requests, or Prometheus unreachable). One query serves every service for
         SLO_REFRESH_S; a boundary not in the last answer is read at the next refresh slot."""
-        self._slo_les.add(le)
-        slot = period_slot(self.clock(), SLO_REFRESH_S)
-        answer = self._slo
-        if answer is None or answer.slot != slot or slot is None:
-            answer = self._slo = self._read_slo(slot)
+        with self._slo_lock:
+            self._slo_les.add(le)
+            slot = period_slot(self.clock(), SLO_REFRESH_S)
+            answer = self._slo
+            if answer is None or answer.slot != slot or slot is None:
+                answer = self._slo = self._read_slo(slot)
         return within_share(answer.by_service.get((namespace, name), {}), le)
 
     def _read_slo(self, slot: int | None) -> SloAnswer:
