@@ -3,7 +3,9 @@
 `BINARIES` run the local cluster; `KIND_BINARIES` go into the kind node image and
 its cluster (kubelet, kubeadm, kube-proxy, CoreDNS, crictl, Prometheus) or drive it
 (kind). Kubernetes binaries carry their release version (`kubectl version` and
-kubeadm read it), taken from the pinned go.mod.
+kubeadm read it), taken from the pinned go.mod. `TOOLS` (helm) are built on demand
+by the tests that use them, each into a folder keyed by its own module, so adding or
+bumping a tool never rebuilds the clusters' binaries.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ KIND_BINARIES: tuple[Binary, ...] = (
         tags="remove_all_sd,enable_kubernetes_sd",
     ),
 )
-BINARY_SETS = {"local": BINARIES, "kind": KIND_BINARIES}
+# The chart's tests render, lint, install and uninstall manifests/helm/kinfer/ with it.
+HELM = Binary("helm", "helm", "helm.sh/helm/v4/cmd/helm")
+TOOLS: tuple[Binary, ...] = (HELM,)
+BINARY_SETS = {"local": BINARIES, "kind": KIND_BINARIES, "helm": (HELM,)}
 # Bumped when how a binary is built changes (flags), so the cache folder changes too.
 BUILD_RECIPE = "2"
 PROGRESS_EVERY_S = 10.0
@@ -91,22 +96,35 @@ def go_executable() -> str:
     return go
 
 
-def cache_key(modules: Path | None = None) -> str:
-    """A digest of every pinned go.mod/go.sum: a version bump lands in a new cache folder."""
+def key_modules(binaries: tuple[Binary, ...] = BINARIES) -> set[str]:
+    """The modules whose pins name the binaries' cache folder: every cluster module for the
+    clusters' binaries (one folder), a tool's own module for a tool."""
+    tools = {tool.module for tool in TOOLS}
+    if any(b.module in tools for b in binaries):
+        return {b.module for b in binaries}
+    return {b.module for b in KIND_BINARIES} | {b.module for b in binaries}
+
+
+def cache_key(modules: Path | None = None, names: set[str] | None = None) -> str:
+    """A digest of the pinned go.mod/go.sum of `names` (default: the clusters' modules): a
+    version bump lands in a new cache folder."""
     modules = modules or modules_dir()
+    names = key_modules() if names is None else names
     digest = hashlib.sha256(BUILD_RECIPE.encode())
     for path in sorted(modules.glob("*/go.*")):
+        if path.parent.name not in names:
+            continue
         digest.update(path.relative_to(modules).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
-def bin_dir(cache_dir: Path) -> Path:
-    return cache_dir / "bin" / cache_key()
+def bin_dir(cache_dir: Path, binaries: tuple[Binary, ...] = BINARIES) -> Path:
+    return cache_dir / "bin" / cache_key(names=key_modules(binaries))
 
 
 def missing(cache_dir: Path, binaries: tuple[Binary, ...] = BINARIES) -> list[Binary]:
-    directory = bin_dir(cache_dir)
+    directory = bin_dir(cache_dir, binaries)
     return [b for b in binaries if not (directory / b.name).is_file()]
 
 
@@ -194,7 +212,7 @@ def ensure_built(
     cache_dir: Path, out: TextIO = sys.stderr, binaries: tuple[Binary, ...] = BINARIES
 ) -> Path:
     """Build what is missing (idempotent; a lock keeps builds from racing); return the dir."""
-    directory = bin_dir(cache_dir)
+    directory = bin_dir(cache_dir, binaries)
     directory.mkdir(parents=True, exist_ok=True)
     todo = missing(cache_dir, binaries)
     if not todo:

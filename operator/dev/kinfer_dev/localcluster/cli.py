@@ -88,11 +88,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     _common(build)
     build.add_argument(
         "--set",
-        choices=("local", "kind"),
+        choices=("local", "kind", "helm"),
         default="local",
         help="local: the local cluster's binaries (default); kind: also those of the kind "
         "node image and its cluster (kubelet, kubeadm, kube-proxy, CoreDNS, crictl, "
-        "Prometheus, kind)",
+        "Prometheus, kind); helm: helm alone, in a folder of its own (the chart's tests)",
     )
     build.set_defaults(handler=_build)
 
