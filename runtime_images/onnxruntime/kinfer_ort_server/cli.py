@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import onnxruntime as ort
 
 from kinfer_ort_server import __version__
 from kinfer_ort_server.grpc_frontend import BINARY, find_binary
@@ -18,6 +21,7 @@ from kinfer_ort_server.server import ServerOptions, serve
 # short, 300 us mostly enough, 500 us with a margin (docs/data-plane.md "Busy polling").
 DEFAULT_BUSY_POLL_US = 500
 MAX_BUSY_POLL_US = 100_000
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def _bool(value: str) -> bool:
@@ -126,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=64 * 1024 * 1024,
         help="largest request body / tensor payload; larger ones get 413 / RESOURCE_EXHAUSTED",
     )
+    http = parser.add_argument_group("HTTP connections (the HTTP and metrics ports)")
+    http.add_argument(
+        "--http-header-timeout-secs",
+        type=float,
+        default=10.0,
+        help="a request's headers must arrive within this after its first byte, else 408 and "
+        "the connection is closed (0: no limit)",
+    )
+    http.add_argument(
+        "--http-idle-timeout-secs",
+        type=float,
+        default=60.0,
+        help="close a connection with no request under way after this (0: never)",
+    )
+    http.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=1024,
+        help="open connections per port; one more is answered 503 and closed",
+    )
     batching = parser.add_argument_group(
         "batching (config.pbtxt's dynamic_batching and max_batch_size win)"
     )
@@ -171,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
         "warning",
     )
     session.add_argument(
+        "--require-execution-provider",
+        action="append",
+        choices=sorted(PROVIDERS),
+        default=None,
+        help="exit 2 at start unless this build has the provider (repeatable): a GPU pod on "
+        "an image without CUDA refuses to serve instead of serving on the CPU",
+    )
+    session.add_argument(
         "--inline-execution-us",
         type=int,
         default=100,
@@ -188,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-verbose", type=int, default=0, help="1: debug logs")
     return parser
+
+
+def missing_providers(names: Sequence[str]) -> list[str]:
+    """The required execution providers this onnxruntime build does not have."""
+    available = set(ort.get_available_providers())
+    return [name for name in names if PROVIDERS[name] not in available]
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -209,11 +247,27 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
             f"{MAX_BUSY_POLL_US} (longer only burns CPU: the next call of a client that waits "
             "longer than that pays the wake-up anyway)"
         )
+    for flag, seconds in (
+        ("--http-header-timeout-secs", args.http_header_timeout_secs),
+        ("--http-idle-timeout-secs", args.http_idle_timeout_secs),
+    ):
+        if not seconds >= 0:
+            raise ValueError(f"{flag}={seconds} must be >= 0")
+    if args.http_max_connections < 1:
+        raise ValueError(f"--http-max-connections={args.http_max_connections} must be >= 1")
     if args.max_request_bytes < 1:
         raise ValueError(f"--max-request-bytes={args.max_request_bytes} must be >= 1")
     if args.load_model and args.model_control_mode != "explicit":
         raise ValueError(
             "--load-model needs --model-control-mode=explicit (mode none loads every model)"
+        )
+    missing = missing_providers(args.require_execution_provider or ())
+    if missing:
+        raise ValueError(
+            f"--require-execution-provider={','.join(missing)}: this build of onnxruntime has "
+            f"no {', '.join(PROVIDERS[name] for name in missing)} (it has "
+            f"{', '.join(ort.get_available_providers())}); a GPU model server needs the CUDA "
+            "image variant (kinfer-ort-server:<version>-cuda, `make images-cuda`)"
         )
     if not args.model_repository.is_dir():
         raise ValueError(f"--model-repository={args.model_repository} is not a directory")
@@ -255,6 +309,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         grpc_frontend_threads=args.grpc_frontend_threads,
         grpc_frontend_busy_poll_us=args.grpc_frontend_busy_poll_us,
         max_request_bytes=args.max_request_bytes,
+        http_header_timeout_s=args.http_header_timeout_secs,
+        http_idle_timeout_s=args.http_idle_timeout_secs,
+        http_max_connections=args.http_max_connections,
         exit_timeout_s=args.exit_timeout_secs,
         exit_on_error=args.exit_on_error,
         strict_readiness=args.strict_readiness,
@@ -262,8 +319,20 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     )
 
 
+def return_freed_buffers() -> None:
+    """Have glibc serve blocks of 1 MiB and more from mmap, so that a freed request body goes
+    back to the system at once. glibc's default raises this threshold to the size of each
+    large block freed (up to 32 MiB), after which bodies land in the heap and stay resident."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: its own allocator's rules apply
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return_freed_buffers()
     logging.basicConfig(
         level=logging.DEBUG if args.log_verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

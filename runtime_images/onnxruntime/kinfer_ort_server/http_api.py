@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -10,19 +11,23 @@ import orjson
 
 from kinfer_ort_server.config import config_to_json_dict
 from kinfer_ort_server.core import Core
-from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
+from kinfer_ort_server.decode import (  # noqa: F401 (UNSUPPORTED_PARAMETERS: grpc_api's)
+    HEADER_LENGTH,
+    UNSUPPORTED_PARAMETERS,
+    decode_request,
+)
+from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL
 from kinfer_ort_server.errors import BadRequest, ModelNotFound, PayloadTooLarge, ServerError
 from kinfer_ort_server.http_server import HttpRequest, HttpResponse
 
 log = logging.getLogger("kinfer_ort_server.http")
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
 _HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _OK = HttpResponse(200)
-# Triton extensions kinfer-ort-server does not serve (classification, shared memory).
-UNSUPPORTED_PARAMETERS = ("classification", "shared_memory_region")
+# Bodies larger than this are decoded on a worker thread, off the event loop.
+OFFLOAD_BYTES = 1 << 20
 
 
 def _json(payload: object, status: int = 200) -> HttpResponse:
@@ -107,8 +112,9 @@ class HttpApi:
     def model_ready(self, model: str, version: str) -> HttpResponse:
         try:
             self.repository.get(model, version)
-        except ServerError:
-            return HttpResponse(400)
+        except ServerError as error:
+            # Triton answers 400 for a model that is not ready; the body says why.
+            return _json({"error": error.message}, status=400)
         return _OK
 
     def model_config(self, model: str, version: str) -> HttpResponse:
@@ -185,126 +191,24 @@ class HttpApi:
         return response
 
     async def _infer(self, request: HttpRequest, version) -> HttpResponse:
-        header, binary = _split_body(request.body, request.headers.get(_HEADER_LENGTH_KEY))
-        inputs = _decode_inputs(header, binary)
-        requested = header.get("outputs")
-        model = version.model
-        binary_default = bool((header.get("parameters") or {}).get("binary_data_output", False))
-        if requested:
-            if not isinstance(requested, list):
-                raise BadRequest("'outputs' must be a list of {name, parameters}")
-            chosen = []
-            for entry in requested:
-                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                    raise BadRequest("each of 'outputs' must be an object with a string 'name'")
-                model.output_info(entry["name"])
-                parameters = entry.get("parameters") or {}
-                _refuse_unsupported(f"output '{entry['name']}'", parameters)
-                chosen.append((entry["name"], bool(parameters.get("binary_data", binary_default))))
+        args = (
+            request.body,
+            request.headers.get(_HEADER_LENGTH_KEY),
+            version.model,
+            self.core.max_request_bytes,
+        )
+        if len(request.body) > OFFLOAD_BYTES:
+            # Off the event loop: health, readiness and metrics answer meanwhile.
+            decoded = await asyncio.get_running_loop().run_in_executor(None, decode_request, *args)
         else:
-            chosen = [(name, binary_default) for name in model.output_names]
-        outputs = await version.infer(inputs)
-        return _encode_response(header, version, outputs, chosen)
+            decoded = decode_request(*args)
+        outputs = await version.run_validated(decoded.inputs, decoded.rows)
+        return _encode_response(decoded.id, version, outputs, decoded.outputs)
 
 
-def _refuse_unsupported(what: str, parameters: dict) -> None:
-    # Extensions this server does not implement must fail loudly, not be ignored.
-    for key in UNSUPPORTED_PARAMETERS:
-        if key in parameters:
-            raise BadRequest(f"{what}: parameter '{key}' is not supported by this server")
-
-
-def _split_body(body: bytes, header_length: str | None) -> tuple[dict, memoryview]:
-    if header_length is None:
-        json_part, binary = body, memoryview(b"")
-    else:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise BadRequest(f"{HEADER_LENGTH}={header_length!r} is not an integer") from None
-        if not 0 <= length <= len(body):
-            raise BadRequest(f"{HEADER_LENGTH}={length} is outside the body's {len(body)} bytes")
-        view = memoryview(body)
-        json_part, binary = view[:length], view[length:]
-    try:
-        header = orjson.loads(json_part)
-    except orjson.JSONDecodeError as error:
-        raise BadRequest(f"malformed JSON inference header: {error}") from None
-    if not isinstance(header, dict):
-        raise BadRequest("the inference header must be a JSON object")
-    return header, binary
-
-
-def _decode_inputs(header: dict, binary: memoryview) -> dict[str, np.ndarray]:
-    entries = header.get("inputs")
-    if not isinstance(entries, list) or not entries:
-        raise BadRequest("'inputs' must be a non-empty list")
-    inputs: dict[str, np.ndarray] = {}
-    offset = 0
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise BadRequest("each of 'inputs' must be an object with name, datatype, shape")
-        name = entry.get("name")
-        datatype = entry.get("datatype")
-        shape = entry.get("shape")
-        if not isinstance(name, str):
-            raise BadRequest("an input has no string 'name'")
-        if name in inputs:
-            raise BadRequest(f"input '{name}' appears twice")
-        dtype = PROTOCOL_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
-        if dtype is None:
-            raise BadRequest(
-                f"input '{name}': datatype {datatype!r} is not supported; valid: "
-                f"{sorted(PROTOCOL_TO_NUMPY)}"
-            )
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise BadRequest(
-                f"input '{name}': shape {shape!r} must be a list of non-negative integers"
-            )
-        count = 1
-        for dim in shape:
-            count *= dim
-        parameters = entry.get("parameters") or {}
-        if isinstance(parameters, dict):
-            _refuse_unsupported(f"input '{name}'", parameters)
-        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise BadRequest(
-                    f"input '{name}': binary_data_size={size!r} runs past the {len(binary)} "
-                    "bytes of binary data "
-                    f"(offset {offset})"
-                )
-            if size != count * dtype.itemsize:
-                raise BadRequest(
-                    f"input '{name}': binary_data_size={size} but shape {shape} of {datatype} "
-                    f"needs {count * dtype.itemsize} bytes"
-                )
-            array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
-            offset += size
-        else:
-            data = entry.get("data")
-            if data is None:
-                raise BadRequest(
-                    f"input '{name}': neither 'data' nor parameters.binary_data_size given"
-                )
-            try:
-                array = np.asarray(data, dtype=dtype)
-            except (TypeError, ValueError, OverflowError) as error:
-                raise BadRequest(f"input '{name}': data is not {datatype}: {error}") from None
-            if array.size != count:
-                raise BadRequest(
-                    f"input '{name}': {array.size} data elements for shape {shape} ({count} "
-                    "elements)"
-                )
-            array = array.reshape(shape)
-        inputs[name] = array
-    return inputs
-
-
-def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chosen) -> HttpResponse:
+def _encode_response(
+    request_id: str | None, version, outputs: dict[str, np.ndarray], chosen
+) -> HttpResponse:
     out_entries = []
     chunks = []
     for name, binary in chosen:
@@ -322,8 +226,8 @@ def _encode_response(header: dict, version, outputs: dict[str, np.ndarray], chos
         "model_version": version.version_str,
         "outputs": out_entries,
     }
-    if "id" in header:
-        payload["id"] = header["id"]
+    if request_id is not None:
+        payload["id"] = request_id
     json_bytes = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return HttpResponse(200, json_bytes, _JSON)

@@ -29,7 +29,7 @@ class HttpRequest:
     method: str
     path: str
     headers: dict[str, str]  # lower-case names
-    body: bytes
+    body: bytes | bytearray
 
 
 @dataclass(slots=True)
@@ -58,42 +58,104 @@ def render_head(response: HttpResponse, keep_alive: bool) -> bytes:
     return b"".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one listener allows a client (flags in cli.py, defaults in docs/data-plane.md)."""
+
+    max_body_bytes: int
+    header_timeout_s: float = 10.0  # first byte of a request to the end of its headers
+    idle_timeout_s: float = 60.0  # an open connection with no request under way
+    max_connections: int = 1024  # open at once on this listener; more are answered 503
+
+
+@dataclass(slots=True)
+class _Connections:
+    open: int = 0
+
+
 class HttpProtocol(asyncio.Protocol):
     """One connection: parses requests, runs the handler, writes responses in request order."""
 
     def __init__(
         self,
         handler: Handler,
-        max_body_bytes: int,
+        limits: HttpLimits,
         too_large: Callable[[HttpRequest], HttpResponse],
+        connections: _Connections,
     ):
         self._handler = handler
-        self._max_body = max_body_bytes
+        self._limits = limits
+        self._max_body = limits.max_body_bytes
         self._too_large = too_large
-        self._parser = httptools.HttpRequestParser(self)
+        self._connections = connections
+        self._counted = False
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._queue: deque[tuple[HttpRequest, bool, bool]] = deque()
         self._running = False
         self._paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_message = False
         self._reset()
 
     def _reset(self) -> None:
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._chunks: list[bytes] = []
-        self._size = 0
+        # One growing buffer, not a list of chunks joined at the end: a single copy of the
+        # body, and one block the allocator hands back to the system when it is freed.
+        self._body = bytearray()
         self._oversize = False
+
+    # timeouts
+
+    def _arm(self, seconds: float, status: int) -> None:
+        self._disarm()
+        if seconds > 0 and self._transport is not None:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._expire, status)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, status: int) -> None:
+        self._timer = None
+        if status:
+            self._fail(
+                status, b"the request headers did not arrive within --http-header-timeout-secs"
+            )
+        elif self._transport is not None:
+            self._transport.close()
+
+    def _arm_idle(self) -> None:
+        self._arm(self._limits.idle_timeout_s, 0)
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._connections.open >= self._limits.max_connections:
+            self._fail(503, b"too many open connections (--http-max-connections)")
+            return
+        self._connections.open += 1
+        self._counted = True
+        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counted:
+            self._connections.open -= 1
+            self._counted = False
+        self._disarm()
         self._transport = None
         self._queue.clear()
+        # Drop the partial body now, and the parser that refers back to this protocol (a
+        # cycle only the full garbage collection would find).
+        self._reset()
+        self._parser = None
 
     def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -112,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self._in_message = True
+        self._arm(self._limits.header_timeout_s, 408)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -120,6 +184,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._disarm()
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._oversize = True
@@ -132,18 +197,21 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._oversize:
             return
-        self._size += len(body)
-        if self._size > self._max_body:
+        if len(self._body) + len(body) > self._max_body:
             self._oversize = True
-            self._chunks = []
+            self._body = bytearray()
         else:
-            self._chunks.append(body)
+            self._body += body
 
     def on_message_complete(self) -> None:
+        parser = self._parser
+        if parser is None:
+            return
         path = self._url.split(b"?", 1)[0].decode("latin-1")
-        body = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        request = HttpRequest(self._parser.get_method().decode(), path, self._headers, body)
-        self._queue.append((request, self._parser.should_keep_alive(), self._oversize))
+        request = HttpRequest(parser.get_method().decode(), path, self._headers, self._body)
+        self._queue.append((request, parser.should_keep_alive(), self._oversize))
+        self._reset()  # the request owns its body now
+        self._in_message = False
         if len(self._queue) > MAX_PIPELINED and self._transport is not None and not self._paused:
             # A client pipelining faster than we answer: stop reading until we catch up.
             self._paused = True
@@ -175,9 +243,12 @@ class HttpProtocol(asyncio.Protocol):
                 if transport is None or transport.is_closing():
                     return
                 transport.writelines((render_head(response, keep_alive), response.body))
+                del request, response
                 if not keep_alive:
                     transport.close()
                     return
+            if self._transport is not None and not self._in_message:
+                self._arm_idle()
         finally:
             self._running = False
 
@@ -186,12 +257,13 @@ async def start_http_server(
     handler: Handler,
     host: str,
     port: int,
-    max_body_bytes: int,
+    limits: HttpLimits,
     too_large: Callable[[HttpRequest], HttpResponse],
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
+    connections = _Connections()
     return await loop.create_server(
-        lambda: HttpProtocol(handler, max_body_bytes, too_large),
+        lambda: HttpProtocol(handler, limits, too_large, connections),
         host,
         port,
         reuse_address=True,

@@ -25,6 +25,7 @@ from kinfer_ort_server.config import (
     tensor_infos,
     tiers_of,
 )
+from kinfer_ort_server.decode import valid_model_name
 from kinfer_ort_server.errors import LoadFailed, ModelNotFound, ModelNotReady
 from kinfer_ort_server.metrics import Metrics
 from kinfer_ort_server.model import LoadedModel, ModelVersion
@@ -112,7 +113,8 @@ class Repository:
         )
 
     def is_known(self, name: str) -> bool:
-        return name in self.models or (self.root / name).is_dir()
+        """Loaded, or a directory of the repository ('.', '..' and odd names never are)."""
+        return name in self.models or (valid_model_name(name) and (self.root / name).is_dir())
 
     def get(self, name: str, version: str = "") -> ModelVersion:
         """The version serving `name` (the highest loaded one when `version` is "")."""
@@ -138,7 +140,7 @@ class Repository:
 
     async def load(self, name: str, override_json: str | None = None) -> LoadedModel:
         """Load (or reload) `name` atomically: on LoadFailed the old model keeps serving."""
-        if not name or "/" in name or name.startswith("."):
+        if not valid_model_name(name):
             raise LoadFailed(f"model name '{name}' is not valid")
         model_dir = self.root / name
         if override_json is None and not model_dir.is_dir():

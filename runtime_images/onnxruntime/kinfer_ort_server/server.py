@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -17,7 +17,12 @@ from kinfer_ort_server.errors import ServerError
 from kinfer_ort_server.grpc_api import InferenceServicer
 from kinfer_ort_server.grpc_frontend import BINARY, GrpcFrontend, start_grpc_frontend
 from kinfer_ort_server.http_api import HttpApi
-from kinfer_ort_server.http_server import HttpRequest, HttpResponse, start_http_server
+from kinfer_ort_server.http_server import (
+    HttpLimits,
+    HttpRequest,
+    HttpResponse,
+    start_http_server,
+)
 from kinfer_ort_server.metrics import Metrics
 from kinfer_ort_server.repository import Repository, RuntimeOptions
 
@@ -44,6 +49,9 @@ class ServerOptions:
     # After answering over the frontend's bridge, poll this long before sleeping (busy_poll.py).
     grpc_frontend_busy_poll_us: int = 0
     max_request_bytes: int = 64 * 1024 * 1024
+    http_header_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 60.0
+    http_max_connections: int = 1024
     exit_timeout_s: float = 30.0
     exit_on_error: bool = True
     strict_readiness: bool = True
@@ -82,15 +90,17 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
 
     # Listen first (not ready yet), then load, as Triton does: probes see 503 until loaded.
     listeners: list[asyncio.AbstractServer] = []
+    limits = HttpLimits(
+        options.max_request_bytes,
+        options.http_header_timeout_s,
+        options.http_idle_timeout_s,
+        options.http_max_connections,
+    )
     if options.allow_http:
         api = HttpApi(core)
         listeners.append(
             await start_http_server(
-                api.handle,
-                options.http_address,
-                options.http_port,
-                options.max_request_bytes,
-                api.too_large,
+                api.handle, options.http_address, options.http_port, limits, api.too_large
             )
         )
     if options.allow_metrics:
@@ -99,7 +109,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
                 _metrics_handler(metrics),
                 options.metrics_address,
                 options.metrics_port,
-                1 << 16,
+                replace(limits, max_body_bytes=1 << 16),
                 _refuse,
             )
         )
@@ -138,15 +148,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
             log.error("cannot listen for gRPC on %s", address)
             return 1
         await grpc_server.start()
-    log.info(
-        "listening: http %s:%s grpc %s:%s metrics %s:%s",
-        options.http_address,
-        options.http_port,
-        options.grpc_address,
-        options.grpc_port,
-        options.metrics_address,
-        options.metrics_port,
-    )
+    log.info("listening: %s", _listening(options))
 
     exit_code = 0
     to_load = list(options.load_models)
@@ -183,6 +185,16 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
         await frontend.stop(options.exit_timeout_s)
     await _drain(repository, options.exit_timeout_s)
     return exit_code
+
+
+def _listening(options: ServerOptions) -> str:
+    """The listeners the options turn on, e.g. 'http 0.0.0.0:8000, metrics 0.0.0.0:8002'."""
+    listeners = (
+        ("http", options.allow_http, options.http_address, options.http_port),
+        ("grpc", options.allow_grpc, options.grpc_address, options.grpc_port),
+        ("metrics", options.allow_metrics, options.metrics_address, options.metrics_port),
+    )
+    return ", ".join(f"{name} {host}:{port}" for name, on, host, port in listeners if on) or "none"
 
 
 async def _watch_frontend(frontend: GrpcFrontend, stop: asyncio.Event) -> bool:
