@@ -36,3 +36,5 @@ class RenderOptions:
     cluster_domain: str = field(
         default_factory=lambda: _env("KINFER_CLUSTER_DOMAIN", "cluster.local")
     )
+    # hf:// storageUris: the hub (or a mirror), as huggingface_hub's HF_ENDPOINT.
+    hf_endpoint: str = field(default_factory=lambda: _env("HF_ENDPOINT", "https://huggingface.co"))

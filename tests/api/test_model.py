@@ -39,6 +39,8 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
         "spec.scaling.periodSeconds": spec.scaling.period_s,
         "spec.scaling.metricsWindowSeconds": spec.scaling.metrics_window_s,
         "spec.batching.maxBatchSize": spec.batching.max_batch_size,
+        "spec.model.s3.forcePathStyle": spec.model.storage.s3.force_path_style,
+        "spec.model.s3.verifyTLS": spec.model.storage.s3.verify_tls,
         "spec.batching.maxQueueDelayMicroseconds": spec.batching.max_queue_delay_us,
     }
     assert parsed == _schema_defaults(schema.spec_schema())

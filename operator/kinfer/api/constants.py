@@ -38,12 +38,14 @@ TRITON_BACKENDS = {
     "torchscript": "pytorch",
     "python": "python",
 }
-STORAGE_SCHEMES = ("s3", "gs", "http", "https", "pvc")
+STORAGE_SCHEMES = ("s3", "gs", "http", "https", "pvc", "hf", "oci")
 # A storageUri: s3://bucket/key, gs://bucket/key, http(s)://host/path, pvc://claim/path.
 STORAGE_URI_PATTERN = (
     r"^((s3|gs)://[a-z0-9][a-z0-9._-]{1,62}(/.*)?"
     r"|https?://[^/\s]+(/\S*)?"
-    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?)$"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?"
+    r"|hf://[A-Za-z0-9][-A-Za-z0-9_.]*/[-A-Za-z0-9_.]+(@[-A-Za-z0-9_.]+)?/[^\s?#]+"
+    r"|oci://[^/\s]+/[^\s:@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64}))$"
 )
 TIER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A tier names its model-fetch init container `fetch-<tier>`, a 63-character DNS label.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kinfer.api import constants as c
+from kinfer.api.storage import StorageSpec, parse_storage
 from kinfer.api.validation import FieldError, InvalidSpecError, validate_object
 
 
@@ -21,6 +22,7 @@ class ModelSpec:
     name: str
     format: str
     storage_uri: str | None
+    storage: StorageSpec = field(default_factory=StorageSpec)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
             name=model.get("name") or name,
             format=model.get("format", c.DEFAULT_MODEL_FORMAT),
             storage_uri=model.get("storageUri"),
+            storage=parse_storage(model),
         ),
         precision=PrecisionSpec(
             tiers=tuple(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kinfer.api import constants as c
+from kinfer.api import storage
 
 Schema = dict[str, Any]
 
@@ -44,9 +45,12 @@ def _quantity(description: str, default: str) -> Schema:
 
 
 STORAGE_URI = _str(
-    "Where the model is fetched from: s3://bucket/key, gs://bucket/key, http(s)://host/path "
-    "or pvc://<claim>/<path>. A URI ending in the format's file name (model.onnx, ...) or "
-    "extension is one file; anything else is a directory copied into the model version.",
+    "Where the model is fetched from: s3://bucket/key, gs://bucket/key, http(s)://host/path, "
+    "pvc://<claim>/<path>, hf://<org>/<repo>[@<revision>]/<file> (a file of a Hugging Face "
+    "repository) or oci://<registry>/<repository>:<tag> (a modelcar image: its /models is "
+    "copied). A URI ending in the format's file name (model.onnx, ...) or extension is one "
+    "file; one ending in .tar.gz, .tgz or .zip is an archive unpacked into the model version; "
+    "anything else is a directory copied into it (docs/model-storage.md).",
     pattern=c.STORAGE_URI_PATTERN,
     maxLength=2048,
 )
@@ -75,6 +79,12 @@ class CrossFieldRule:
 
 def _tiers(precision: dict[str, Any]) -> list[dict[str, Any]]:
     return list(precision.get("tiers") or [])
+
+
+def _storage_uris(spec: dict[str, Any]) -> list[str]:
+    uris = [(spec.get("model") or {}).get("storageUri")]
+    uris += [tier.get("storageUri") for tier in _tiers(spec.get("precision") or {})]
+    return [uri for uri in uris if isinstance(uri, str)]
 
 
 def _tier_named(precision: dict[str, Any], key: str) -> bool:
@@ -130,6 +140,19 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         field=".model.storageUri",
         check=lambda spec: (
             "storageUri" not in (spec.get("model") or {}) or not _tiers(spec.get("precision") or {})
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec",),
+        cel="!has(self.model.s3) || (has(self.model.storageUri) "
+        "&& self.model.storageUri.startsWith('s3://')) || (has(self.precision) "
+        "&& has(self.precision.tiers) && self.precision.tiers.exists(t, "
+        "t.storageUri.startsWith('s3://')))",
+        message="model.s3 applies to s3:// storageUris only, and no storageUri is s3://",
+        field=".model.s3",
+        check=lambda spec: (
+            "s3" not in (spec.get("model") or {})
+            or any(uri.startswith("s3://") for uri in _storage_uris(spec))
         ),
     ),
     CrossFieldRule(
@@ -283,6 +306,7 @@ def spec_schema() -> Schema:
                         default=c.DEFAULT_MODEL_FORMAT,
                     ),
                     "storageUri": STORAGE_URI,
+                    **storage.schema_properties(),
                 },
             },
             "precision": {

@@ -17,6 +17,7 @@ import jsonschema
 
 from kinfer.api import constants as c
 from kinfer.api import schema as crd_schema
+from kinfer.api import storage
 from kinfer.api.constants import API_VERSION, KIND
 
 
@@ -84,7 +85,11 @@ def _structural_errors(obj: dict[str, Any]) -> list[FieldError]:
 
 _PATTERN_HINTS = {
     c.STORAGE_URI_PATTERN: "must be s3://<bucket>/<key>, gs://<bucket>/<key>, "
-    "http(s)://<host>/<path> or pvc://<claim>/<path>",
+    "http(s)://<host>/<path>, pvc://<claim>/<path>, hf://<org>/<repo>[@<revision>]/<file> "
+    "or oci://<registry>/<repository>:<tag>",
+    storage.DNS1123_SUBDOMAIN_PATTERN: "must be a Secret's or ConfigMap's name (a DNS-1123 "
+    "subdomain: lowercase letters, digits, '-' and '.')",
+    storage.S3_ENDPOINT_PATTERN: "must be http(s)://<host>[:<port>], without a path",
     c.QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2, 4Gi",
     c.MIG_PROFILE_PATTERN: "must be a MIG profile such as 1g.10gb or 3g.40gb",
     c.TIER_NAME_PATTERN: "must be lowercase letters, digits and '-', e.g. fp16",

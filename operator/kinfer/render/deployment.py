@@ -132,6 +132,7 @@ def volumes(isvc: InferenceService) -> list[dict[str, Any]]:
                 "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
             }
         )
+    result.extend(storage.fetch_volumes(isvc))
     return result
 
 
@@ -146,7 +147,10 @@ def render_deployment(isvc: InferenceService, options: RenderOptions) -> dict[st
         # Model servers never talk to the Kubernetes API.
         "automountServiceAccountToken": False,
         "initContainers": storage.init_containers(
-            isvc, options.images.storage_initializer, CONTAINER_SECURITY_CONTEXT
+            isvc,
+            options.images.storage_initializer,
+            CONTAINER_SECURITY_CONTEXT,
+            hf_endpoint=options.hf_endpoint,
         ),
         "containers": [server_container(isvc, options)],
         "volumes": volumes(isvc),
