@@ -95,6 +95,7 @@ def test_the_prometheus_rule_carries_the_same_groups() -> None:
     assert document["metadata"]["labels"] == {
         "app.kubernetes.io/name": "kinfer",
         "app.kubernetes.io/part-of": "kinfer",
+        "release": "kube-prometheus-stack",
     }
     assert document["spec"] == yaml.safe_load(PLAIN.read_text())
 

@@ -291,6 +291,7 @@ def spec_schema() -> Schema:
                 "where it is fetched from (with precision.tiers, each tier names its own "
                 "storageUri instead).",
                 "default": {},
+                "x-kubernetes-validations": _rules_at(("spec", "model")),
                 "properties": {
                     "name": _str(
                         "Name clients call the model by (/v2/models/<name>/infer; "
@@ -520,20 +521,22 @@ def spec_schema() -> Schema:
                 "default": {},
                 "properties": {
                     "maxBatchSize": _int(
-                        1,
+                        0,
                         1024,
                         default=c.DEFAULT_MAX_BATCH_SIZE,
                         description="Largest batch (first dimension) the server runs: "
-                        "concurrent requests are merged up to it, a request above it is "
-                        "rejected. (0 is not offered: Triton reads it as unset.)",
+                        "concurrent requests are merged up to it (dynamic batching), a "
+                        "request above it is rejected. 0: the model has no batch dimension "
+                        "(inputs and outputs take their full shapes; no dynamic batching, so "
+                        "maxQueueDelayMicroseconds stays unset); the server does not add one.",
                     ),
                     "maxQueueDelayMicroseconds": _int(
                         0,
                         1_000_000,
-                        default=c.DEFAULT_MAX_QUEUE_DELAY_US,
                         description="Longest time in microseconds a request waits in the "
                         "server's queue for others to batch with "
-                        "(dynamic_batching.max_queue_delay_microseconds).",
+                        "(dynamic_batching.max_queue_delay_microseconds); only with "
+                        f"maxBatchSize > 0. Default: {c.DEFAULT_MAX_QUEUE_DELAY_US}.",
                     ),
                 },
             },
@@ -604,6 +607,102 @@ def spec_schema() -> Schema:
                             "description": "With NoExecute: how long in seconds the pod stays "
                             "after the taint appears. Default: unset, for ever.",
                         },
+                    },
+                },
+            },
+            "imagePullSecrets": {
+                "type": "array",
+                "description": "Names of Secrets (kubernetes.io/dockerconfigjson) in the "
+                "namespace that pull the pods' images (model server and fetch), as the pod's "
+                "imagePullSecrets. Default: none.",
+                "x-kubernetes-list-type": "set",
+                "maxItems": 16,
+                "items": _str(
+                    "A Secret's name.", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", maxLength=253
+                ),
+            },
+            "priorityClassName": _str(
+                "PriorityClass of the pods (the scheduler preempts lower-priority pods for "
+                "them; the API server refuses the pods while it does not exist). Default: none, "
+                "the cluster's default priority.",
+                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                maxLength=253,
+            ),
+            "affinity": {
+                "type": "object",
+                "description": "The pods' affinity, as a Pod's spec.affinity (nodeAffinity, "
+                "podAffinity, podAntiAffinity), passed as it is and checked by the API server "
+                "when the Deployment is applied. The scheduler requires it and kinfer's GPU "
+                "placement (the nvidia.com/gpu.product node selector, the GPU toleration) "
+                "both. Default: none.",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {
+                    key: {
+                        "type": "object",
+                        "description": f"As a Pod's spec.affinity.{key}.",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                    for key in ("nodeAffinity", "podAffinity", "podAntiAffinity")
+                },
+            },
+            "topologySpreadConstraints": {
+                "type": "array",
+                "description": "How the pods spread over topology domains, as a Pod's "
+                "spec.topologySpreadConstraints. A constraint without labelSelector gets the "
+                "service's pod selector (kinfer.dev/inferenceservice=<name>). Default: none.",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "description": "One constraint (maxSkew, topologyKey, whenUnsatisfiable, "
+                    "and optionally labelSelector, minDomains, ... as in a Pod), checked by the "
+                    "API server when the Deployment is applied.",
+                    "required": ["maxSkew", "topologyKey", "whenUnsatisfiable"],
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {
+                        "maxSkew": _int(
+                            1, None, description="Most pods one domain may have above another."
+                        ),
+                        "topologyKey": _str(
+                            "Node label whose values are the domains, e.g. "
+                            "topology.kubernetes.io/zone.",
+                            minLength=1,
+                        ),
+                        "whenUnsatisfiable": _str(
+                            "DoNotSchedule or ScheduleAnyway.",
+                            enum=["DoNotSchedule", "ScheduleAnyway"],
+                        ),
+                        "labelSelector": {
+                            "type": "object",
+                            "description": "The pods counted (a LabelSelector). Default: this "
+                            "service's pods.",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        },
+                    },
+                },
+            },
+            "podMetadata": {
+                "type": "object",
+                "description": "Extra labels and annotations for the model server pods "
+                "(beside kinfer's own, which they may not set).",
+                "x-kubernetes-validations": _rules_at(("spec", "podMetadata")),
+                "properties": {
+                    "labels": {
+                        "type": "object",
+                        "description": "Pod labels (keys checked by kinfer: SpecValid=False "
+                        "InvalidSpec). Default: none.",
+                        "maxProperties": 64,
+                        "additionalProperties": {
+                            "type": "string",
+                            "maxLength": 63,
+                            "pattern": c.LABEL_VALUE_PATTERN,
+                        },
+                    },
+                    "annotations": {
+                        "type": "object",
+                        "description": "Pod annotations (keys checked by kinfer: "
+                        "SpecValid=False InvalidSpec). Default: none.",
+                        "maxProperties": 64,
+                        "additionalProperties": {"type": "string", "maxLength": 65536},
                     },
                 },
             },

@@ -17,6 +17,13 @@ from kinfer.render.model_config import model_config, to_pbtxt
 RUN_AS_USER = 1000
 SERVER_CONTAINER = "server"
 SERVER_COMMANDS = {"triton": "tritonserver", "onnxruntime": "kinfer-ort-server"}
+# kinfer-ort-server on GPUs: TensorRT first where the image has its libraries, then CUDA; and
+# a refusal to start (exit 2, the reason in Ready=False) on an image without CUDA.
+ORT_GPU_ARGS = (
+    "--execution-provider=tensorrt",
+    "--execution-provider=cuda",
+    "--require-execution-provider=cuda",
+)
 
 # `restricted` Pod Security Standard, per container.
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
@@ -68,6 +75,15 @@ def server_args(isvc: InferenceService) -> list[str]:
             "--strict-readiness=true",
             "--exit-on-error=true",
         ]
+    elif isvc.spec.resources.gpu_resource_name:
+        args += ORT_GPU_ARGS
+    if isvc.spec.batching.max_batch_size == 0 and not isvc.spec.model.config_shipped:
+        # maxBatchSize 0 means no batch dimension: the server must not auto-complete one.
+        args.append(
+            "--default-max-batch-size=0"
+            if isvc.spec.runtime == "onnxruntime"
+            else "--backend-config=default-max-batch-size=0"
+        )
     return args
 
 
@@ -80,9 +96,19 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
     }
 
 
+def server_image(isvc: InferenceService, options: RenderOptions) -> str:
+    """spec.image, else the runtime's image: the CUDA variant for onnxruntime on GPUs."""
+    if isvc.spec.image:
+        return isvc.spec.image
+    if isvc.spec.runtime == "triton":
+        return options.images.triton
+    if isvc.spec.resources.gpu_resource_name:
+        return options.images.onnxruntime_cuda
+    return options.images.onnxruntime
+
+
 def server_container(isvc: InferenceService, options: RenderOptions) -> dict[str, Any]:
     spec = isvc.spec
-    default_image = {"triton": options.images.triton, "onnxruntime": options.images.onnxruntime}
     config_path = posixpath.join(c.MODEL_REPOSITORY_PATH, spec.model.name, CONFIG_KEY)
     mounts = [
         # Writable: the runtime creates the mount point of config.pbtxt (the subPath mount
@@ -91,11 +117,13 @@ def server_container(isvc: InferenceService, options: RenderOptions) -> dict[str
         {"name": "model-config", "mountPath": config_path, "subPath": CONFIG_KEY, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if spec.model.config_shipped:
+        mounts.pop(1)  # the model's own config.pbtxt is fetched with it
     if spec.runtime == "triton":
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return {
         "name": SERVER_CONTAINER,
-        "image": spec.image or default_image[spec.runtime],
+        "image": server_image(isvc, options),
         "command": [SERVER_COMMANDS[spec.runtime]],
         "args": server_args(isvc),
         "ports": [
@@ -123,6 +151,8 @@ def volumes(isvc: InferenceService) -> list[dict[str, Any]]:
         {"name": "model-config", "configMap": {"name": metadata.config_map_name(isvc)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if isvc.spec.model.config_shipped:
+        result.pop(1)
     if isvc.spec.runtime == "triton":
         result.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
     for claim in storage.pvc_claims(isvc):
@@ -158,13 +188,8 @@ def render_deployment(isvc: InferenceService, options: RenderOptions) -> dict[st
     }
     if isvc.spec.service_account_name:
         pod_spec["serviceAccountName"] = isvc.spec.service_account_name
-    selector = scheduling.node_selector(isvc)
-    if selector:
-        pod_spec["nodeSelector"] = selector
-    tolerations = scheduling.tolerations(isvc)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    pod_labels = metadata.labels(isvc)
+    pod_spec.update(scheduling.pod_scheduling(isvc))
+    pod_spec.update(pod_customization(isvc))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -181,6 +206,7 @@ def render_deployment(isvc: InferenceService, options: RenderOptions) -> dict[st
                 "metadata": {
                     "labels": pod_labels,
                     "annotations": {
+                        **isvc.spec.pod_annotations,
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(c.METRICS_PORT),
                         "prometheus.io/path": "/metrics",
