@@ -22,12 +22,18 @@ class Images:
             "KINFER_ORT_SERVER_IMAGE", "ghcr.io/kinfer-dev/kinfer-ort-server:0.1.0"
         )
     )
+    # runtime onnxruntime with GPUs: the CUDA variant (`make images-cuda` tags it <tag>-cuda).
+    onnxruntime_cuda: str = field(default_factory=lambda: _env("KINFER_ORT_SERVER_CUDA_IMAGE", ""))
     storage_initializer: str = field(
         default_factory=lambda: _env(
             "KINFER_STORAGE_INITIALIZER_IMAGE",
             "ghcr.io/kinfer-dev/kinfer-storage-initializer:0.1.0",
         )
     )
+
+    def __post_init__(self) -> None:
+        if not self.onnxruntime_cuda:
+            object.__setattr__(self, "onnxruntime_cuda", f"{self.onnxruntime}-cuda")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
     spec = parse(minimal).spec
     parsed = {
         "spec.model.format": spec.model.format,
+        "spec.model.config": spec.model.config,
         "spec.precision.dwellSeconds": spec.precision.dwell_s,
         "spec.precision.absorbBursts": spec.precision.absorb_bursts,
         "spec.resources.gpus": spec.resources.gpus,
@@ -41,9 +42,14 @@ def test_defaults_of_an_empty_spec_equal_the_crd_defaults(minimal):
         "spec.batching.maxBatchSize": spec.batching.max_batch_size,
         "spec.model.s3.forcePathStyle": spec.model.storage.s3.force_path_style,
         "spec.model.s3.verifyTLS": spec.model.storage.s3.verify_tls,
-        "spec.batching.maxQueueDelayMicroseconds": spec.batching.max_queue_delay_us,
     }
     assert parsed == _schema_defaults(schema.spec_schema())
+    # No schema default (a CEL rule needs to see it unset with maxBatchSize 0): described.
+    delay = schema.spec_schema()["properties"]["batching"]["properties"]
+    assert (
+        f"Default: {spec.batching.max_queue_delay_us}."
+        in (delay["maxQueueDelayMicroseconds"]["description"])
+    )
 
 
 def test_model_name_defaults_to_metadata_name(minimal):

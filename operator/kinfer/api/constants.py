@@ -21,6 +21,21 @@ MANAGED_BY = "kinfer"
 # change rolls the pods (a subPath-mounted ConfigMap is never refreshed).
 ANNOTATION_CONFIG_DIGEST = "kinfer.dev/model-config-digest"
 FIELD_MANAGER = "kinfer"
+# The pod labels and annotations kinfer sets itself: spec.podMetadata may not set them (the
+# selector, the runtime, Prometheus' scrape and the config digest depend on them).
+RESERVED_POD_LABELS = (
+    LABEL_ISVC,
+    LABEL_RUNTIME,
+    LABEL_MANAGED_BY,
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+)
+RESERVED_POD_ANNOTATIONS = (
+    "prometheus.io/scrape",
+    "prometheus.io/port",
+    "prometheus.io/path",
+    ANNOTATION_CONFIG_DIGEST,
+)
 
 RUNTIMES = ("triton", "onnxruntime")
 MODEL_FORMATS = ("onnx", "tensorrt", "torchscript", "python")
@@ -38,6 +53,32 @@ TRITON_BACKENDS = {
     "torchscript": "pytorch",
     "python": "python",
 }
+# spec.model.config: who writes config.pbtxt. generated: kinfer, mounted from its ConfigMap;
+# shipped: the model's own, fetched with it (storageUri is the Triton model directory).
+MODEL_CONFIG_SOURCES = ("generated", "shipped")
+DEFAULT_MODEL_CONFIG_SOURCE = "generated"
+# spec.model.inputs[].dataType: Triton's data types without their TYPE_ prefix.
+TENSOR_DATA_TYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
+)
+# Formats whose model file carries no signature Triton can read: inputs and outputs must be
+# given (spec.model.inputs/outputs), unless the model ships its own config.pbtxt.
+FORMATS_NEEDING_SIGNATURE = ("torchscript",)
+# Triton platform per format, where Triton names one beside the backend.
+TRITON_PLATFORMS = {"tensorrt": "tensorrt_plan", "torchscript": "pytorch_libtorch"}
 STORAGE_SCHEMES = ("s3", "gs", "http", "https", "pvc", "hf", "oci")
 # A storageUri: s3://bucket/key, gs://bucket/key, http(s)://host/path, pvc://claim/path.
 STORAGE_URI_PATTERN = (

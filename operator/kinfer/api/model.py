@@ -18,11 +18,28 @@ from kinfer.api.validation import FieldError, InvalidSpecError, validate_object
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, Triton data type (FP32, ...) and shape."""
+
+    name: str
+    data_type: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     format: str
     storage_uri: str | None
     storage: StorageSpec = field(default_factory=StorageSpec)
+    config: str = c.DEFAULT_MODEL_CONFIG_SOURCE
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+    @property
+    def config_shipped(self) -> bool:
+        """The model brings its own config.pbtxt (kinfer mounts none)."""
+        return self.config == "shipped"
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,12 @@ class Spec:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
     service_account_name: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class_name: str | None = None
+    affinity: dict[str, Any] = field(default_factory=dict)
+    topology_spread_constraints: tuple[dict[str, Any], ...] = ()
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    pod_annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def served_tier(self) -> TierSpec | None:
@@ -196,6 +219,9 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
             format=model.get("format", c.DEFAULT_MODEL_FORMAT),
             storage_uri=model.get("storageUri"),
             storage=parse_storage(model),
+            config=model.get("config", c.DEFAULT_MODEL_CONFIG_SOURCE),
+            inputs=_tensors(model.get("inputs")),
+            outputs=_tensors(model.get("outputs")),
         ),
         precision=PrecisionSpec(
             tiers=tuple(
@@ -245,6 +271,19 @@ def _parse_spec(name: str, spec: dict[str, Any]) -> Spec:
         node_selector=dict(spec.get("nodeSelector") or {}),
         tolerations=tuple(spec.get("tolerations") or ()),
         service_account_name=spec.get("serviceAccountName"),
+        image_pull_secrets=tuple(spec.get("imagePullSecrets") or ()),
+        priority_class_name=spec.get("priorityClassName"),
+        affinity=dict(spec.get("affinity") or {}),
+        topology_spread_constraints=tuple(spec.get("topologySpreadConstraints") or ()),
+        pod_labels=dict((spec.get("podMetadata") or {}).get("labels") or {}),
+        pod_annotations=dict((spec.get("podMetadata") or {}).get("annotations") or {}),
+    )
+
+
+def _tensors(items: list[dict[str, Any]] | None) -> tuple[TensorSpec, ...]:
+    return tuple(
+        TensorSpec(name=item["name"], data_type=item["dataType"], shape=tuple(item["shape"]))
+        for item in items or ()
     )
 
 
@@ -262,6 +301,7 @@ __all__ = [
     "ResourcesSpec",
     "ScalingSpec",
     "Spec",
+    "TensorSpec",
     "TierSpec",
     "parse",
 ]

@@ -56,6 +56,52 @@ STORAGE_URI = _str(
 )
 
 
+def _tensors(kind: str) -> Schema:
+    """spec.model.inputs / outputs: a model's signature, as Triton's config.pbtxt lists it."""
+    return {
+        "type": "array",
+        "description": f"The model's {kind}s, rendered into config.pbtxt ({kind} entries: "
+        "name, data_type TYPE_<dataType>, dims). Needed for format torchscript; optional "
+        "otherwise (onnx, tensorrt and python models are read for their signature; "
+        "kinfer-ort-server checks what is given against the ONNX model). Default: unset, "
+        "read from the model.",
+        "maxItems": 64,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        "items": {
+            "type": "object",
+            "description": f"One {kind}: its name, data type and shape.",
+            "required": ["name", "dataType", "shape"],
+            "properties": {
+                "name": _str(f"The {kind}'s name in the model.", minLength=1, maxLength=256),
+                "dataType": _str(
+                    "Triton's data type without TYPE_: " + ", ".join(c.TENSOR_DATA_TYPES) + ".",
+                    enum=list(c.TENSOR_DATA_TYPES),
+                ),
+                "shape": {
+                    "type": "array",
+                    "description": "Dimensions, -1 for a variable one; without the batch "
+                    "dimension when batching.maxBatchSize > 0 (Triton's dims), the full shape "
+                    "when it is 0.",
+                    "maxItems": 16,
+                    "items": _int(-1, None, description="One dimension (-1: variable)."),
+                },
+            },
+        },
+    }
+
+
+# A storageUri naming one model file (any format's extension, before an optional query).
+_MODEL_FILE_URI = r"[.](onnx|plan|pt|py)([?].*)?$"
+
+
+def _shipped_needs_directory(model: dict[str, Any]) -> bool:
+    if model.get("config", c.DEFAULT_MODEL_CONFIG_SOURCE) != "shipped":
+        return True
+    uri = model.get("storageUri")
+    return uri is not None and not re.search(_MODEL_FILE_URI, uri)
+
+
 @dataclass(frozen=True)
 class CrossFieldRule:
     """A rule across fields: CEL for the API server, `check` for kinfer's own code.
@@ -237,6 +283,71 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         field=".minTier",
         check=lambda p: _tier_named(p, "minTier"),
     ),
+    CrossFieldRule(
+        where=("spec", "model"),
+        cel="!has(self.format) || self.format != 'torchscript' "
+        "|| (has(self.config) && self.config == 'shipped') "
+        "|| (has(self.inputs) && size(self.inputs) > 0 "
+        "&& has(self.outputs) && size(self.outputs) > 0)",
+        message="format torchscript needs model.inputs and model.outputs (a TorchScript file "
+        "carries no signature Triton can read), unless model.config is shipped",
+        field=".inputs",
+        check=lambda m: (
+            m.get("format") not in c.FORMATS_NEEDING_SIGNATURE
+            or m.get("config") == "shipped"
+            or (bool(m.get("inputs")) and bool(m.get("outputs")))
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec", "model"),
+        cel="!has(self.config) || self.config != 'shipped' "
+        "|| (!has(self.inputs) && !has(self.outputs))",
+        message="with model.config shipped the model's config.pbtxt lists inputs and outputs: "
+        "leave model.inputs and model.outputs unset",
+        field=".config",
+        check=lambda m: m.get("config") != "shipped" or ("inputs" not in m and "outputs" not in m),
+    ),
+    CrossFieldRule(
+        where=("spec", "model"),
+        cel="!has(self.config) || self.config != 'shipped' || (has(self.storageUri) "
+        f"&& !self.storageUri.matches('{_MODEL_FILE_URI}'))",
+        message="model.config shipped needs model.storageUri naming the model's directory "
+        "(config.pbtxt beside <version>/<model file>), not a file, and no precision.tiers",
+        field=".config",
+        check=_shipped_needs_directory,
+    ),
+    CrossFieldRule(
+        where=("spec", "batching"),
+        cel="!has(self.maxBatchSize) || self.maxBatchSize > 0 "
+        "|| !has(self.maxQueueDelayMicroseconds)",
+        message="dynamic batching needs maxBatchSize > 0: with maxBatchSize 0 leave "
+        "maxQueueDelayMicroseconds unset",
+        field=".maxQueueDelayMicroseconds",
+        check=lambda b: (
+            int(b.get("maxBatchSize", c.DEFAULT_MAX_BATCH_SIZE)) > 0
+            or "maxQueueDelayMicroseconds" not in b
+        ),
+    ),
+    CrossFieldRule(
+        where=("spec", "podMetadata"),
+        cel="!has(self.labels) || ("
+        + " && ".join(f"!('{key}' in self.labels)" for key in c.RESERVED_POD_LABELS)
+        + ")",
+        message="podMetadata.labels may not set the labels kinfer sets: "
+        + ", ".join(c.RESERVED_POD_LABELS),
+        field=".labels",
+        check=lambda m: not set(m.get("labels") or {}) & set(c.RESERVED_POD_LABELS),
+    ),
+    CrossFieldRule(
+        where=("spec", "podMetadata"),
+        cel="!has(self.annotations) || ("
+        + " && ".join(f"!('{key}' in self.annotations)" for key in c.RESERVED_POD_ANNOTATIONS)
+        + ")",
+        message="podMetadata.annotations may not set the annotations kinfer sets: "
+        + ", ".join(c.RESERVED_POD_ANNOTATIONS),
+        field=".annotations",
+        check=lambda m: not set(m.get("annotations") or {}) & set(c.RESERVED_POD_ANNOTATIONS),
+    ),
 )
 
 
@@ -308,6 +419,18 @@ def spec_schema() -> Schema:
                     ),
                     "storageUri": STORAGE_URI,
                     **storage.schema_properties(),
+                    "config": _str(
+                        "Who writes the model's config.pbtxt. generated: kinfer, from this "
+                        "spec (format, inputs, outputs, batching, resources), mounted over any "
+                        "config.pbtxt the model ships. shipped: the model's own; storageUri "
+                        "then names the model's directory in Triton's layout (config.pbtxt "
+                        "beside <version>/<model file>), copied as it is, and batching, "
+                        "inputs and outputs come from that config (docs/api.md#model-formats).",
+                        enum=list(c.MODEL_CONFIG_SOURCES),
+                        default=c.DEFAULT_MODEL_CONFIG_SOURCE,
+                    ),
+                    "inputs": _tensors("input"),
+                    "outputs": _tensors("output"),
                 },
             },
             "precision": {
@@ -519,6 +642,7 @@ def spec_schema() -> Schema:
                 "dynamic_batching of the model's config.pbtxt, which Triton and kinfer's ONNX "
                 "Runtime server both read.",
                 "default": {},
+                "x-kubernetes-validations": _rules_at(("spec", "batching")),
                 "properties": {
                     "maxBatchSize": _int(
                         0,

@@ -115,7 +115,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
 def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
     """List-map keys must be unique (x-kubernetes-list-type: map)."""
     errors = []
-    for path in (("spec", "precision", "tiers"), ("spec", "env")):
+    for path in (
+        ("spec", "precision", "tiers"),
+        ("spec", "env"),
+        ("spec", "model", "inputs"),
+        ("spec", "model", "outputs"),
+    ):
         items = _lookup(obj, path)
         if not isinstance(items, list):
             continue
@@ -128,26 +133,35 @@ def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def _node_selector_key_errors(obj: dict[str, Any]) -> list[FieldError]:
-    """nodeSelector keys must be label keys. Not in the CRD: a rule over a map's keys costs
-    more than the API server's CEL budget allows, so the operator and `kinfer render` report
-    it (a condition and an Event) before the Deployment is refused."""
-    selector = _lookup(obj, ("spec", "nodeSelector"))
-    if not isinstance(selector, dict):
-        return []
+# Maps whose keys are label keys (annotation keys follow the same rule).
+_LABEL_KEY_MAPS = (
+    ("spec", "nodeSelector"),
+    ("spec", "podMetadata", "labels"),
+    ("spec", "podMetadata", "annotations"),
+)
+
+
+def _label_key_errors(obj: dict[str, Any]) -> list[FieldError]:
+    """nodeSelector, pod label and annotation keys must be label keys. Not in the CRD: a rule
+    over a map's keys costs more than the API server's CEL budget allows, so the operator and
+    `kinfer render` report it (a condition and an Event) before the Deployment is refused."""
     errors = []
-    for key in selector:
-        prefix, _, name = key.rpartition("/")
-        if not re.fullmatch(c.LABEL_KEY_PATTERN, key) or len(prefix) > 253 or len(name) > 63:
-            errors.append(
-                FieldError(
-                    f"spec.nodeSelector[{key}]",
-                    key,
-                    "a label key is an optional DNS-subdomain prefix and '/', then a name of "
-                    "at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
-                    "letter or digit (e.g. nvidia.com/gpu.product)",
+    for path in _LABEL_KEY_MAPS:
+        keys = _lookup(obj, path)
+        if not isinstance(keys, dict):
+            continue
+        for key in keys:
+            prefix, _, name = key.rpartition("/")
+            if not re.fullmatch(c.LABEL_KEY_PATTERN, key) or len(prefix) > 253 or len(name) > 63:
+                errors.append(
+                    FieldError(
+                        f"{'.'.join(path)}[{key}]",
+                        key,
+                        "a label key is an optional DNS-subdomain prefix and '/', then a name "
+                        "of at most 63 letters, digits, '-', '_' and '.', starting and ending "
+                        "with a letter or digit (e.g. nvidia.com/gpu.product)",
+                    )
                 )
-            )
     return errors
 
 
@@ -181,4 +195,4 @@ def validate_object(obj: dict[str, Any]) -> list[FieldError]:
     if errors:
         # Cross-field rules assume well-typed fields, as CEL does after the schema.
         return errors
-    return _duplicate_keys(obj) + _cross_field_errors(obj) + _node_selector_key_errors(obj)
+    return _duplicate_keys(obj) + _cross_field_errors(obj) + _label_key_errors(obj)

@@ -170,6 +170,13 @@ def config_digest(isvc: InferenceService) -> str:
     return hashlib.sha256(to_pbtxt(model_config(isvc)).encode()).hexdigest()[:16]
 
 
+def pod_customization(isvc: InferenceService) -> dict[str, Any]:
+    """The image pull secrets of the pods' images (server and fetch), by name."""
+    if not isvc.spec.image_pull_secrets:
+        return {}
+    return {"imagePullSecrets": [{"name": name} for name in isvc.spec.image_pull_secrets]}
+
+
 def render_deployment(isvc: InferenceService, options: RenderOptions) -> dict[str, Any]:
     replicas, _ = effective_replicas(isvc)
     pod_spec: dict[str, Any] = {
@@ -204,7 +211,8 @@ def render_deployment(isvc: InferenceService, options: RenderOptions) -> dict[st
             },
             "template": {
                 "metadata": {
-                    "labels": pod_labels,
+                    # spec.podMetadata never sets kinfer's own keys (CEL rules).
+                    "labels": {**isvc.spec.pod_labels, **metadata.labels(isvc)},
                     "annotations": {
                         **isvc.spec.pod_annotations,
                         "prometheus.io/scrape": "true",

@@ -13,7 +13,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from kinfer.api import constants as c
-from kinfer.api.model import InferenceService
+from kinfer.api.model import InferenceService, TensorSpec
 
 # The config parameter that lists tier names in version order (version k = tiers[k-1]).
 TIERS_PARAMETER = "kinfer.tiers"
@@ -37,6 +37,12 @@ def model_config(isvc: InferenceService, version: int | None = None) -> dict[str
             {"kind": "KIND_GPU" if spec.resources.gpu_resource_name else "KIND_CPU", "count": 1}
         ],
     }
+    platform = c.TRITON_PLATFORMS.get(spec.model.format)
+    if platform:
+        config["platform"] = platform
+    for key, tensors in (("input", spec.model.inputs), ("output", spec.model.outputs)):
+        if tensors:
+            config[key] = [tensor_config(tensor) for tensor in tensors]
     if spec.batching.max_batch_size > 0:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": spec.batching.max_queue_delay_us
@@ -46,6 +52,16 @@ def model_config(isvc: InferenceService, version: int | None = None) -> dict[str
             TIERS_PARAMETER: {"string_value": ",".join(spec.precision.tier_names())}
         }
     return config
+
+
+def tensor_config(tensor: TensorSpec) -> dict[str, Any]:
+    """One spec.model.inputs/outputs entry as a config.pbtxt input/output (JSON form)."""
+    return {
+        "name": tensor.name,
+        # Triton's config names BYTES (its protocol's name) TYPE_STRING.
+        "data_type": "TYPE_STRING" if tensor.data_type == "BYTES" else f"TYPE_{tensor.data_type}",
+        "dims": [str(dim) for dim in tensor.shape],
+    }
 
 
 def to_pbtxt(config: dict[str, Any]) -> str:

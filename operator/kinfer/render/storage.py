@@ -117,13 +117,21 @@ def version_dir(isvc: InferenceService, version: int) -> str:
     return posixpath.join(c.MODEL_REPOSITORY_PATH, isvc.spec.model.name, str(version))
 
 
+def fetch_destination(isvc: InferenceService, version: int) -> str:
+    """Where a fetch writes: the version's directory, or with a shipped config the model's
+    own (its config.pbtxt beside <version>/<model file>)."""
+    if isvc.spec.model.config_shipped:
+        return posixpath.join(c.MODEL_REPOSITORY_PATH, isvc.spec.model.name)
+    return version_dir(isvc, version)
+
+
 def pvc_volume_name(claim: str) -> str:
     return "pvc-" + re.sub(r"[^a-z0-9-]", "-", claim)[:59]
 
 
 def _rclone_args(isvc: InferenceService, version: int, source: RcloneSource, uri: str) -> list:
     fmt = isvc.spec.model.format
-    destination = version_dir(isvc, version)
+    destination = fetch_destination(isvc, version)
     if is_archive(uri):
         command = ["archive", "extract", source.path, destination]
     elif names_a_file(uri, fmt):
@@ -193,7 +201,7 @@ def _fetch_container(
     if scheme == "oci":
         # A modelcar: the image holds the model under /models, and its own cp copies it.
         reference = storage_uri.removeprefix("oci://")
-        copy = ["cp", "-R", f"{MODELCAR_MODELS_DIR}/.", version_dir(isvc, version) + "/"]
+        copy = ["cp", "-R", f"{MODELCAR_MODELS_DIR}/.", fetch_destination(isvc, version) + "/"]
         return {
             "image": reference,
             "command": copy,
