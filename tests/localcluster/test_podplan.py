@@ -139,3 +139,16 @@ def test_a_remote_destination_is_refused() -> None:
     init["args"] = ["copyto", init["args"][1], ":s3:bucket/stolen.onnx", *init["args"][3:]]
     with pytest.raises(podplan.UnsupportedPod, match="not a local path"):
         podplan.plan_pod(pod, STATE)
+
+
+def test_simulated_gpus_stand_for_cuda_unless_the_pod_says_they_have_none() -> None:
+    """tiers-gpu.yaml is onnxruntime on GPUs: the rendered server requires CUDA, which the
+    simulated GPU provides (the flag is dropped) unless kinfer.dev/simulated-cuda is "false"."""
+    pod = _pod("tiers-gpu.yaml", "http://127.0.0.1:8123/mlp/fp32/model.onnx")
+    [server] = pod["spec"]["containers"]
+    assert "--require-execution-provider=cuda" in server["args"]
+    args = podplan.plan_pod(pod, STATE).server_args
+    assert not [a for a in args if a.startswith(podplan.REQUIRE_PROVIDER_FLAG)]
+    assert "--execution-provider=cuda" in args  # kept: the server skips what it lacks
+    pod["metadata"]["annotations"]["kinfer.dev/simulated-cuda"] = "false"
+    assert "--require-execution-provider=cuda" in podplan.plan_pod(pod, STATE).server_args

@@ -21,6 +21,11 @@ ENV_SIMULATED_PODS = "KINFER_CLUSTER_SIMULATED_PODS"
 # Pod annotation (or InferenceService annotation, inherited by its pods) that
 # delays a pod's server start, emulating a GPU pod's image pull and model load.
 ANNOTATION_COLD_START_S = "kinfer.dev/simulated-cold-start-seconds"
+# Pod annotation: "false" gives the pod's simulated GPUs no CUDA. By default a pod granted
+# simulated GPUs stands for one with CUDA, and the pod runner drops kinfer-ort-server's
+# --require-execution-provider (its server runs on this machine's CPU); with "false" the flag
+# stays and the real server refuses to start, as on a CPU image (podplan.simulated_gpu_args).
+ANNOTATION_SIMULATED_CUDA = "kinfer.dev/simulated-cuda"
 # Pod annotations the pod runner writes; KWOK's Stages turn them into status.
 ANNOTATION_SERVER_READY = "kinfer.dev/server-ready"
 ANNOTATION_SERVER_RESTARTS = "kinfer.dev/server-restarts"

@@ -3,8 +3,9 @@
 A pod's production spec (rclone init containers, `tritonserver` or
 `kinfer-ort-server` with /mnt/models, ports 8000-8002) becomes a plan with
 every container path mapped into the pod's local work dir and every listener
-bound to the pod's loopback IP. Anything that would leave this machine (an S3
-or GCS source, an HTTP source that is not loopback) is refused here.
+bound to the pod's loopback IP. Anything that would leave this machine (a GCS
+source, an HTTP or S3 source that is not loopback) or needs a container runtime
+(an oci:// modelcar image) is refused here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kinfer_dev.localcluster.config import ANNOTATION_COLD_START_S, LOOPBACK
+from kinfer_dev.localcluster.config import (
+    ANNOTATION_COLD_START_S,
+    ANNOTATION_SIMULATED_CUDA,
+    LOOPBACK,
+)
 
 LABEL_ISVC = "kinfer.dev/inferenceservice"
 LABEL_RUNTIME = "kinfer.dev/runtime"
@@ -37,6 +42,10 @@ class Fetch:
     env: dict[str, str]
     # A kubelet puts the log's tail into terminated.message only with this policy.
     message_from_log: bool = False
+    # The container's envFrom and env as written (plain values mapped to local paths): the
+    # runner resolves Secrets and $(VAR) references as a kubelet does (container_env).
+    env_from: tuple[dict[str, Any], ...] = ()
+    env_entries: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,15 +145,23 @@ def _map_arg(arg: str, mounts: list[dict[str, Any]], volume_dirs: dict[str, Path
     return arg
 
 
-def _check_fetch_is_local(container: dict[str, Any], args: list[str]) -> None:
-    """Network safety: only loopback HTTP(S) sources and local (PVC) paths are fetched."""
+def _fetch_operands(container: dict[str, Any], args: list[str]) -> tuple[str, str]:
+    """SRC and DST of `rclone copy|copyto|archive extract SRC DST`."""
     positional = [a for a in args if not a.startswith("-")]
-    if len(positional) < 3 or positional[0] not in ("copy", "copyto"):
+    if positional[:2] == ["archive", "extract"]:
+        positional = positional[1:]
+    if len(positional) < 3 or positional[0] not in ("copy", "copyto", "extract"):
         raise UnsupportedPod(
-            f"init container {container['name']!r}: expected `rclone copy|copyto SRC DST`, "
-            f"got args {args}"
+            f"init container {container['name']!r}: expected `rclone copy|copyto|archive "
+            f"extract SRC DST`, got args {args}"
         )
-    source, destination = positional[1], positional[2]
+    return positional[1], positional[2]
+
+
+def _check_fetch_is_local(container: dict[str, Any], args: list[str]) -> None:
+    """Network safety: only loopback HTTP(S) and S3 sources and local (PVC) paths are
+    fetched."""
+    source, destination = _fetch_operands(container, args)
     if not destination.startswith("/"):
         raise UnsupportedPod(
             f"init container {container['name']!r}: destination {destination!r} is not a "
@@ -158,6 +175,15 @@ def _check_fetch_is_local(container: dict[str, Any], args: list[str]) -> None:
                 f"init container {container['name']!r}: --http-url={url!r} is not a loopback "
                 "address; the local cluster fetches models only from 127.0.0.0/8 "
                 "(serve test models on 127.0.0.1)"
+            )
+        return
+    if source.startswith(":s3:"):
+        endpoint = flags.get("--s3-endpoint", "")
+        if not is_loopback_host(urlsplit(endpoint).hostname):
+            raise UnsupportedPod(
+                f"init container {container['name']!r}: --s3-endpoint={endpoint!r} is not a "
+                "loopback address; the local cluster fetches s3:// only from an S3 server on "
+                "127.0.0.0/8 (spec.model.s3.endpoint)"
             )
         return
     if source.startswith("/"):
@@ -203,6 +229,23 @@ def cold_start_seconds(pod: dict[str, Any]) -> float | None:
     return value
 
 
+REQUIRE_PROVIDER_FLAG = "--require-execution-provider="
+
+
+def simulated_gpu_args(pod: dict[str, Any], server: dict[str, Any], args: list[str]) -> list[str]:
+    """The GPU simulator's part in a server's flags. A pod granted simulated GPUs runs its
+    server on this machine's CPU: the simulated GPU stands for one with CUDA, so
+    kinfer-ort-server's --require-execution-provider is dropped. With the pod annotation
+    kinfer.dev/simulated-cuda: "false" the flags stay, and the real server refuses to start
+    as it does on an image without CUDA."""
+    limits = (server.get("resources") or {}).get("limits") or {}
+    granted_gpu = any(name.startswith("nvidia.com/") for name in limits)
+    annotations = pod["metadata"].get("annotations") or {}
+    if not granted_gpu or annotations.get(ANNOTATION_SIMULATED_CUDA) == "false":
+        return args
+    return [arg for arg in args if not arg.startswith(REQUIRE_PROVIDER_FLAG)]
+
+
 def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
     """The local plan for a scheduled pod with an IP (raises UnsupportedPod with the reason)."""
     meta, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
@@ -214,6 +257,12 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
 
     fetches = []
     for init in spec.get("initContainers") or []:
+        if init.get("command") and init["command"][0] != "rclone":
+            raise UnsupportedPod(
+                f"init container {init['name']!r} runs {init['command'][0]!r} from image "
+                f"{init.get('image')!r} (an oci:// modelcar): the local cluster runs no "
+                "images, only the model fetch's rclone; serve oci:// models on kind"
+            )
         args = list(init.get("command") or [])[1:] + list(init.get("args") or [])
         _check_fetch_is_local(init, args)
         mounts = init.get("volumeMounts") or []
@@ -224,7 +273,12 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
         }
         mapped = tuple(_map_arg(a, mounts, volume_dirs) for a in args)
         from_log = init.get("terminationMessagePolicy") == "FallbackToLogsOnError"
-        fetches.append(Fetch(init["name"], ("rclone", *mapped), env, from_log))
+        entries = tuple(
+            {**e, "value": _map_arg(e["value"], mounts, volume_dirs)} if "value" in e else e
+            for e in init.get("env") or []
+        )
+        env_from = tuple(init.get("envFrom") or ())
+        fetches.append(Fetch(init["name"], ("rclone", *mapped), env, from_log, env_from, entries))
 
     containers = spec.get("containers") or []
     if not containers:
@@ -244,6 +298,11 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
     configmaps = {
         v["name"]: v["configMap"]["name"] for v in spec.get("volumes") or [] if "configMap" in v
     }
+    for init in spec.get("initContainers") or []:
+        # A ConfigMap only the fetch mounts (spec.model.s3.caBundleConfigMap's CA bundle).
+        for mount in init.get("volumeMounts") or []:
+            if mount["name"] in configmaps and not mount.get("subPath"):
+                configmap_volumes[configmaps[mount["name"]]] = volume_dirs[mount["name"]]
     for mount in mounts:
         if mount["name"] not in configmaps:
             continue
@@ -273,7 +332,9 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
         fetches=tuple(fetches),
         config_files=tuple(config_files),
         configmap_volumes=configmap_volumes,
-        server_args=tuple(_map_arg(a, mounts, volume_dirs) for a in args),
+        server_args=tuple(
+            _map_arg(a, mounts, volume_dirs) for a in simulated_gpu_args(pod, server, args)
+        ),
         ports=_ports(server),
         cold_start_s=cold_start_seconds(pod),
         env=env,
