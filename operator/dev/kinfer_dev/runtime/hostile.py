@@ -10,6 +10,7 @@ server process: `VmRSS` now and `VmHWM`, the peak since `reset_peak` (which writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import socket
 import threading
@@ -70,23 +71,52 @@ def request_head(path: str, length: int, extra: str = "") -> bytes:
     ).encode()
 
 
-def _read_status(sock: socket.socket) -> int:
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one HTTP/1.1 response with a Content-Length; (0, b"") when the
+    connection closed first."""
     data = b""
-    while b"\r\n" not in data:
-        chunk = sock.recv(4096)
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
         if not chunk:
-            return 0
+            return 0, b""
         data += chunk
-    return int(data.split(b" ", 2)[1])
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _read_status(sock: socket.socket) -> int:
+    return read_response(sock)[0]
+
+
+def exchange(
+    host: str, port: int, path: str, body: bytes, headers: str = "", close: bool = True
+) -> tuple[int, bytes]:
+    """One POST on its own connection: (status, body); 0 when closed without an answer."""
+    extra = headers + ("Connection: close\r\n" if close else "")
+    with socket.create_connection((host, port), timeout=120) as sock:
+        sock.sendall(request_head(path, len(body), extra))
+        # The server may answer and close before the whole body is sent.
+        with contextlib.suppress(ConnectionError):
+            sock.sendall(body)
+        try:
+            return read_response(sock)
+        except ConnectionError:
+            return 0, b""
 
 
 def post(host: str, port: int, path: str, body: bytes, close: bool = True) -> int:
     """One POST on its own connection; returns the status (0: closed without an answer)."""
-    extra = "Connection: close\r\n" if close else ""
-    with socket.create_connection((host, port), timeout=120) as sock:
-        sock.sendall(request_head(path, len(body), extra))
-        sock.sendall(body)
-        return _read_status(sock)
+    return exchange(host, port, path, body, close=close)[0]
 
 
 def aborted_upload(host: str, port: int, path: str, size: int) -> None:
@@ -190,7 +220,7 @@ def run_case(
     after = wait_rss_settles(pid, before + 32 * MiB, timeout_s=10)
     return CaseResult(
         name,
-        sorted(set(statuses)),  # type: ignore[arg-type]
+        sorted({s for s in statuses if s is not None}),  # type: ignore[union-attr]
         peak_bytes(pid) / MiB,
         before / MiB,
         after / MiB,
