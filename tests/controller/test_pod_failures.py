@@ -53,6 +53,15 @@ def test_a_fetch_in_back_off_keeps_its_last_exit():
     assert "fetch-model CrashLoopBackOff, last exited 1: Error" in found.message
 
 
+def test_a_missing_storage_secret_names_it():
+    said = 'secret "model-creds" not found'
+    found = pod_failure([pod(init=[waiting("fetch-model", "CreateContainerConfigError", said)])])
+    assert found.reason == FETCH_FAILED
+    assert found.message == (
+        f"pod mlp-1: init container fetch-model CreateContainerConfigError: {said}"
+    )
+
+
 def test_a_server_crash_loop_or_a_bad_image_is_a_server_failure():
     crash = pod_failure(
         [

@@ -59,8 +59,10 @@ def _init_failure(pod: str, status: dict[str, Any]) -> str | None:
     waiting = state.get("waiting") or {}
     last = (status.get("lastState") or {}).get("terminated")
     if waiting.get("reason") in STUCK_WAITING_REASONS:
+        # The kubelet's words, e.g. CreateContainerConfigError: secret "creds" not found.
+        said = f": {waiting['message']}" if waiting.get("message") else ""
         after = f", last {_exit(last)}" if last and last.get("exitCode", 0) != 0 else ""
-        return f"pod {pod}: init container {status.get('name')} {waiting['reason']}{after}"
+        return f"pod {pod}: init container {status.get('name')} {waiting['reason']}{said}{after}"
     return None
 
 

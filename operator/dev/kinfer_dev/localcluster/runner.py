@@ -11,6 +11,7 @@ dies is restarted (and counted); a deleted pod's server is stopped.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import logging
@@ -30,12 +31,21 @@ from typing import Any
 from kinfer_dev.localcluster import discovery
 from kinfer_dev.localcluster.config import (
     ANNOTATION_KWOK_NODE,
+    ANNOTATION_SERVER_LAST_EXIT_CODE,
+    ANNOTATION_SERVER_LAST_EXIT_MESSAGE,
     ANNOTATION_SERVER_READY,
     ANNOTATION_SERVER_RESTARTS,
+    ANNOTATION_SERVER_WAITING,
+)
+from kinfer_dev.localcluster.container_env import (
+    CREATE_CONTAINER_CONFIG_ERROR,
+    ContainerConfigError,
+    container_env,
 )
 from kinfer_dev.localcluster.kubelet_logs import KubeletLogServer, LogRequestError, LogSource
 from kinfer_dev.localcluster.podplan import (
     LABEL_ISVC,
+    Fetch,
     PodPlan,
     UnsupportedPod,
     local_server_args,
@@ -87,17 +97,43 @@ def rclone_binary(state_dir: Path) -> str | None:
 
 
 class InitContainerFailed(RuntimeError):
-    """An init container (the model fetch) exited non-zero, as a kubelet reports it."""
+    """An init container (the model fetch) exited non-zero, as a kubelet reports it; or, with
+    `waiting_reason`, never started (CreateContainerConfigError: a missing Secret or key)."""
 
     def __init__(
-        self, container: str, exit_code: int, output_tail: str, log_message: str = ""
+        self,
+        container: str,
+        exit_code: int,
+        output_tail: str,
+        log_message: str = "",
+        waiting_reason: str | None = None,
     ) -> None:
         self.container = container
         self.exit_code = exit_code
         self.output_tail = output_tail
         # terminated.message under FallbackToLogsOnError (termination_message_from_log).
         self.log_message = log_message
-        super().__init__(f"init container {container} exited {exit_code}: {output_tail}")
+        self.waiting_reason = waiting_reason
+        what = waiting_reason or f"exited {exit_code}"
+        super().__init__(f"init container {container} {what}: {output_tail}")
+
+    def state(self, message_from_log: bool, now: str) -> dict[str, Any]:
+        """The container's state in the pod's status, as a kubelet writes it."""
+        if self.waiting_reason:
+            return {"waiting": {"reason": self.waiting_reason, "message": self.output_tail}}
+        terminated = {"exitCode": self.exit_code, "reason": "Error", "finishedAt": now}
+        # As a real kubelet: the log's tail only under FallbackToLogsOnError.
+        if message_from_log:
+            terminated["message"] = self.log_message
+        return {"terminated": terminated}
+
+    def is_reported(self, state: Any) -> bool:
+        """Whether a V1ContainerState already shows this failure."""
+        if state is None:
+            return False
+        if self.waiting_reason:
+            return state.waiting is not None and state.waiting.reason == self.waiting_reason
+        return state.terminated is not None and state.terminated.exit_code == self.exit_code
 
 
 def output_tail(text: str, limit: int = 800) -> str:
@@ -126,6 +162,9 @@ class PodServer:
     stopping: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     init_running: str | None = None  # the init container (model fetch) running now
+    waiting: str = ""  # CrashLoopBackOff between an exit and the restart
+    last_exit: tuple[int, str] | None = None  # (exit code, terminated.message)
+    reported_waiting: str | None = None
 
 
 class PodRunner:
@@ -319,6 +358,7 @@ class PodRunner:
                 return
             server.restarts += 1
             server.ready = False
+            server.waiting, server.last_exit = "CrashLoopBackOff", self._last_exit(server)
             log.warning("pod %s: server exited; restart #%d", plan.key, server.restarts)
             self._event(
                 pod, "Warning", "BackOff", f"model server exited; restarting (#{server.restarts})"
@@ -327,6 +367,22 @@ class PodRunner:
             if server.stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+            server.waiting = ""
+            self._report(server, ready=False)
+
+    def _last_exit(self, server: PodServer) -> tuple[int, str] | None:
+        """A kubelet's lastState.terminated of the server: its exit code (128 + the signal
+        when killed) and, under FallbackToLogsOnError, the tail of its log."""
+        process = server.process
+        if process is None or process.returncode is None:
+            return None
+        code = process.returncode if process.returncode >= 0 else 128 - process.returncode
+        message = ""
+        if server.plan.server_message_from_log:
+            with contextlib.suppress(OSError):
+                log_path = server.plan.work_dir / "logs" / SERVER_LOG
+                message = termination_message_from_log(log_path.read_bytes())
+        return code, message
 
     def _prepare(self, server: PodServer, pod: dict[str, Any]) -> None:
         """Volumes, ConfigMaps and the model fetch: what the init containers do."""
@@ -346,7 +402,7 @@ class PodRunner:
             rclone = rclone_binary(self.state_dir)
             if rclone is None:
                 raise RuntimeError("rclone is not installed (kinfer cluster build builds it)")
-            env = {**os.environ, **fetch.env}
+            env = {**os.environ, **fetch.env, **self._fetch_env(plan, fetch)}
             env.setdefault("RCLONE_CONFIG", str(plan.work_dir / "rclone.conf"))
             server.init_running = fetch.container
             with open(logs / f"{fetch.container}.log", "wb") as out:
@@ -379,6 +435,29 @@ class PodRunner:
             from kinfer_dev.runtime.local_triton import to_python_backend
 
             to_python_backend(plan.model_repository)
+
+    def _fetch_env(self, plan: PodPlan, fetch: Fetch) -> dict[str, str]:
+        """The fetch's Secrets and $(VAR) references resolved, as a kubelet does; a missing
+        Secret or key is the kubelet's CreateContainerConfigError."""
+
+        def read_secret(name: str) -> dict[str, str] | None:
+            from kubernetes.client.exceptions import ApiException
+
+            try:
+                secret = self.core.read_namespaced_secret(name, plan.namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            data = secret.data or {}
+            return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+        try:
+            return container_env(plan.namespace, fetch.env_from, fetch.env_entries, read_secret)
+        except ContainerConfigError as error:
+            raise InitContainerFailed(
+                fetch.container, 0, str(error), waiting_reason=CREATE_CONTAINER_CONFIG_ERROR
+            ) from None
 
     def _configmap(self, namespace: str, name: str) -> dict[str, str]:
         return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
@@ -454,17 +533,22 @@ class PodRunner:
 
     def _report(self, server: PodServer, *, ready: bool) -> None:
         """Patch the pod's annotations, only when they change (no writes while nothing does)."""
-        if server.reported_ready == ready and server.reported_restarts == server.restarts:
+        if (server.reported_ready, server.reported_restarts, server.reported_waiting) == (
+            ready,
+            server.restarts,
+            server.waiting,
+        ):
             return
         plan = server.plan
-        patch = {
-            "metadata": {
-                "annotations": {
-                    ANNOTATION_SERVER_READY: "true" if ready else "false",
-                    ANNOTATION_SERVER_RESTARTS: str(server.restarts),
-                }
-            }
+        annotations = {
+            ANNOTATION_SERVER_READY: "true" if ready else "false",
+            ANNOTATION_SERVER_RESTARTS: str(server.restarts),
+            ANNOTATION_SERVER_WAITING: server.waiting,
         }
+        if server.last_exit is not None:
+            annotations[ANNOTATION_SERVER_LAST_EXIT_CODE] = str(server.last_exit[0])
+            annotations[ANNOTATION_SERVER_LAST_EXIT_MESSAGE] = server.last_exit[1]
+        patch = {"metadata": {"annotations": annotations}}
         try:
             self.core.patch_namespaced_pod(plan.name, plan.namespace, patch)
         except Exception as error:
@@ -472,6 +556,7 @@ class PodRunner:
             return
         server.reported_ready = ready
         server.reported_restarts = server.restarts
+        server.reported_waiting = server.waiting
 
     def _hold_init_failure(self, server: PodServer, error: InitContainerFailed) -> None:
         """Keep the failed init container in the pod's status until the pod goes, as a kubelet
@@ -484,11 +569,7 @@ class PodRunner:
                 pod = self.core.read_namespaced_pod(plan.name, plan.namespace)
                 statuses = pod.status.init_container_statuses or []
                 reported = any(
-                    s.name == error.container
-                    and s.state is not None
-                    and s.state.terminated is not None
-                    and s.state.terminated.exit_code == error.exit_code
-                    for s in statuses
+                    s.name == error.container and error.is_reported(s.state) for s in statuses
                 )
             except Exception as read_error:
                 log.debug("pod %s: reading its status failed: %s", plan.key, read_error)
@@ -506,12 +587,8 @@ class PodRunner:
         for fetch in plan.fetches:
             name = fetch.container
             failed = name == error.container
-            terminated = {"exitCode": error.exit_code, "reason": "Error", "finishedAt": now}
-            # As a real kubelet: the log's tail only under FallbackToLogsOnError.
-            if fetch.message_from_log:
-                terminated["message"] = error.log_message
             state = (
-                {"terminated": terminated}
+                error.state(fetch.message_from_log, now)
                 if failed
                 else {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}
             )
