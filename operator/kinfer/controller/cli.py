@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from kinfer.autoscale import metrics
 from kinfer.config import RenderOptions
+from kinfer.controller import leader
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +33,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--liveness",
         default=None,
-        help="serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz",
+        help="serve the liveness probe at this URL, e.g. http://0.0.0.0:8080/healthz (kopf's;"
+        " with --leader-election, on every replica, and /readyz beside it)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -55,7 +57,49 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="json: one object a line, with the InferenceService's namespace and name",
     )
     metrics.add_arguments(parser)
+    _add_leader_election_arguments(parser)
     parser.set_defaults(handler=run_operator)
+
+
+def _add_leader_election_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("leader election (docs/high-availability.md)")
+    group.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="act only while holding a coordination.k8s.io Lease; stand by otherwise"
+        " (default: off; on in the shipped Deployment)",
+    )
+    group.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="the Lease's namespace (default: the pod's, from its service account or"
+        f" $POD_NAMESPACE, else {leader.DEFAULT_NAMESPACE})",
+    )
+    group.add_argument(
+        "--leader-election-id",
+        default=leader.DEFAULT_LEASE_NAME,
+        help=f"the Lease's name (default {leader.DEFAULT_LEASE_NAME})",
+    )
+    for flag, default, what in (
+        (
+            "lease-duration",
+            leader.DEFAULT_LEASE_DURATION_S,
+            "how long a standby waits on a Lease that stopped changing",
+        ),
+        (
+            "renew-deadline",
+            leader.DEFAULT_RENEW_DEADLINE_S,
+            "how long the leader keeps trying to renew before it exits",
+        ),
+        ("retry-period", leader.DEFAULT_RETRY_PERIOD_S, "how often the Lease is tried"),
+    ):
+        group.add_argument(
+            f"--leader-election-{flag}",
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"{what} (default {default:g})",
+        )
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -78,6 +122,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
     try:
         settings = metrics.settings_from_args(args)
+        timing = _timing(args)
     except ValueError as error:
         print(f"kinfer run: {error}", file=sys.stderr)
         return 2
@@ -92,13 +137,47 @@ def run_operator(args: argparse.Namespace) -> int:
     parts = urlsplit(settings.url)
     shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
     logging.getLogger(__name__).info("reading metrics from Prometheus at %s", shown)
+    if not args.leader_election:
+        leader.LEADER.set(1)
+        asyncio.run(_operate(args, memo, args.liveness))
+        return 0
+    elector = leader.Elector(
+        leader.LeaseLock(
+            load_api_client(args.kubeconfig),
+            args.leader_election_namespace or leader.default_namespace(),
+            args.leader_election_id,
+            timing.renew_deadline_s,
+        ),
+        leader.make_identity(),
+        timing,
+    )
     asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            liveness_endpoint=args.liveness,
-            memo=memo,
-        )
+        leader.run_elected(elector, lambda stop: _operate(args, memo, None, stop), args.liveness)
     )
     return 0
+
+
+async def _operate(
+    args: argparse.Namespace,
+    memo: object,
+    liveness: str | None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    import kopf
+
+    await kopf.operator(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=liveness,
+        memo=memo,
+        stop_flag=stop,
+    )
+
+
+def _timing(args: argparse.Namespace) -> leader.Timing:
+    return leader.Timing(
+        lease_duration_s=args.leader_election_lease_duration,
+        renew_deadline_s=args.leader_election_renew_deadline,
+        retry_period_s=args.leader_election_retry_period,
+    )
