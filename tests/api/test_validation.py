@@ -37,6 +37,8 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
         {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
         "spec.scaling.minReplicas",
     ),
+    # Found by e2e/test_spec_fuzz.py: the scale subresource refuses it, kinfer render did not.
+    ("replicas beyond int32", {"replicas": 2**31}, "spec.replicas"),
     (
         "onnxruntime with tensorrt",
         {"model": {"format": "tensorrt", "storageUri": "s3://bucket/m"}},

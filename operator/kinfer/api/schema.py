@@ -20,12 +20,16 @@ from kinfer.api import storage
 Schema = dict[str, Any]
 
 
+# Every integer ends up in an int32 field (Deployment replicas, the scale subresource, a pod
+# spec): larger values are refused where the user sees them, not by a child's validation.
+INT32_MAX = 2**31 - 1
+
+
 def _int(minimum: int | None = None, maximum: int | None = None, **extra: Any) -> Schema:
     schema: Schema = {"type": "integer", **extra}
     if minimum is not None:
         schema["minimum"] = minimum
-    if maximum is not None:
-        schema["maximum"] = maximum
+    schema["maximum"] = INT32_MAX if maximum is None else maximum
     return schema
 
 
