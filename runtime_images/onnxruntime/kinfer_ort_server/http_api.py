@@ -76,8 +76,8 @@ class HttpApi:
                 return _OK
             if parts[3] == "ready":
                 return _OK if self.core.ready else HttpResponse(503)
-        elif count == 2 and method == "GET":
-            return _json(self.core.server_metadata())
+        elif method == "GET" and (count == 2 or (count == 3 and parts[2] == "")):
+            return _json(self.core.server_metadata())  # /v2 (Triton) or /v2/ (the OIP spec)
         elif count >= 4 and parts[2] == "repository" and method == "POST":
             if count == 4 and parts[3] == "index":
                 return self.repository_index(request)
