@@ -29,6 +29,11 @@ ANNOTATION_SIMULATED_CUDA = "kinfer.dev/simulated-cuda"
 # Pod annotations the pod runner writes; KWOK's Stages turn them into status.
 ANNOTATION_SERVER_READY = "kinfer.dev/server-ready"
 ANNOTATION_SERVER_RESTARTS = "kinfer.dev/server-restarts"
+# A server that exited: CrashLoopBackOff while the runner waits to restart it, and its last
+# exit (code; the log's tail, a kubelet's terminated.message under FallbackToLogsOnError).
+ANNOTATION_SERVER_WAITING = "kinfer.dev/server-waiting"
+ANNOTATION_SERVER_LAST_EXIT_CODE = "kinfer.dev/server-last-exit-code"
+ANNOTATION_SERVER_LAST_EXIT_MESSAGE = "kinfer.dev/server-last-exit-message"
 # InferenceService annotations the metrics simulator reads (simulated-pods mode only, see
 # metrics_simulator.py): the load offered to the service ("idle", "steady:50",
 # "square:20:200:60", ...) and what one pod serves before it saturates.

@@ -76,6 +76,8 @@ class PodPlan:
     cold_start_s: float | None
     env: dict[str, str] = field(default_factory=dict)
     container: str = "server"  # the model server's container name (`kubectl logs -c`)
+    # A kubelet puts the server log's tail into terminated.message only with this policy.
+    server_message_from_log: bool = False
 
     @property
     def key(self) -> str:
@@ -339,6 +341,7 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
         cold_start_s=cold_start_seconds(pod),
         env=env,
         container=server["name"],
+        server_message_from_log=server.get("terminationMessagePolicy") == "FallbackToLogsOnError",
     )
 
 
