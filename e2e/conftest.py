@@ -29,6 +29,7 @@ from e2e.harness import (
     Cluster,
     Models,
     Operator,
+    build_public_standins,
     wait_for,
 )
 
@@ -170,10 +171,11 @@ def models(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     root = tmp_path_factory.mktemp("models")
     tiers = build_test_models(root)
+    standins = build_public_standins(root)
     if os.environ.get(ENV_MODEL_BASE_URL):
         # kind: the same deterministic models, copied into the in-cluster store.
         published = Models(os.environ[ENV_MODEL_BASE_URL], root, tiers, cluster=cluster)
-        published.publish(*tiers.values())
+        published.publish(*tiers.values(), *standins)
         yield published
         return
     store = ModelStore(root).start()

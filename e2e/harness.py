@@ -28,6 +28,12 @@ SAMPLES = REPO / "manifests" / "samples"
 CRDS = REPO / "crds"
 # The samples' storageUris point here; the e2e suite serves the same paths itself.
 SAMPLE_MODEL_BASE = "https://models.example.com/"
+# Public models the samples fetch as written, and where the e2e store serves a stand-in with
+# the same signature (no test reaches the internet): testmodels.build_mnist_standin.
+PUBLIC_MODEL_STANDINS = {
+    "https://huggingface.co/onnxmodelzoo/mnist-12/resolve/"
+    "1cd752f4a3d818fa215aa621c78b8a10a4a1a3a5/mnist-12.onnx": "public/mnist-12/model.onnx",
+}
 ISVC_LABEL = "kinfer.dev/inferenceservice"
 STORE_NAMESPACE = "kinfer-e2e"
 # kind: the CPU each model-server pod asks for (requests = limits), so that four pods
@@ -329,7 +335,18 @@ def load_sample(name: str, namespace: str, models: Models) -> dict[str, Any]:
     obj = yaml.safe_load((SAMPLES / name).read_text())
     obj["metadata"]["namespace"] = namespace
     text = json.dumps(obj).replace(SAMPLE_MODEL_BASE, models.base_url.rstrip("/") + "/")
+    for public_url, standin in PUBLIC_MODEL_STANDINS.items():
+        text = text.replace(public_url, models.uri(standin))
     return dict(json.loads(text))
+
+
+def build_public_standins(root: Path) -> list[str]:
+    """Write the stand-ins of PUBLIC_MODEL_STANDINS under `root`; their relative paths."""
+    from kinfer_dev.runtime import testmodels
+
+    for relative in PUBLIC_MODEL_STANDINS.values():
+        testmodels.build_mnist_standin(root / relative)
+    return list(PUBLIC_MODEL_STANDINS.values())
 
 
 def deploy_ready_sample(cluster: Cluster, sample: str, namespace: str, models: Models) -> str:
@@ -431,19 +448,27 @@ def infer_body(batch: int = 1) -> dict[str, Any]:
     }
 
 
-def infer_both_protocols(http_url: str, grpc_url: str, model: str, batch: Any) -> tuple[Any, Any]:
-    """One inference over HTTP (binary tensors) and one over gRPC, with the real tritonclient."""
+def infer_both_protocols(
+    http_url: str,
+    grpc_url: str,
+    model: str,
+    batch: Any,
+    tensors: tuple[str, str] = ("input", "output"),
+) -> tuple[Any, Any]:
+    """One inference over HTTP (binary tensors) and one over gRPC, with the real tritonclient
+    (`tensors`: the model's input and output names)."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    input_name, output_name = tensors
     http = httpclient.InferenceServerClient(http_url, network_timeout=60)
-    tensor = httpclient.InferInput("input", list(batch.shape), "FP32")
+    tensor = httpclient.InferInput(input_name, list(batch.shape), "FP32")
     tensor.set_data_from_numpy(batch, binary_data=True)
-    http_out = http.infer(model, [tensor]).as_numpy("output")
+    http_out = http.infer(model, [tensor]).as_numpy(output_name)
     http.close()
     grpc = grpcclient.InferenceServerClient(grpc_url)
-    grpc_tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
+    grpc_tensor = grpcclient.InferInput(input_name, list(batch.shape), "FP32")
     grpc_tensor.set_data_from_numpy(batch)
-    grpc_out = grpc.infer(model, [grpc_tensor], client_timeout=60).as_numpy("output")
+    grpc_out = grpc.infer(model, [grpc_tensor], client_timeout=60).as_numpy(output_name)
     grpc.close()
     return http_out, grpc_out

@@ -167,3 +167,54 @@ def run_reference(model_path: str | Path, batch: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+
+# The ONNX Model Zoo's MNIST-12 signature (manifests/samples/mnist-public.yaml): a stand-in
+# with the same names, types and fixed shapes serves where the public file cannot be reached.
+MNIST_INPUT = ("Input3", (1, 1, 28, 28))
+MNIST_OUTPUT = ("Plus214_Output_0", (1, 10))
+
+
+def build_mnist_standin(path: str | Path, seed: int = 0) -> Path:
+    """A linear classifier with MNIST-12's exact signature (FP32 Input3 [1,1,28,28] ->
+    FP32 Plus214_Output_0 [1,10], no batch dimension): a stand-in, not a trained model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    (input_name, input_shape), (output_name, output_shape) = MNIST_INPUT, MNIST_OUTPUT
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0.0, 0.05, size=(784, output_shape[1])).astype(np.float32)
+    bias = rng.normal(0.0, 0.1, size=(output_shape[1],)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["scores"]),
+            helper.make_node("Add", ["scores", "b"], [output_name]),
+        ],
+        "mnist_standin",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, list(output_shape))],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7  # readable by every onnxruntime the servers run
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def mnist_input(seed: int = 1) -> np.ndarray:
+    """A deterministic MNIST-shaped FP32 image in [0, 1]."""
+    return np.random.default_rng(seed).random(MNIST_INPUT[1], dtype=np.float32)
+
+
+def run_reference_io(
+    model_path: str | Path, input_name: str, output_name: str, batch: np.ndarray
+) -> np.ndarray:
+    """`run_reference` for a model with other tensor names."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return session.run([output_name], {input_name: batch})[0]
