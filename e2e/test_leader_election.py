@@ -367,10 +367,10 @@ def _micro(stamp: str) -> float:
 
 
 @pytest.fixture
-def installed_operator(cluster: Cluster) -> Cluster:
+def installed_operator(request: pytest.FixtureRequest) -> Cluster:
     if os.environ.get(ENV_OPERATOR) != "installed":
         pytest.skip("the shipped Deployment's failover runs on kind: e2e/kind/run.sh")
-    return cluster
+    return request.getfixturevalue("cluster")
 
 
 def _both_ready(cluster: Cluster) -> bool:
@@ -386,9 +386,10 @@ def _both_ready(cluster: Cluster) -> bool:
 
 @pytest.mark.parametrize("deletion", ["graceful", "forced"])
 def test_the_shipped_deployment_fails_over_when_the_active_pod_is_deleted(
-    installed_operator: Cluster, namespace: str, deletion: str
+    installed_operator: Cluster, deletion: str, request: pytest.FixtureRequest
 ) -> None:
     cluster = installed_operator
+    namespace = request.getfixturevalue("namespace")
     wait_for("both operator replicas Ready", lambda: _both_ready(cluster), START_S)
     before = leader.record_of(_lease(cluster, OPERATOR_NAMESPACE))
     assert before is not None and before.holder, "no operator holds the Lease"

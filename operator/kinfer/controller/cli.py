@@ -165,6 +165,11 @@ async def _operate(
 ) -> None:
     import kopf
 
+    if stop is not None:
+        # A SIGTERM kopf takes itself stops it without setting `stop`: set it on the way out,
+        # or kopf waits 5 s for its own waiter on `stop` (a "hung" task) before it returns
+        # and the Lease is released.
+        kopf.on.cleanup(id="leader-election-stop")(lambda **_: stop.set())
     await kopf.operator(
         standalone=True,
         clusterwide=not args.namespace,
