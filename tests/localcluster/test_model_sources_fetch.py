@@ -50,13 +50,17 @@ def rclone() -> Path:
     return build.ensure_built(cache_dir_default(), sys.stderr, (binary,)) / "rclone"
 
 
-def tar_gz(members: dict[str, bytes]) -> bytes:
+def tar_gz(members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
     return out.getvalue()
 
 
@@ -147,6 +151,8 @@ def bucket_root(tmp_path: Path) -> Path:
     (root / "models" / "mlp.tar.gz").write_bytes(tar_gz({"./model.onnx": MODEL}))
     (root / "models" / "mlp.zip").write_bytes(zipped({"model.onnx": MODEL}))
     (root / "models" / "evil.tar.gz").write_bytes(tar_gz({"../../escaped": b"x"}))
+    odd = tar_gz({"model.onnx": MODEL, "/abs/x": b"abs"}, {"link": "/etc/hostname"})
+    (root / "models" / "odd.tar.gz").write_bytes(odd)
     return root
 
 
@@ -258,6 +264,17 @@ def test_an_archive_member_with_dot_dot_is_refused(
     assert done.returncode != 0
     assert "refusing to extract archive entry" in done.stderr, done.stderr
     assert not list(tmp_path.rglob("escaped"))
+
+
+def test_absolute_members_and_links_stay_inside_the_version(
+    rclone: Path, s3_url: str, tmp_path: Path
+) -> None:
+    model = {"storageUri": "s3://models/odd.tar.gz", "storageSecretName": "creds"}
+    done, version = fetch(rclone, pod({**model, "s3": {"endpoint": s3_url}}), tmp_path / "st")
+    assert done.returncode == 0, done.stderr
+    assert (version / "abs" / "x").read_bytes() == b"abs"
+    link = version / "link"
+    assert not link.is_symlink() and link.read_bytes() == b""
 
 
 @pytest.fixture
