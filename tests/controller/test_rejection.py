@@ -44,6 +44,16 @@ def _status(*causes: tuple[str, str]) -> str:
         ("spec.template.spec.tolerations[3].operator", "spec.tolerations"),
         ("spec.template.spec.nodeSelector", "spec.nodeSelector"),
         ("spec.template.spec.serviceAccountName", "spec.serviceAccountName"),
+        (
+            "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+            "spec.affinity",
+        ),
+        (
+            "spec.template.spec.topologySpreadConstraints[0].maxSkew",
+            "spec.topologySpreadConstraints",
+        ),
+        ("spec.template.spec.imagePullSecrets[0].name", "spec.imagePullSecrets"),
+        ("spec.template.spec.priorityClassName", "spec.priorityClassName"),
         ("spec.template.spec.volumes[0].name", "spec"),
         ("metadata.labels", "spec"),
     ],

@@ -105,8 +105,15 @@ def test_the_local_triton_loads_the_rendered_signature(tmp_path: Path) -> None:
     obj = yaml.safe_load(SAMPLE.read_text())
     root = _mnist_repository(tmp_path / "repo", obj)
     to_python_backend(root)  # keeps the rendered inputs, outputs and max_batch_size
+    obj["spec"]["runtime"] = "triton"
+    flags = [a for a in server_args(parse(obj)) if a.startswith("--backend-config")]
+    assert flags == ["--backend-config=default-max-batch-size=0"]
     handle = start_local_triton(
-        root, load_models=["mnist"], work_dir=tmp_path / "triton", ready_timeout_s=240
+        root,
+        load_models=["mnist"],
+        work_dir=tmp_path / "triton",
+        extra_args=flags,
+        ready_timeout_s=240,
     )
     try:
         metadata = _metadata(_url(handle))

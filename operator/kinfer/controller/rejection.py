@@ -24,7 +24,10 @@ _POD_FIELDS: tuple[tuple[str, str], ...] = (
     (r"initContainers\[\d+\]", "spec.precision.tiers"),
     (r"tolerations", "spec.tolerations"),
     (r"nodeSelector", "spec.nodeSelector"),
-    (r"affinity", "spec.nodeSelector"),
+    (r"affinity", "spec.affinity"),
+    (r"topologySpreadConstraints", "spec.topologySpreadConstraints"),
+    (r"imagePullSecrets", "spec.imagePullSecrets"),
+    (r"priorityClassName", "spec.priorityClassName"),
     (r"serviceAccountName", "spec.serviceAccountName"),
 )
 _POD_TEMPLATE = "spec.template.spec."
