@@ -39,3 +39,11 @@ def test_helm_has_its_own_folder_and_the_cluster_sets_share_one(tmp_path: Path) 
     assert build.key_modules((build.HELM,)) == {"helm"}
     assert build.bin_dir(tmp_path, (build.HELM,)) != build.bin_dir(tmp_path)
     assert build.BINARY_SETS["helm"] == (build.HELM,)
+
+
+def test_helm_is_stamped_with_its_pinned_version() -> None:
+    assert build.version_ldflags(build.HELM) == [
+        "-ldflags=-X helm.sh/helm/v4/internal/version.version="
+        + build.module_version("helm", "helm.sh/helm/v4")
+    ]
+    assert build.module_version("helm", "helm.sh/helm/v4") == "v4.3.2"

@@ -33,6 +33,9 @@ class Binary:
     module: str
     package: str
     tags: str = ""  # Go build tags
+    # A Go variable stamped with the version go.mod pins of `version_of` (`helm version`).
+    version_var: str = ""
+    version_of: str = ""
 
     @property
     def is_kubernetes(self) -> bool:
@@ -69,7 +72,13 @@ KIND_BINARIES: tuple[Binary, ...] = (
     ),
 )
 # The chart's tests render, lint, install and uninstall manifests/helm/kinfer/ with it.
-HELM = Binary("helm", "helm", "helm.sh/helm/v4/cmd/helm")
+HELM = Binary(
+    "helm",
+    "helm",
+    "helm.sh/helm/v4/cmd/helm",
+    version_var="helm.sh/helm/v4/internal/version.version",
+    version_of="helm.sh/helm/v4",
+)
 TOOLS: tuple[Binary, ...] = (HELM,)
 BINARY_SETS = {"local": BINARIES, "kind": KIND_BINARIES, "helm": (HELM,)}
 # Bumped when how a binary is built changes (flags), so the cache folder changes too.
@@ -138,7 +147,11 @@ def module_version(module: str, path: str) -> str:
 
 
 def version_ldflags(binary: Binary) -> list[str]:
-    """`-ldflags` stamping a Kubernetes binary with its release version (else v0.0.0-master)."""
+    """`-ldflags` stamping a Kubernetes binary with its release version (else v0.0.0-master),
+    or a binary's `version_var` with its module's."""
+    if binary.version_var:
+        version = module_version(binary.module, binary.version_of)
+        return [f"-ldflags=-X {binary.version_var}={version}"]
     if not binary.is_kubernetes:
         return []
     version = module_version(binary.module, "k8s.io/kubernetes")
