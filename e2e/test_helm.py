@@ -93,8 +93,17 @@ def assert_live_is_rendered(
     live = cluster.get("deployment", deployment["metadata"]["name"], "-n", namespace)
     [want] = deployment["spec"]["template"]["spec"]["containers"]
     [have] = live["spec"]["template"]["spec"]["containers"]
-    for field in ("image", "args", "env", "ports", "resources", "securityContext"):
+    for field in ("image", "args", "resources", "securityContext"):
         assert have[field] == want[field], field
+    # The API server fills in defaults (fieldRef's apiVersion, a port's protocol).
+    assert [(e["name"], e.get("value"), e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"))
+            for e in have["env"]] == [
+        (e["name"], e.get("value"), e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath"))
+        for e in want["env"]
+    ]  # fmt: skip
+    assert [(p["name"], p["containerPort"]) for p in have["ports"]] == [
+        (p["name"], p["containerPort"]) for p in want["ports"]
+    ]
     assert have["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
