@@ -39,6 +39,17 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ),
     # Found by e2e/test_spec_fuzz.py: the scale subresource refuses it, kinfer render did not.
     ("replicas beyond int32", {"replicas": 2**31}, "spec.replicas"),
+    # Also found by the fuzz: patterns are read as RE2 reads them (ASCII \w, no $ before \n).
+    (
+        "oci tag with a non-ASCII letter",
+        {"model": {"storageUri": "oci://registry.example.com/model:tag\u00b5"}},
+        "spec.model.storageUri",
+    ),
+    (
+        "storageUri with a trailing newline",
+        {"model": {"storageUri": "s3://bucket/model.onnx\n"}},
+        "spec.model.storageUri",
+    ),
     (
         "onnxruntime with tensorrt",
         {"model": {"format": "tensorrt", "storageUri": "s3://bucket/m"}},
@@ -156,6 +167,12 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
 # the API server's CEL budget does not allow.
 INVALID_FOR_KINFER_ONLY: list[tuple[str, dict[str, Any], str]] = [
     ("nodeSelector key not a label key", {"nodeSelector": {"bad key!": "x"}}, "spec.nodeSelector"),
+    # Found by e2e/test_spec_fuzz.py: the pattern admits it, rendering its fetch raised.
+    (
+        "storageUri with an unclosed IPv6 bracket",
+        {"model": {"storageUri": "http://[host/model.onnx"}},
+        "spec.model.storageUri",
+    ),
 ]
 
 
