@@ -7,6 +7,7 @@ unchanged InferenceService sends no write at all.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,14 @@ def matches(desired: Any, live: Any) -> bool:
     return quantity != 0 and quantity == parse_quantity(live)
 
 
+def apply_body(desired: dict[str, Any]) -> bytes:
+    """A server-side apply body (content type apply-patch+yaml: the API server parses YAML).
+    JSON with its non-ASCII characters as UTF-8: the client's own json.dumps escapes them, and
+    YAML refuses the surrogate-pair escapes of a character beyond the BMP ("\\ud83d\\ude00"
+    for an emoji in an env value: "found invalid Unicode character escape code")."""
+    return json.dumps(desired, ensure_ascii=False).encode()
+
+
 class Kube:
     """A thin, synchronous wrapper of the dynamic client (kopf runs sync handlers in threads)."""
 
@@ -136,7 +145,7 @@ class Kube:
         if live is not None and matches(desired, live):
             return "unchanged"
         self._resource(desired["apiVersion"], desired["kind"]).server_side_apply(
-            body=desired,
+            body=apply_body(desired),
             name=meta["name"],
             namespace=meta.get("namespace"),
             field_manager=c.FIELD_MANAGER,
