@@ -210,6 +210,24 @@ GRPC_CASES = [
         "no_such_model",
     ),
     (
+        "negative-dim",
+        _grpc_request([1, -64], raw=b"\0" * 256),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "negative dimension",
+    ),
+    (
+        "unknown-datatype",
+        _grpc_request([1, 64], raw=b"\0" * 256, datatype="FP8"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'FP8' is not supported",
+    ),
+    (
+        "huge-shape",
+        _grpc_request([2**40, 64], raw=b"\0" * 256),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shape [1099511627776, 64]",
+    ),
+    (
         "oversize",
         _grpc_request([4097, 64], raw=b"\0" * (4097 * 64 * 4)),
         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -226,6 +244,17 @@ def test_grpc_bad_request_gets_a_clear_status(kinfer_server, request_, code, wor
         _grpc_infer(kinfer_server, request_)
     assert caught.value.code() == code
     assert word in caught.value.details()
+
+
+def test_a_refused_request_in_a_stream_answers_its_error_and_the_stream_goes_on(kinfer_server):
+    bad = _grpc_request([1, -64], raw=b"\0" * 256)
+    good = _grpc_request([1, 64])
+    with grpc.insecure_channel(kinfer_server.grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        answers = list(stub.ModelStreamInfer(iter([bad, good]), timeout=60))
+    assert len(answers) == 2
+    assert "negative dimension" in answers[0].error_message
+    assert not answers[1].error_message and answers[1].infer_response.outputs[0].shape == [1, 16]
 
 
 # Not "malformed-json": Triton 2.51 answers it with 500 (kinfer's server says 400).

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
@@ -82,7 +83,11 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (rawCodec) Name() string { return "proto" }
 
-type frontend struct{ bridge *bridge }
+type frontend struct {
+	bridge *bridge
+	// maxTensorBytes is the server's --max-request-bytes: the raw tensors of one request.
+	maxTensorBytes uint64
+}
 
 // roundTrip hands one message to the server and waits for its answer or the caller's end.
 func (f *frontend) roundTrip(ctx context.Context, in *inbound, tag uint8) ([]byte, error) {
@@ -122,6 +127,12 @@ func (f *frontend) handle(_ any, stream grpc.ServerStream) error {
 				}
 				return err
 			}
+			if err := checkInferRequest(in.frame[headerBytes:], f.maxTensorBytes); err != nil {
+				if err := stream.SendMsg(&outbound{streamError(err)}); err != nil {
+					return err
+				}
+				continue
+			}
 			payload, err := f.roundTrip(ctx, in, methodStreamInfer)
 			if err != nil {
 				return err
@@ -139,6 +150,11 @@ func (f *frontend) handle(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(in); err != nil {
 		return err
 	}
+	if name == "ModelInfer" {
+		if err := checkInferRequest(in.frame[headerBytes:], f.maxTensorBytes); err != nil {
+			return err
+		}
+	}
 	payload, err := f.roundTrip(ctx, in, tag)
 	if err != nil {
 		return err
@@ -151,6 +167,10 @@ func main() {
 	bridgeFD := flag.Int("bridge-fd", 3, "file descriptor of the bridge socket, inherited from kinfer-ort-server")
 	maxMessage := flag.Int("max-message-bytes", 65*1024*1024, "largest gRPC message received or sent")
 	procs := flag.Int("procs", 1, "OS threads running Go code at once (GOMAXPROCS); 0: one per core")
+	maxTensorBytes := flag.Uint64("max-request-bytes", 64*1024*1024, "largest raw tensor payload of one inference request (the server's --max-request-bytes)")
+	keepaliveTime := flag.Duration("keepalive-time", 2*time.Hour, "ping a client after this long without activity")
+	keepaliveTimeout := flag.Duration("keepalive-timeout", 20*time.Second, "close the connection when a ping is not answered within this")
+	idleTimeout := flag.Duration("idle-timeout", 5*time.Minute, "close (GOAWAY) a connection with no call in flight for this long (0: never)")
 	exitTimeout := flag.Duration("exit-timeout", 30*time.Second, "on SIGTERM: how long in-flight calls may take before the listener is closed anyway")
 	flag.Parse()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -179,11 +199,16 @@ func main() {
 	if err != nil {
 		log.Fatalf("cannot listen for gRPC on %s: %v", *listen, err)
 	}
-	f := &frontend{bridge: b}
+	f := &frontend{bridge: b, maxTensorBytes: *maxTensorBytes}
+	params := keepalive.ServerParameters{Time: *keepaliveTime, Timeout: *keepaliveTimeout}
+	if *idleTimeout > 0 {
+		params.MaxConnectionIdle = *idleTimeout
+	}
 	server := grpc.NewServer(
 		grpc.UnknownServiceHandler(f.handle),
 		grpc.MaxRecvMsgSize(*maxMessage),
 		grpc.MaxSendMsgSize(*maxMessage),
+		grpc.KeepaliveParams(params),
 	)
 	address := lis.Addr().String()
 	hello := encodeFrame(0, 0, len(address))

@@ -150,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         help="open connections per port; one more is answered 503 and closed",
     )
+    grpc_group = parser.add_argument_group("gRPC connections (both frontends)")
+    grpc_group.add_argument(
+        "--grpc-keepalive-time",
+        type=int,
+        default=7_200_000,
+        metavar="MS",
+        help="ping a client after this many ms without activity (Triton's flag and default)",
+    )
+    grpc_group.add_argument(
+        "--grpc-keepalive-timeout",
+        type=int,
+        default=20_000,
+        metavar="MS",
+        help="close the connection when the ping is not answered within this many ms",
+    )
+    grpc_group.add_argument(
+        "--grpc-idle-timeout-secs",
+        type=float,
+        default=300.0,
+        help="close (GOAWAY) a connection with no call for this long (0: never); clients reconnect",
+    )
     batching = parser.add_argument_group(
         "batching (config.pbtxt's dynamic_batching and max_batch_size win)"
     )
@@ -250,9 +271,16 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     for flag, seconds in (
         ("--http-header-timeout-secs", args.http_header_timeout_secs),
         ("--http-idle-timeout-secs", args.http_idle_timeout_secs),
+        ("--grpc-idle-timeout-secs", args.grpc_idle_timeout_secs),
     ):
         if not seconds >= 0:
             raise ValueError(f"{flag}={seconds} must be >= 0")
+    for flag, ms in (
+        ("--grpc-keepalive-time", args.grpc_keepalive_time),
+        ("--grpc-keepalive-timeout", args.grpc_keepalive_timeout),
+    ):
+        if ms < 1:
+            raise ValueError(f"{flag}={ms} must be >= 1 (ms)")
     if args.http_max_connections < 1:
         raise ValueError(f"--http-max-connections={args.http_max_connections} must be >= 1")
     if args.max_request_bytes < 1:
@@ -312,6 +340,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         http_header_timeout_s=args.http_header_timeout_secs,
         http_idle_timeout_s=args.http_idle_timeout_secs,
         http_max_connections=args.http_max_connections,
+        grpc_keepalive_time_ms=args.grpc_keepalive_time,
+        grpc_keepalive_timeout_ms=args.grpc_keepalive_timeout,
+        grpc_idle_timeout_s=args.grpc_idle_timeout_secs,
         exit_timeout_s=args.exit_timeout_secs,
         exit_on_error=args.exit_on_error,
         strict_readiness=args.strict_readiness,

@@ -251,6 +251,33 @@ class GrpcFrontend:
         self.transport.close()
 
 
+@dataclass(frozen=True)
+class GrpcConnections:
+    """What a gRPC client is held to, on both frontends (flags in cli.py)."""
+
+    max_tensor_bytes: int = 64 * 1024 * 1024  # raw tensors of one request
+    keepalive_time_ms: int = 7_200_000  # ping a client silent this long (Triton's default)
+    keepalive_timeout_ms: int = 20_000  # close when the ping is not answered within this
+    idle_timeout_s: float = 300.0  # close a connection without calls this long; 0: never
+
+    def frontend_args(self) -> list[str]:
+        return [
+            f"--max-request-bytes={self.max_tensor_bytes}",
+            f"--keepalive-time={self.keepalive_time_ms}ms",
+            f"--keepalive-timeout={self.keepalive_timeout_ms}ms",
+            f"--idle-timeout={self.idle_timeout_s}s",
+        ]
+
+    def grpcio_options(self) -> list[tuple[str, int]]:
+        options = [
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+        ]
+        if self.idle_timeout_s > 0:
+            options.append(("grpc.max_connection_idle_ms", int(self.idle_timeout_s * 1000)))
+        return options
+
+
 def _listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -265,6 +292,7 @@ async def start_grpc_frontend(
     start_timeout_s: float = 30.0,
     threads: int = 1,
     busy_poll_s: float = 0.0,
+    connections: GrpcConnections | None = None,
 ) -> GrpcFrontend:
     """Start the frontend on host:port and wait until it listens; raises RuntimeError if not."""
     loop = asyncio.get_running_loop()
@@ -277,6 +305,7 @@ async def start_grpc_frontend(
             f"--max-message-bytes={max_message_bytes}",
             f"--exit-timeout={exit_timeout_s}s",
             f"--procs={threads}",
+            *(connections or GrpcConnections()).frontend_args(),
             pass_fds=(theirs.fileno(),),
             stdin=asyncio.subprocess.DEVNULL,
             # Its own session: a signal to this server's process group (Ctrl-C, a

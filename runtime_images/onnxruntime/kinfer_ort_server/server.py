@@ -15,7 +15,12 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from kinfer_ort_server.core import Core
 from kinfer_ort_server.errors import ServerError
 from kinfer_ort_server.grpc_api import InferenceServicer
-from kinfer_ort_server.grpc_frontend import BINARY, GrpcFrontend, start_grpc_frontend
+from kinfer_ort_server.grpc_frontend import (
+    BINARY,
+    GrpcConnections,
+    GrpcFrontend,
+    start_grpc_frontend,
+)
 from kinfer_ort_server.http_api import HttpApi
 from kinfer_ort_server.http_server import (
     HttpLimits,
@@ -52,6 +57,9 @@ class ServerOptions:
     http_header_timeout_s: float = 10.0
     http_idle_timeout_s: float = 60.0
     http_max_connections: int = 1024
+    grpc_keepalive_time_ms: int = 7_200_000
+    grpc_keepalive_timeout_ms: int = 20_000
+    grpc_idle_timeout_s: float = 300.0
     exit_timeout_s: float = 30.0
     exit_on_error: bool = True
     strict_readiness: bool = True
@@ -117,6 +125,12 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
     frontend: GrpcFrontend | None = None
     # Transport limit above ours, so an oversize request reaches the handler and is counted.
     grpc_limit = options.max_request_bytes + 1024 * 1024
+    connections = GrpcConnections(
+        options.max_request_bytes,
+        options.grpc_keepalive_time_ms,
+        options.grpc_keepalive_timeout_ms,
+        options.grpc_idle_timeout_s,
+    )
     if options.allow_grpc and options.grpc_frontend_binary:
         try:
             frontend = await start_grpc_frontend(
@@ -128,6 +142,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
                 options.exit_timeout_s,
                 threads=options.grpc_frontend_threads,
                 busy_poll_s=options.grpc_frontend_busy_poll_us / 1e6,
+                connections=connections,
             )
         except RuntimeError as error:
             log.error("%s", error)
@@ -140,6 +155,7 @@ async def serve(options: ServerOptions, stop: asyncio.Event | None = None) -> in
                 ("grpc.max_receive_message_length", grpc_limit),
                 ("grpc.max_send_message_length", grpc_limit),
                 ("grpc.so_reuseport", 0),
+                *connections.grpcio_options(),
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), grpc_server)
