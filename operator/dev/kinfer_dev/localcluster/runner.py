@@ -521,14 +521,17 @@ class PodRunner:
             failures = 0 if ok else failures + 1
             if ok and not server.ready:
                 server.ready = True
-                self._report(server, ready=True)
             elif server.ready and failures >= 3:
                 server.ready = False
-                self._report(server, ready=False)
             elif not server.ready and time.monotonic() - started > READY_TIMEOUT_S:
                 log.error("pod %s: not ready after %.0fs; restarting", plan.key, READY_TIMEOUT_S)
                 _terminate(process)
                 return
+            if server.ready or server.reported_ready is not None:
+                # Every pass, not only on a change: a report that failed (the API server
+                # restarting) is made again, as a kubelet's status sync would (no write when
+                # nothing changed).
+                self._report(server, ready=server.ready)
             server.stopping.wait(HEALTH_INTERVAL_S)
 
     def _report(self, server: PodServer, *, ready: bool) -> None:
