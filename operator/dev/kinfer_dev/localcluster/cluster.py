@@ -37,6 +37,7 @@ from kinfer_dev.localcluster.processes import (
     http_ok,
     https_ok,
     is_alive,
+    stop_process,
     wait_until,
 )
 
@@ -478,6 +479,42 @@ class LocalCluster:
             api.create_node(body)
             # Status on create is not guaranteed to stick: write it explicitly.
             api.patch_node_status(node.name, {"status": body["status"]})
+
+
+# What `restart` can bring back, and the health check each must pass before it returns.
+RESTARTABLE = ("kube-apiserver", "prometheus")
+
+
+def restart(state_dir: Path, name: str, timeout_s: float = COMPONENT_TIMEOUT_S) -> None:
+    """Stop one running component (SIGTERM, then SIGKILL) and start it again with the same
+    flags, returning once it answers its health check: a crash or upgrade restart. Everything
+    else, etcd's data included, stays as it is (chaos tests: e2e/test_chaos.py)."""
+    if name not in RESTARTABLE:
+        raise ValueError(f"cannot restart {name!r}: one of {', '.join(RESTARTABLE)}")
+    state = ClusterState.load(state_dir)
+    table = ProcessTable(state_dir)
+    record = table.get(name)
+    if state is None or record is None:
+        raise StartupError(f"no running local cluster with a {name} in {state_dir}")
+    url = (
+        f"{state.server}/readyz" if name == "kube-apiserver" else f"{state.prometheus_url}/-/ready"
+    )
+    tls = _admin_tls(state_dir) if name == "kube-apiserver" else None
+    stop_process(record)
+    started = table.start(name, record.argv)
+    wait_until(
+        f"{name} healthy after a restart",
+        lambda: https_ok(url, tls) if tls else http_ok(url),
+        timeout_s,
+        record=started,
+    )
+
+
+def _admin_tls(state_dir: Path) -> ssl.SSLContext:
+    keys = pki.Pki(state_dir / "pki")
+    context = ssl.create_default_context(cafile=str(keys.ca_cert))
+    context.load_cert_chain(str(keys.client_cert("admin")), str(keys.client_key("admin")))
+    return context
 
 
 _PORT_NAMES = (
