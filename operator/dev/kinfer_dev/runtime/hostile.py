@@ -154,6 +154,11 @@ class ProbeLog:
     def worst_s(self) -> float:
         return max(self.latencies_s, default=0.0)
 
+    @property
+    def median_s(self) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[len(ordered) // 2] if ordered else 0.0
+
 
 def probe_during(
     work: Callable[[], object],
@@ -193,6 +198,8 @@ class CaseResult:
     rss_before_mib: float
     rss_after_mib: float
     probe_worst_ms: float
+    probe_median_ms: float
+    probes: int
 
 
 def wait_rss_settles(pid: int, bound: int, timeout_s: float = 30.0) -> int:
@@ -225,6 +232,8 @@ def run_case(
         before / MiB,
         after / MiB,
         log.worst_s * 1000,
+        log.median_s * 1000,
+        len(log.latencies_s),
     )
 
 
@@ -234,6 +243,8 @@ def issue_cases(host: str, http_port: int, model: str) -> dict[str, Callable[[],
     empty_lists = empty_lists_body(63 * MiB)
     zeros = zeros_body(20 * MiB)
     return {
+        # The machine's own probe latency, for comparison: 5 s with no request.
+        "no request (5 s)": lambda: [time.sleep(5)],
         "63 MiB body of empty lists": lambda: [post(host, http_port, path, empty_lists)],
         "ten 20 MiB requests, Connection: close": lambda: [
             post(host, http_port, path, zeros) for _ in range(10)
@@ -282,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"{name}: statuses {result.statuses}, peak {result.peak_mib:.0f} MiB, "
                         f"RSS {result.rss_before_mib:.0f} -> {result.rss_after_mib:.0f} MiB, "
-                        f"worst probe {result.probe_worst_ms:.1f} ms"
+                        f"probes: {result.probes}, median {result.probe_median_ms:.1f} ms, "
+                        f"worst {result.probe_worst_ms:.1f} ms"
                     )
         finally:
             server.stop()
