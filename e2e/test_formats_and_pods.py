@@ -94,7 +94,8 @@ def test_a_gpu_server_on_an_image_without_cuda_refuses_and_says_so(
         ready = condition_of(cluster.get("kisvc", name, "-n", namespace), "Ready") or {}
         return ready if "CUDAExecutionProvider" in ready.get("message", "") else None
 
-    ready = wait_for("Ready=False naming the missing CUDA provider", refused, 240)
+    # The first resync (RESYNC_INTERVAL_S, 120 s) at the latest reads the crashed pod.
+    ready = wait_for("Ready=False naming the missing CUDA provider", refused, 300)
     assert ready["status"] == "False"
     assert ready["reason"] == "ServerFailing", ready
     assert "exited 2" in ready["message"], ready["message"]
@@ -193,3 +194,27 @@ def test_pod_customization_reaches_the_running_pod(
     assert meta["labels"]["team"] == "e2e"
     assert meta["labels"]["kinfer.dev/inferenceservice"] == name
     assert meta["annotations"]["example.com/owner"] == "team-e2e"
+
+
+def test_an_affinity_the_api_server_refuses_is_said_with_its_spec_field(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    """spec.affinity passes through (preserve-unknown-fields): the API server checks it when
+    the Deployment is applied, and its refusal reaches SpecValid=False naming spec.affinity."""
+    isvc = runnable_here(cluster, load_sample("onnxruntime-cpu.yaml", namespace, models))
+    term = {"matchExpressions": [{"key": "zone", "operator": "Near", "values": ["a"]}]}
+    isvc["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+    name = isvc["metadata"]["name"]
+    cluster.apply(isvc)
+
+    def refused() -> dict[str, Any] | None:
+        valid = condition_of(cluster.get("kisvc", name, "-n", namespace), "SpecValid") or {}
+        return valid if valid.get("status") == "False" else None
+
+    valid = wait_for("SpecValid=False", refused, 180)
+    assert "spec.affinity" in valid["message"], valid["message"]
+    assert "Near" in valid["message"], valid["message"]

@@ -79,6 +79,23 @@ def test_a_server_crash_loop_or_a_bad_image_is_a_server_failure():
     assert image.message == "pod mlp-1: container server ImagePullBackOff"
 
 
+def test_a_crash_looping_server_between_back_offs_is_still_a_server_failure():
+    """A kubelet runs the container again between back-offs (state running, lastState the
+    crash): until it is Ready, that is the same failure, so a reconcile then still says it."""
+    restarted = {
+        "name": "server",
+        "ready": False,
+        "restartCount": 3,
+        "state": {"running": {}},
+        "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": "no CUDA"}},
+    }
+    crash = pod_failure([pod(containers=[restarted])])
+    assert crash.reason == SERVER_FAILING
+    assert crash.message == "pod mlp-1: container server restarted: last exited 2: no CUDA"
+    recovered = {**restarted, "ready": True}
+    assert pod_failure([pod(containers=[recovered])]) is None
+
+
 def test_healthy_starting_and_deleted_pods_are_not_failures():
     assert pod_failure([]) is None
     assert (

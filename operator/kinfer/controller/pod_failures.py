@@ -68,15 +68,20 @@ def _init_failure(pod: str, status: dict[str, Any]) -> str | None:
 
 def _container_failure(pod: str, status: dict[str, Any]) -> str | None:
     waiting = (status.get("state") or {}).get("waiting") or {}
-    if waiting.get("reason") not in STUCK_WAITING_REASONS:
-        return None
     last = (status.get("lastState") or {}).get("terminated")
+    failed_last = bool(last) and last.get("exitCode", 0) != 0
+    if waiting.get("reason") in STUCK_WAITING_REASONS:
+        state = waiting["reason"]
+    elif failed_last and not status.get("ready") and status.get("restartCount", 0) > 0:
+        # Between two back-offs a crash-looping container runs again for a moment: the same
+        # failure, not a pod that came right (it is still not Ready).
+        state = "restarted"
+    else:
+        return None
     detail = waiting.get("message") or ""
-    if last and last.get("exitCode", 0) != 0:
+    if failed_last:
         detail = (detail + "; " if detail else "") + f"last {_exit(last)}"
-    return f"pod {pod}: container {status.get('name')} {waiting['reason']}" + (
-        f": {detail}" if detail else ""
-    )
+    return f"pod {pod}: container {status.get('name')} {state}" + (f": {detail}" if detail else "")
 
 
 def pod_failure(pods: list[dict[str, Any]]) -> PodFailure | None:
