@@ -12,9 +12,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from kinfer_ort_server.core import Core
+from kinfer_ort_server.decode import UNSUPPORTED_PARAMETERS
 from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL, PROTOCOL_TO_NUMPY
 from kinfer_ort_server.errors import BadRequest, PayloadTooLarge, ServerError
-from kinfer_ort_server.http_api import UNSUPPORTED_PARAMETERS
 
 log = logging.getLogger("kinfer_ort_server.grpc")
 

@@ -11,11 +11,7 @@ import orjson
 
 from kinfer_ort_server.config import config_to_json_dict
 from kinfer_ort_server.core import Core
-from kinfer_ort_server.decode import (  # noqa: F401 (UNSUPPORTED_PARAMETERS: grpc_api's)
-    HEADER_LENGTH,
-    UNSUPPORTED_PARAMETERS,
-    decode_request,
-)
+from kinfer_ort_server.decode import HEADER_LENGTH, decode_request
 from kinfer_ort_server.dtypes import NUMPY_TO_PROTOCOL
 from kinfer_ort_server.errors import BadRequest, ModelNotFound, PayloadTooLarge, ServerError
 from kinfer_ort_server.http_server import HttpRequest, HttpResponse
