@@ -39,6 +39,11 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ),
     # Found by e2e/test_spec_fuzz.py: the scale subresource refuses it, kinfer render did not.
     ("replicas beyond int32", {"replicas": 2**31}, "spec.replicas"),
+    (
+        "duplicate imagePullSecrets (a set)",
+        {"imagePullSecrets": ["a", "a"]},
+        "spec.imagePullSecrets[1]",
+    ),
     # Also found by the fuzz: patterns are read as RE2 reads them (ASCII \w, no $ before \n).
     (
         "oci tag with a non-ASCII letter",

@@ -9,6 +9,7 @@ server agree on what is invalid and say it with the same paths.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -140,24 +141,45 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+@functools.cache
+def _unique_lists() -> tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...]:
+    """(path, the map's keys; None for a set) of every list under spec that the CRD declares
+    x-kubernetes-list-type map or set: the API server refuses a duplicate in any of them."""
+    found: list[tuple[tuple[str, ...], tuple[str, ...] | None]] = []
+
+    def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
+        kind = node.get("x-kubernetes-list-type")
+        if kind == "map":
+            found.append((path, tuple(node.get("x-kubernetes-list-map-keys") or ())))
+        elif kind == "set":
+            found.append((path, None))
+        for key, child in (node.get("properties") or {}).items():
+            walk(child, (*path, key))
+
+    walk(crd_schema.spec_schema(), ("spec",))
+    return tuple(found)
+
+
+def _identity(item: Any, keys: tuple[str, ...] | None) -> tuple[Any, str]:
+    """(the value an error shows, what makes two items the same) of a list-map or set item."""
+    if keys is not None and isinstance(item, dict):
+        return item.get(keys[0]), json.dumps([item.get(key) for key in keys])
+    return item, json.dumps(item, sort_keys=True)
+
+
 def _duplicate_keys(obj: dict[str, Any]) -> list[FieldError]:
-    """List-map keys must be unique (x-kubernetes-list-type: map)."""
+    """List-map keys and list-set items must be unique (x-kubernetes-list-type map, set)."""
     errors = []
-    for path in (
-        ("spec", "precision", "tiers"),
-        ("spec", "env"),
-        ("spec", "model", "inputs"),
-        ("spec", "model", "outputs"),
-    ):
+    for path, keys in _unique_lists():
         items = _lookup(obj, path)
         if not isinstance(items, list):
             continue
-        seen: set[Any] = set()
+        seen: set[str] = set()
         for index, item in enumerate(items):
-            name = item.get("name") if isinstance(item, dict) else None
-            if name in seen:
-                errors.append(FieldError(f"{'.'.join(path)}[{index}]", name, "Duplicate value"))
-            seen.add(name)
+            value, identity = _identity(item, keys)
+            if identity in seen:
+                errors.append(FieldError(f"{'.'.join(path)}[{index}]", value, "Duplicate value"))
+            seen.add(identity)
     return errors
 
 
