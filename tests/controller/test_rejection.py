@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from kinfer.controller.rejection import rejection_message, rejections, spec_field_for
+from kinfer.controller.rejection import (
+    refused,
+    rejection_message,
+    rejections,
+    spec_field_for,
+)
 from kinfer.controller.status import spec_not_applied, spec_rejected
 
 DEPLOYMENT = {"kind": "Deployment", "metadata": {"name": "mlp", "namespace": "ns"}}
@@ -120,3 +125,39 @@ def _isvc(generation, observed, spec_valid=None):
 def test_status_is_only_refreshed_for_an_applied_generation(isvc, not_applied, rejected):
     assert spec_not_applied(isvc) is not_applied
     assert spec_rejected(isvc) is rejected
+
+
+# Server-side apply's answer to a field the Deployment's schema does not declare (found by
+# e2e/test_spec_fuzz.py: an unknown key under spec.affinity, which the CRD preserves).
+UNDECLARED = json.dumps(
+    {
+        "kind": "Status",
+        "status": "Failure",
+        "message": "failed to create typed patch object (ns/mlp; apps/v1, Kind=Deployment): "
+        ".spec.template.spec.affinity.zone: field not declared in schema",
+        "code": 500,
+    }
+)
+
+
+def test_an_undeclared_field_is_a_refusal_naming_its_spec_field() -> None:
+    assert refused(500, UNDECLARED)
+    assert refused(500, UNDECLARED.encode())
+    found = rejections(DEPLOYMENT, UNDECLARED)
+    assert [(r.spec_field, r.child_field) for r in found] == [
+        ("spec.affinity", "spec.template.spec.affinity.zone")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (422, "{}", True),
+        (400, None, True),
+        (500, '{"message": "etcdserver: request timed out"}', False),
+        (503, UNDECLARED, False),
+        (409, "{}", False),
+    ],
+)
+def test_only_an_invalid_object_is_a_refusal(status: int, body: str | None, expected: bool) -> None:
+    assert refused(status, body) is expected

@@ -19,7 +19,7 @@ from kinfer.config import RenderOptions
 from kinfer.controller.capacity import observe_capacity
 from kinfer.controller.kube import Kube
 from kinfer.controller.pod_failures import FETCH_FAILED, SERVER_FAILING
-from kinfer.controller.rejection import rejection_message, rejections
+from kinfer.controller.rejection import refused, rejection_message, rejections
 from kinfer.controller.status import (
     Condition,
     invalid_spec_conditions,
@@ -104,7 +104,7 @@ def reconcile(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outco
         try:
             action = kube.apply(obj)
         except ApiException as error:
-            if error.status not in (400, 422):
+            if not refused(error.status, error.body):
                 raise  # the API server or the network: kopf retries
             # Invalid, not transient: retrying the same spec cannot succeed. Say so where the
             # user looks and wait for the next edit of the spec.

@@ -46,6 +46,20 @@ class Rejection:
         return f"{self.spec_field}: {self.message}{where}"
 
 
+# Server-side apply answers 500 with this for a field the child's schema does not declare
+# (".spec.template.spec.affinity.foo: field not declared in schema"): an invalid object, as a
+# 422 is, and sending it again cannot succeed.
+_UNDECLARED_FIELD = re.compile(r"failed to create typed patch object \([^)]*\): \.(\S*): ")
+
+
+def refused(status: int | None, status_body: str | bytes | None) -> bool:
+    """True when the API server refused a child as invalid (not a transient failure)."""
+    if status in (400, 422):
+        return True
+    text = status_body.decode(errors="replace") if isinstance(status_body, bytes) else status_body
+    return status == 500 and bool(_UNDECLARED_FIELD.search(text or ""))
+
+
 def spec_field_for(kind: str, child_field: str) -> str:
     """The InferenceService field a child's field comes from; `spec` when none is known."""
     if kind == "Deployment" and child_field.startswith(_POD_TEMPLATE):
@@ -76,7 +90,10 @@ def rejections(child: dict[str, Any], status_body: str | bytes | None) -> list[R
         if isinstance(cause, dict)
     ]
     if not found:
-        found.append(Rejection("spec", "", str(status.get("message") or "invalid")))
+        message = str(status.get("message") or "invalid")
+        undeclared = _UNDECLARED_FIELD.search(message)
+        child_field = undeclared.group(1) if undeclared else ""
+        found.append(Rejection(spec_field_for(kind, child_field), child_field, message))
     return found
 
 
