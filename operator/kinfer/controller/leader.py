@@ -270,10 +270,12 @@ class Elector:
         """One attempt (blocking). Raises LeadershipLost when a leader finds another holder."""
         sent_s = self.clock()
         record, resource_version = self.lock.get()
-        self.last_contact_s = self.clock()
-        self.observed_at_s = observed_since(self.observed, self.observed_at_s, record, sent_s)
+        # A change is seen when the read returns, after the holder's write landed (never
+        # earlier: the expiry a standby waits out starts no sooner than the holder's).
+        read_s = self.last_contact_s = self.clock()
+        self.observed_at_s = observed_since(self.observed, self.observed_at_s, record, read_s)
         self.observed = record
-        if not may_acquire(record, self.identity, self.observed_at_s, sent_s):
+        if not may_acquire(record, self.identity, self.observed_at_s, read_s):
             if self.is_leader:
                 raise LeadershipLost(f"the Lease is held by {record.holder if record else None}")
             return False
@@ -281,7 +283,7 @@ class Elector:
         if not self.lock.write(wanted, resource_version):
             return False
         self.last_contact_s = self.clock()
-        self.observed, self.observed_at_s = wanted, sent_s
+        self.observed, self.observed_at_s = wanted, self.last_contact_s
         self.last_renew_s = sent_s
         if not self.is_leader:
             log.info(
@@ -315,7 +317,8 @@ class Elector:
                 log.warning("leader election: reading the Lease %s failed: %s", self.lease, error)
             if self.observed is not None and self.observed.holder != holder:
                 holder = self.observed.holder
-                log.info("leader election: the Lease %s is held by %s", self.lease, holder)
+                shown = holder or "no one (released)"
+                log.info("leader election: the Lease %s is held by %s", self.lease, shown)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.timing.retry_period_s)
         return False
