@@ -44,6 +44,16 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
         {"imagePullSecrets": ["a", "a"]},
         "spec.imagePullSecrets[1]",
     ),
+    (
+        "two topologySpreadConstraints for one key and policy",
+        {
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+            ]
+        },
+        "spec.topologySpreadConstraints[1]",
+    ),
     # Also found by the fuzz: patterns are read as RE2 reads them (ASCII \w, no $ before \n).
     (
         "oci tag with a non-ASCII letter",

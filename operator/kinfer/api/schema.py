@@ -779,6 +779,9 @@ def spec_schema() -> Schema:
                 "spec.topologySpreadConstraints. A constraint without labelSelector gets the "
                 "service's pod selector (kinfer.dev/inferenceservice=<name>). Default: none.",
                 "maxItems": 16,
+                # As the Pod's: one constraint per domain key and policy.
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["topologyKey", "whenUnsatisfiable"],
                 "items": {
                     "type": "object",
                     "description": "One constraint (maxSkew, topologyKey, whenUnsatisfiable, "
