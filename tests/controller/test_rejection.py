@@ -140,13 +140,36 @@ UNDECLARED = json.dumps(
 )
 
 
-def test_an_undeclared_field_is_a_refusal_naming_its_spec_field() -> None:
-    assert refused(500, UNDECLARED)
-    assert refused(500, UNDECLARED.encode())
-    found = rejections(DEPLOYMENT, UNDECLARED)
-    assert [(r.spec_field, r.child_field) for r in found] == [
-        ("spec.affinity", "spec.template.spec.affinity.zone")
-    ]
+DUPLICATE_KEYS = json.dumps(
+    {
+        "kind": "Status",
+        "status": "Failure",
+        "message": "failed to create typed patch object (ns/mlp; apps/v1, Kind=Deployment): "
+        "errors:\n  .spec.template.spec.topologySpreadConstraints: duplicate entries for key "
+        '[topologyKey="zone",whenUnsatisfiable="DoNotSchedule"]',
+        "code": 500,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "spec_field", "child_field"),
+    [
+        (UNDECLARED, "spec.affinity", "spec.template.spec.affinity.zone"),
+        (
+            DUPLICATE_KEYS,
+            "spec.topologySpreadConstraints",
+            "spec.template.spec.topologySpreadConstraints",
+        ),
+    ],
+)
+def test_a_server_side_apply_500_is_a_refusal_naming_the_field(
+    body: str, spec_field: str, child_field: str
+) -> None:
+    assert refused(500, body)
+    assert refused(500, body.encode())
+    found = rejections(DEPLOYMENT, body)
+    assert [(r.spec_field, r.child_field) for r in found] == [(spec_field, child_field)]
 
 
 @pytest.mark.parametrize(

@@ -46,10 +46,11 @@ class Rejection:
         return f"{self.spec_field}: {self.message}{where}"
 
 
-# Server-side apply answers 500 with this for a field the child's schema does not declare
-# (".spec.template.spec.affinity.foo: field not declared in schema"): an invalid object, as a
-# 422 is, and sending it again cannot succeed.
-_UNDECLARED_FIELD = re.compile(r"failed to create typed patch object \([^)]*\): \.(\S*): ")
+# Server-side apply answers 500 with this for a child its schema cannot take (a field it does
+# not declare, ".spec.template.spec.affinity.zone: field not declared in schema"; duplicate
+# list-map keys): an invalid object, as a 422 is, and sending it again cannot succeed.
+_TYPED_PATCH = "failed to create typed patch object"
+_CHILD_FIELD = re.compile(r"\.(spec\.[\w.]*\w)")
 
 
 def refused(status: int | None, status_body: str | bytes | None) -> bool:
@@ -57,7 +58,15 @@ def refused(status: int | None, status_body: str | bytes | None) -> bool:
     if status in (400, 422):
         return True
     text = status_body.decode(errors="replace") if isinstance(status_body, bytes) else status_body
-    return status == 500 and bool(_UNDECLARED_FIELD.search(text or ""))
+    return status == 500 and _TYPED_PATCH in (text or "")
+
+
+def _typed_patch_field(message: str) -> str:
+    """The child's field a server-side apply 500 names ("" when none)."""
+    if _TYPED_PATCH not in message:
+        return ""
+    found = _CHILD_FIELD.search(message.split(_TYPED_PATCH, 1)[1])
+    return found.group(1) if found else ""
 
 
 def spec_field_for(kind: str, child_field: str) -> str:
@@ -91,8 +100,7 @@ def rejections(child: dict[str, Any], status_body: str | bytes | None) -> list[R
     ]
     if not found:
         message = str(status.get("message") or "invalid")
-        undeclared = _UNDECLARED_FIELD.search(message)
-        child_field = undeclared.group(1) if undeclared else ""
+        child_field = _typed_patch_field(message)
         found.append(Rejection(spec_field_for(kind, child_field), child_field, message))
     return found
 
