@@ -82,6 +82,8 @@ FAULT_WEIGHTS = {
 }
 # The local cluster's processes only: on another cluster they are skipped, with this reason.
 LOCAL_ONLY_FAULTS = {
+    # On kind, e2e/kind/run.sh reaches Prometheus through one port-forward to its pod: a
+    # deleted pod would end it for every test after this one.
     "restart-prometheus": "restarts the local cluster's Prometheus process",
     "restart-apiserver": "restarts the local cluster's kube-apiserver process (etcd stays)",
 }
