@@ -146,9 +146,16 @@ def test_helm_install_and_uninstall_a_second_release_as_docs_install_md_says(
 
         run_documented(cluster, uninstall)
         assert live_objects(cluster, release, release_namespace) == []
-        helm_list = chart.helm("list", "-a", "-n", release_namespace, "-o", "json", "--kubeconfig",
-                               str(cluster.kubeconfig)).stdout  # fmt: skip
+        # No release in any state, and no release record (Helm keeps them in Secrets).
+        states = ("--deployed", "--failed", "--pending", "--superseded", "--uninstalled",
+                  "--uninstalling")  # fmt: skip
+        helm_list = chart.helm("list", *states, "-n", release_namespace, "-o", "json",
+                               "--kubeconfig", str(cluster.kubeconfig)).stdout  # fmt: skip
         assert json.loads(helm_list) == []
+        assert (
+            cluster.items("secrets", "-n", release_namespace, "-l", f"owner=helm,name={release}")
+            == []
+        )
         # Helm keeps CRDs: the one the kustomize install owns is the same object as before.
         assert cluster.get("crd", CRD)["metadata"]["uid"] == crd_before
     finally:
