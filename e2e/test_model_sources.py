@@ -163,10 +163,16 @@ def create_secret(cluster: Cluster, namespace: str, name: str, secret_key: str) 
     )  # fmt: skip
 
 
+def small(isvc: dict[str, Any]) -> dict[str, Any]:
+    """A quarter CPU: the kind node's two CPUs hold these beside the rest."""
+    isvc["spec"]["resources"] = {"cpu": "250m", "memory": "512Mi"}
+    return isvc
+
+
 def s3_isvc(
     namespace: str, models: Models, name: str, endpoint: str, secret: str, uri: str
 ) -> dict[str, Any]:
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    isvc = small(load_sample("onnxruntime-cpu.yaml", namespace, models))
     isvc["metadata"]["name"] = name
     isvc["spec"]["model"] |= {
         "storageUri": uri,
@@ -266,7 +272,7 @@ def test_an_oci_modelcar_serves(
     tag = "localhost/kinfer-e2e-modelcar:" + hashlib.sha256(model.read_bytes()).hexdigest()[:12]
     script = Path(__file__).parent / "kind" / "modelcar.sh"
     subprocess.run([str(script), str(model), tag], check=True, timeout=900)
-    isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
+    isvc = small(load_sample("onnxruntime-cpu.yaml", namespace, models))
     isvc["metadata"]["name"] = "mlp-oci"
     isvc["spec"]["model"]["storageUri"] = f"oci://{tag}"
     cluster.apply(isvc)
