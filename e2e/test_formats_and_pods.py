@@ -54,6 +54,7 @@ def _infer_status(http_url: str, batch: int) -> int:
         return int(error.code)
 
 
+@pytest.mark.kind_covered
 def test_a_shipped_config_is_the_one_the_server_runs(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
@@ -196,6 +197,7 @@ def test_pod_customization_reaches_the_running_pod(
     assert meta["annotations"]["example.com/owner"] == "team-e2e"
 
 
+@pytest.mark.kind_covered
 def test_an_affinity_the_api_server_refuses_is_said_with_its_spec_field(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
