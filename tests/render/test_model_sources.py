@@ -207,6 +207,11 @@ def test_oci_runs_the_modelcar_image_and_copies_its_models() -> None:
     uri = "oci://registry.lan:5000/models/mlp:1.0"
     [fetch] = pod_spec(isvc(storageUri=uri))["initContainers"]
     assert fetch["image"] == "registry.lan:5000/models/mlp:1.0"
-    assert fetch["command"] == ["cp", "-R", "/models/.", "/mnt/models/mlp/1/"]
+    assert fetch["command"] == [
+        "sh",
+        "-c",
+        'mkdir -p "$0" && cp -R /models/. "$0"/',
+        "/mnt/models/mlp/1",
+    ]
     assert "args" not in fetch
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True

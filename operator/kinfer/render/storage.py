@@ -34,6 +34,7 @@ DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_HF_REVISION = "main"
 # KServe's modelcar layout: the model's files under /models in the image.
 MODELCAR_MODELS_DIR = "/models"
+MODELCAR_COPY = f'mkdir -p "$0" && cp -R {MODELCAR_MODELS_DIR}/. "$0"/'
 CA_BUNDLE_VOLUME = "s3-ca-bundle"
 CA_BUNDLE_MOUNT = "/var/run/kinfer/s3-ca"
 
@@ -199,9 +200,10 @@ def _fetch_container(
         {"name": "XDG_CACHE_HOME", "value": "/tmp"},
     ]
     if scheme == "oci":
-        # A modelcar: the image holds the model under /models, and its own cp copies it.
+        # A modelcar: the image holds the model under /models, and its own shell copies it
+        # (cp creates no parent directory: mkdir -p first). The destination is sh's $0.
         reference = storage_uri.removeprefix("oci://")
-        copy = ["cp", "-R", f"{MODELCAR_MODELS_DIR}/.", fetch_destination(isvc, version) + "/"]
+        copy = ["sh", "-c", MODELCAR_COPY, fetch_destination(isvc, version)]
         return {
             "image": reference,
             "command": copy,
