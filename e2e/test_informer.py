@@ -3,6 +3,7 @@ list left off; a closed watch resumes from its last resourceVersion without list
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -69,3 +70,30 @@ def test_an_informer_lists_watches_and_resumes_a_closed_watch(
 
 def _watches(informer: cache.Informer) -> int:
     return informer.watches
+
+
+def test_concurrent_calls_keep_their_connections(
+    cluster: Cluster, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As many threads as the operator runs at once. A pool smaller than that closes the
+    # connections it cannot keep ("Connection pool is full, discarding connection"), and the
+    # next calls open new ones: a TLS handshake each.
+    api = load_api_client(str(cluster.kubeconfig))
+    kube = Kube(api)
+    threads = 48
+    barrier = threading.Barrier(threads)
+
+    def call() -> None:
+        barrier.wait()
+        kube.list("v1", "ConfigMap", namespace)
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        workers = [threading.Thread(target=call) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+    assert not any(worker.is_alive() for worker in workers)
+    pool = api.rest_client.pool_manager.connection_from_url(api.configuration.host)
+    assert pool.num_connections > 1, "the calls ran one after another"
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
