@@ -504,8 +504,7 @@ def switch_under_load(chaos: Chaos) -> str:
     cluster, namespace = chaos.cluster, chaos.namespace
     if chaos.live(name) is None:
         op_create(chaos, name)
-    # Autoscaling on, held at one replica: a pin is then a decision, with its Event. (Without
-    # autoscaling the control loop switches without one: see docs/reliability.md.)
+    # Autoscaling on, held at one replica: the pin is the scaling decision's, with its Event.
     scaling = {"minReplicas": 1, "maxReplicas": 1, "targetQPSPerReplica": 1000, "periodSeconds": 5}
     patch(chaos, name, {"replicas": 1, "scaling": scaling, "precision": {"pinned": "fp32"}})
     checkpoint(chaos, "before the switch under load")

@@ -23,7 +23,7 @@ from kinfer.autoscale.energy import energy_status, fold_energy, name_tiers
 from kinfer.autoscale.metrics import RUNTIME_ONNXRUNTIME, Wanted, slo_bucket
 from kinfer.autoscale.observation import Observation
 from kinfer.autoscale.policy import Decision, PolicyConfig, PolicyState, Replicas, Tuning, decide
-from kinfer.autoscale.reasons import Step
+from kinfer.autoscale.reasons import Reason, Step
 from kinfer.controller.capacity import observe_capacity
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Event
@@ -320,6 +320,26 @@ def desired_tier_index(isvc: InferenceService, memory: LoopMemory, body: dict[st
     return index if 0 <= index < len(precision.tiers) else 0
 
 
+def unplanned_switch_events(
+    body: dict[str, Any], isvc: InferenceService, tier_index: int
+) -> list[Event]:
+    """The SwitchTier Event of a switch no scaling decision made: a pin or unpin of a service
+    that does not autoscale (a decision posts its own)."""
+    names = isvc.spec.precision.tier_names()
+    was = ((body.get("status") or {}).get("tiers") or {}).get("desired")
+    now = names[tier_index]
+    if was is None or was == now:
+        return []
+    pinned = isvc.spec.precision.pinned
+    reason, why = (
+        (Reason.TIER_PINNED, f"tier pinned to {pinned}")
+        if pinned
+        else (Reason.TIER_RESTORED, "tier unpinned")
+    )
+    message = f"tier {was} -> {now}: {why}"
+    return [Event("Normal", reason.value, message, action=ACTION_SWITCH_TIER)]
+
+
 def tier_period(
     body: dict[str, Any], isvc: InferenceService, kube: Kube, tier_index: int
 ) -> dict[str, Any]:
@@ -380,6 +400,8 @@ def run_period(
         memory.next_tier_s = now_s + TICK_S
         if isvc.spec.precision.pinned or tier_index is None:
             tier_index = desired_tier_index(isvc, memory, body)
+        if not any(event.action == ACTION_SWITCH_TIER for event in result.events):
+            result.events.extend(unplanned_switch_events(body, isvc, tier_index))
         # Conditions from both halves merge onto the same list.
         merged_body = {**body, "status": {**(body.get("status") or {}), **result.status_patch}}
         result.status_patch.update(tier_period(merged_body, isvc, kube, tier_index))
