@@ -3,7 +3,7 @@
 # left up, through KUBECONFIG only. The operator runs in-cluster (installed from
 # manifests/), the test models are served in-cluster, and the in-cluster
 # Prometheus is reached from here through a port-forward on 127.0.0.1.
-#   e2e/kind/run.sh [pytest args]
+#   e2e/kind/run.sh [pytest args]     e.g. -k helm, or e2e/test_samples.py alone
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -30,4 +30,9 @@ export KINFER_E2E_OPERATOR=installed
 export KINFER_E2E_MODEL_BASE_URL=http://model-store.kinfer-e2e.svc.cluster.local:8080
 export KINFER_PROMETHEUS_URL=http://127.0.0.1:$port
 log "e2e on kind: KUBECONFIG=$KUBECONFIG, Prometheus at $KINFER_PROMETHEUS_URL"
-.venv/bin/python -m pytest e2e -rs --durations=25 "$@"
+# Test files or node ids given: those alone; else the whole suite (plus any -k, -x...).
+targets=(e2e)
+for arg in "$@"; do
+  case "$arg" in e2e/*) targets=() ;; esac
+done
+.venv/bin/python -m pytest "${targets[@]}" -rs --durations=25 "$@"
