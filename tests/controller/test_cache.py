@@ -242,7 +242,7 @@ def test_a_child_edited_deleted_or_created_makes_its_service_resync_and_status_d
     memo.scheduler.observe("ADDED", {"metadata": {"namespace": "team-a", "name": "mlp"}})
     entry = memo.scheduler.entries[("team-a", "mlp")]
     by_kind = {cache.kind: cache for cache in caches}
-    assert by_kind["Pod"].on_change is None and by_kind["Node"].on_change is None
+    assert by_kind["Node"].on_change is None
 
     def deployment(replicas: int, ready: int, version: str) -> dict[str, Any]:
         meta = {"namespace": "team-a", "name": "mlp", "labels": {c.LABEL_ISVC: "mlp"}}
@@ -267,3 +267,34 @@ def test_a_child_edited_deleted_or_created_makes_its_service_resync_and_status_d
     other["metadata"]["labels"] = {c.LABEL_ISVC: "unknown"}
     by_kind["Deployment"].apply("ADDED", other)
     assert ("team-a", "unknown") not in memo.scheduler.entries
+
+
+def test_a_pod_that_starts_failing_makes_its_service_resync_and_its_other_updates_do_not():
+    kube, _ = recording_kube()
+    caches = informers(kube)
+    memo = handlers.operator_memo(CachedKube(kube, caches), RenderOptions(), None, caches)
+    memo.scheduler.observe("ADDED", {"metadata": {"namespace": "team-a", "name": "mlp"}})
+    entry = memo.scheduler.entries[("team-a", "mlp")]
+    pods = next(cache for cache in caches if cache.kind == "Pod")
+
+    def pod(version: str, waiting: str | None = None, deleting: bool = False) -> dict[str, Any]:
+        meta = {"namespace": "team-a", "name": "mlp-1", "labels": {c.LABEL_ISVC: "mlp"}}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+        state = {"waiting": {"reason": waiting, "message": "back-off"}} if waiting else {}
+        init = [{"name": "fetch-1", "state": state}]
+        return {
+            "metadata": {**meta, "resourceVersion": version},
+            "status": {"initContainerStatuses": init},
+        }
+
+    def resync_due(event: str, obj: dict[str, Any]) -> bool:
+        entry.next_resync_s = 1e12
+        pods.apply(event, obj)
+        return [w.resync for w in memo.scheduler.due() if w.key == ("team-a", "mlp")] == [True]
+
+    assert not resync_due("ADDED", pod("1")), "a pod starting"
+    assert resync_due("MODIFIED", pod("2", "CreateContainerConfigError")), "its fetch fails"
+    assert not resync_due("MODIFIED", pod("3", "CreateContainerConfigError")), "the same failure"
+    assert resync_due("MODIFIED", pod("4", "ImagePullBackOff")), "another failure"
+    assert not resync_due("DELETED", pod("5", "ImagePullBackOff", deleting=True))

@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from kinfer.api import constants as c
 from kinfer.capacity import requests_extended_resource
 from kinfer.controller.kube import Kube
+from kinfer.controller.pod_failures import pod_failure
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class Informer:
     # Called (from the informer's thread) with an object whose content other than its status
     # changed, that appeared, or that went: what an owner of it may have to put right.
     on_change: Callable[[dict[str, Any]], None] | None = None
+    # Which changes of a stored object call `on_change` (before: None when it is new).
+    changed: Callable[[dict[str, Any] | None, dict[str, Any]], bool] = field(
+        default=lambda before, after: content_changed(before, after)
+    )
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # The stored objects by (namespace, their kinfer.dev/inferenceservice label): what a list of
     # one service's children reads, without scanning every object.
@@ -216,7 +221,7 @@ class Informer:
             if kept:
                 self.objects[key] = obj
                 self._index(key, obj)
-        if self.on_change is not None and (not kept or content_changed(before, obj)):
+        if self.on_change is not None and (not kept or self.changed(before, obj)):
             self.on_change(obj)
 
     def _index(self, key: Key, obj: dict[str, Any]) -> None:
@@ -338,10 +343,30 @@ def _complete(cache: Informer, labels: dict[str, str]) -> bool:
 
 def on_child_change(caches: list[Informer], owner_changed: Callable[[Key], None]) -> None:
     """Tell `owner_changed` the InferenceService of every Deployment, Service or ConfigMap of
-    it that is edited, created or deleted: a reconcile puts it right in seconds."""
+    it that is edited, created or deleted: a reconcile puts it right in seconds. Of its pods,
+    those that fail (a fetch or server failure, pod_failures): Ready=False says why in
+    seconds, not at the next resync. A pod that recovers changes its Deployment's status."""
     for cache in caches:
         if cache.label == c.LABEL_ISVC and cache.kind != "Pod":
             cache.on_change = lambda obj: _notify(obj, owner_changed)
+        elif cache.kind == "Pod":
+            cache.changed = failure_changed
+            cache.on_change = lambda obj: _notify_failing(obj, owner_changed)
+
+
+def _notify_failing(pod: dict[str, Any], owner_changed: Callable[[Key], None]) -> None:
+    # Also called when a pod goes: one that was deleted (deletionTimestamp) is no failure.
+    if has_isvc_label(pod) and pod_failure([pod]) is not None:
+        _notify(pod, owner_changed)
+
+
+def failure_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether a pod of an InferenceService fails now, and differently than before (a status
+    change: not every update of a crash-looping pod)."""
+    if not has_isvc_label(after):
+        return False
+    failure = pod_failure([after])
+    return failure is not None and (before is None or pod_failure([before]) != failure)
 
 
 def _notify(obj: dict[str, Any], owner_changed: Callable[[Key], None]) -> None:
