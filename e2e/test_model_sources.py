@@ -2,7 +2,7 @@
 credentials of spec.model.storageSecretName becomes Ready and answers, and the credentials
 never reach the model server (its container spec; locally also the running server's
 environment); a wrong key and a missing Secret each give Ready=False naming the fetch's
-failure; on kind, an oci:// modelcar image serves.
+failure; a model on a PersistentVolumeClaim serves; on kind, an oci:// modelcar image serves.
 
 The S3 server is `rclone serve s3` (the S3 protocol, with an access key): on the local
 cluster the rclone it builds, on 127.0.0.1; on kind the storage-initializer image's rclone in
@@ -287,3 +287,115 @@ def test_an_oci_modelcar_serves(
     np.testing.assert_allclose(
         http_out, testmodels.run_reference(model, batch), atol=1e-5, rtol=1e-4
     )
+
+
+def bound_claim(cluster: Cluster, namespace: str, claim: str) -> str:
+    """A hostPath PersistentVolume bound to a new claim `claim` (the PV controller binds
+    them); returns the PersistentVolume's name, for the caller to delete."""
+    volume = f"{namespace}-{claim}"
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {
+                        "path": f"/var/lib/kinfer-e2e/{volume}",
+                        "type": "DirectoryOrCreate",
+                    },
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        ]
+    )
+    wait_for(
+        f"claim {claim} Bound",
+        lambda: (
+            (cluster.get("pvc", claim, "-n", namespace).get("status") or {}).get("phase") == "Bound"
+        ),
+        120,
+    )
+    return volume
+
+
+def copy_into_claim(cluster: Cluster, namespace: str, claim: str, model: Path) -> None:
+    """model.onnx into the claim at mlp/model.onnx: on kind through a pod that mounts it (as a
+    user fills a volume), on the local cluster into the claim's folder (the pod runner's
+    <state>/pvc/<claim>)."""
+    if cluster.is_local:
+        assert cluster.state_dir is not None
+        folder = cluster.state_dir / "pvc" / claim / "mlp"
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(model.read_bytes())
+        return
+    writer = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pvc-writer", "namespace": namespace},
+        "spec": {
+            "containers": [
+                {
+                    "name": "writer",
+                    "image": "localhost/kinfer-e2e-python:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", "import time; time.sleep(3600)"],
+                    # The hostPath volume's folder is root's.
+                    "securityContext": {"runAsUser": 0},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+    cluster.apply(writer)
+    cluster.kubectl(
+        "-n", namespace, "wait", "--for=condition=Ready", "pod/pvc-writer", "--timeout=300s",
+        timeout_s=330,
+    )  # fmt: skip
+    cluster.kubectl("-n", namespace, "exec", "pvc-writer", "--", "mkdir", "-p", "/data/mlp")
+    cluster.kubectl("cp", str(model), f"{namespace}/pvc-writer:/data/mlp/model.onnx", timeout_s=300)
+    cluster.kubectl("-n", namespace, "delete", "pod", "pvc-writer", "--wait=false")
+
+
+def test_a_model_on_a_persistent_volume_claim_serves(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    model = models.local(models.tiers["fp32"])
+    volume = bound_claim(cluster, namespace, "models")
+    try:
+        copy_into_claim(cluster, namespace, "models", model)
+        isvc = small(load_sample("onnxruntime-cpu.yaml", namespace, models))
+        isvc["metadata"]["name"] = "mlp-pvc"
+        isvc["spec"]["model"]["storageUri"] = "pvc://models/mlp/model.onnx"
+        cluster.apply(isvc)
+        cluster.wait_ready(namespace, "mlp-pvc")
+
+        [pod] = cluster.ready_pods(namespace, "mlp-pvc")
+        [claim] = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+        [server] = pod["spec"]["containers"]
+        assert claim["name"] not in {m["name"] for m in server.get("volumeMounts") or []}
+        batch = testmodels.sample_input(batch=2)
+        with pod_endpoint(cluster, pod) as (http_url, grpc_url):
+            http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
+        expected = testmodels.run_reference(model, batch)
+        np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
+        np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+    finally:
+        cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)

@@ -27,6 +27,13 @@ CONTROLLERS = (
     # Lifts the node.kubernetes.io/not-ready taint that admission puts on new
     # nodes once KWOK reports them Ready (and keeps watching their leases).
     "node-lifecycle-controller",
+    # Binds PersistentVolumeClaims to PersistentVolumes, so a pod with a claim (pvc://
+    # models) is scheduled; the pod runner reads a claim at <state>/pvc/<claim>. The two
+    # protection controllers lift the finalizers admission puts on claims and volumes once
+    # nothing uses them (else a namespace with a claim never finishes deleting).
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 )
 
 
