@@ -26,7 +26,10 @@ ALL_ON: dict[str, Any] = {
     "watchNamespaces": ["team-a", "team-b"],
     "logFormat": "plain",
     "prometheus": {"url": "https://prometheus.example.internal:9090"},
-    "dataPlaneImages": {"triton": "registry.internal/tritonserver:24.10-py3"},
+    "dataPlaneImages": {
+        "triton": "registry.internal/tritonserver:24.10-py3",
+        "ortServerCuda": "registry.internal/kinfer-ort-server:cuda12",
+    },
     "podMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True, "labels": {"release": "monitoring"}},
 }
@@ -106,6 +109,7 @@ def test_other_values_render_as_asked(helm: Path, tmp_path: Path) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KINFER_PROMETHEUS_URL"] == "https://prometheus.example.internal:9090"
     assert env["KINFER_TRITON_IMAGE"] == "registry.internal/tritonserver:24.10-py3"
+    assert env["KINFER_ORT_SERVER_CUDA_IMAGE"] == "registry.internal/kinfer-ort-server:cuda12"
     # The data-plane images keep the chart's version: only the operator's tag was set.
     version = chart.project_version()
     assert env["KINFER_ORT_SERVER_IMAGE"] == f"ghcr.io/kinfer-dev/kinfer-ort-server:{version}"
