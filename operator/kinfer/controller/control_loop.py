@@ -128,6 +128,9 @@ class LoopMemory:
 
     # Whether the last decision held for want of usable metrics (fail-static).
     held_static: bool = False
+    # The tier index the last tick served (None: none yet), for the Event of a switch that no
+    # scaling decision made.
+    served_tier: int | None = None
 
     def isvc(self, body: dict[str, Any]) -> InferenceService | None:
         """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
@@ -321,15 +324,16 @@ def desired_tier_index(isvc: InferenceService, memory: LoopMemory, body: dict[st
 
 
 def unplanned_switch_events(
-    body: dict[str, Any], isvc: InferenceService, tier_index: int
+    isvc: InferenceService, served: int | None, tier_index: int
 ) -> list[Event]:
     """The SwitchTier Event of a switch no scaling decision made: a pin or unpin of a service
-    that does not autoscale (a decision posts its own)."""
+    that does not autoscale (a decision posts its own). `served`: the tier this loop served
+    last (None: none yet, as after a restart). The loop's own memory, not status: the cached
+    copy of status may not have this loop's last write yet."""
     names = isvc.spec.precision.tier_names()
-    was = ((body.get("status") or {}).get("tiers") or {}).get("desired")
-    now = names[tier_index]
-    if was is None or was == now:
+    if served is None or served == tier_index or not 0 <= served < len(names):
         return []
+    was, now = names[served], names[tier_index]
     pinned = isvc.spec.precision.pinned
     reason, why = (
         (Reason.TIER_PINNED, f"tier pinned to {pinned}")
@@ -400,8 +404,9 @@ def run_period(
         memory.next_tier_s = now_s + TICK_S
         if isvc.spec.precision.pinned or tier_index is None:
             tier_index = desired_tier_index(isvc, memory, body)
+        served, memory.served_tier = memory.served_tier, tier_index
         if not any(event.action == ACTION_SWITCH_TIER for event in result.events):
-            result.events.extend(unplanned_switch_events(body, isvc, tier_index))
+            result.events.extend(unplanned_switch_events(isvc, served, tier_index))
         # Conditions from both halves merge onto the same list.
         merged_body = {**body, "status": {**(body.get("status") or {}), **result.status_patch}}
         result.status_patch.update(tier_period(merged_body, isvc, kube, tier_index))
