@@ -35,7 +35,7 @@ from e2e.harness import CRDS, Cluster, condition_of
 from kinfer.api import constants as c
 from kinfer.api.model import checked
 from kinfer.config import RenderOptions
-from kinfer.controller.kube import Kube, apply_body
+from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import reconcile
 from kinfer.render import render
 
@@ -122,18 +122,7 @@ class DryRunKube(Kube):
     """The operator's Kube whose child writes are server-side dry runs: the real API server
     validates (and defaults) every rendered child, and nothing is stored."""
 
-    def apply(self, desired: dict[str, Any]) -> str:
-        meta = desired["metadata"]
-        self._resource(desired["apiVersion"], desired["kind"]).server_side_apply(
-            body=apply_body(desired),
-            name=meta["name"],
-            namespace=meta.get("namespace"),
-            field_manager=c.FIELD_MANAGER,
-            force_conflicts=True,
-            serialize=False,
-            dry_run="All",
-        )
-        return "created"
+    dry_run = "All"
 
 
 def _spec_valid_condition(outcome_patch: dict[str, Any]) -> dict[str, Any] | None:

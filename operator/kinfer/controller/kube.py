@@ -111,6 +111,9 @@ def apply_body(desired: dict[str, Any]) -> bytes:
 class Kube:
     """A thin, synchronous wrapper of the dynamic client (kopf runs sync handlers in threads)."""
 
+    # "All": child applies are server-side dry runs (validated and defaulted, never stored).
+    dry_run: str | None = None
+
     def __init__(self, api_client: client.ApiClient) -> None:
         self.dynamic = DynamicClient(api_client)
 
@@ -163,6 +166,7 @@ class Kube:
             field_manager=c.FIELD_MANAGER,
             force_conflicts=True,
             serialize=False,
+            **({"dry_run": self.dry_run} if self.dry_run else {}),
         )
         return "created" if live is None else "updated"
 
