@@ -105,10 +105,14 @@ def _write(
     owned: frozenset[str] = RECONCILE_CONDITIONS,
 ) -> None:
     meta = body["metadata"]
-    if outcome.status_patch:
-        kube.patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch, owned)
-    for event in outcome.events:
-        kube.post_event(body, event.type, event.reason, event.message, event.action)
+    try:
+        if outcome.status_patch:
+            kube.patch_isvc_status(meta["namespace"], meta["name"], outcome.status_patch, owned)
+    finally:
+        # What was done (a scale, a tier switch) is told even when the status write fails
+        # (conflicts past its retries): the next tick writes status again, not the Events.
+        for event in outcome.events:
+            kube.post_event(body, event.type, event.reason, event.message, event.action)
 
 
 @kopf.on.startup()
