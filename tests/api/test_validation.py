@@ -39,6 +39,9 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ),
     # Found by e2e/test_spec_fuzz.py: the scale subresource refuses it, kinfer render did not.
     ("replicas beyond int32", {"replicas": 2**31}, "spec.replicas"),
+    # Also found by the fuzz: the API server reads an integer beyond int64 as a float.
+    ("cpu beyond int64", {"resources": {"cpu": 2**63}}, "spec.resources.cpu"),
+    ("memory below int64", {"resources": {"memory": -(2**63) - 1}}, "spec.resources.memory"),
     (
         "duplicate imagePullSecrets (a set)",
         {"imagePullSecrets": ["a", "a"]},

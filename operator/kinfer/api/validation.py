@@ -74,7 +74,20 @@ def _re2_patterns(node: Any) -> Any:
 def _validator() -> jsonschema.protocols.Validator:
     root = crd_schema.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     # Kubernetes schemas are OpenAPI v3.0: boolean exclusiveMinimum, as in draft 4.
-    return jsonschema.Draft4Validator(_re2_patterns(root))
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft4Validator,
+        type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("integer", _is_int64),
+    )
+    return validator(_re2_patterns(root))
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _is_int64(_checker: Any, instance: Any) -> bool:
+    """The API server decodes a JSON integer outside int64 as a float, which is not an
+    integer to its schema: `cpu: 9223372036854775808` is refused as a "number"."""
+    return isinstance(instance, int) and not isinstance(instance, bool) and instance in _INT64
 
 
 def _path(parts: Any) -> str:
@@ -137,8 +150,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
         case "minimum" | "maximum":
             return error.message.split(" is ", 1)[-1]
         case "type":
-            return f"must be of type {schema['type']}"
+            return f"must be of type {schema['type']}" + _int64_hint(error.instance)
+        case "anyOf" if schema.get("x-kubernetes-int-or-string"):
+            return "must be an integer or a string" + _int64_hint(error.instance)
     return error.message
+
+
+def _int64_hint(value: Any) -> str:
+    beyond = isinstance(value, int) and not isinstance(value, bool) and value not in _INT64
+    return " (an integer must fit in 64 bits)" if beyond else ""
 
 
 @functools.cache
