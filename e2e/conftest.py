@@ -138,7 +138,7 @@ def crd(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster, crd: None, models: Models, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     log_dir = Path(os.environ.get("KINFER_E2E_LOG_DIR") or tmp_path_factory.mktemp("operator"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +147,8 @@ def operator(
         log_dir / "operator.log",
         installed=os.environ.get(ENV_OPERATOR) == "installed",
         prometheus_url=cluster.prometheus_url,
+        # hf:// from the test model store, which serves the hub's layout (as on kind).
+        hf_endpoint=models.base_url,
     )
     process.start()
     try:

@@ -182,6 +182,8 @@ class Operator:
     starts: int = 0
     # Where a local operator serves its metrics (127.0.0.1); None: not served.
     metrics_port: int | None = None
+    # hf:// storageUris: a local operator's HF_ENDPOINT (None: the hub).
+    hf_endpoint: str | None = None
 
     def start(self) -> None:
         if self.installed:
@@ -205,7 +207,10 @@ class Operator:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.cluster.env,
+                env={
+                    **self.cluster.env,
+                    **({"HF_ENDPOINT": self.hf_endpoint} if self.hf_endpoint else {}),
+                },
                 start_new_session=True,
             )
 

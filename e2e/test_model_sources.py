@@ -2,7 +2,8 @@
 credentials of spec.model.storageSecretName becomes Ready and answers, and the credentials
 never reach the model server (its container spec; locally also the running server's
 environment); a wrong key and a missing Secret each give Ready=False naming the fetch's
-failure; a model on a PersistentVolumeClaim serves; on kind, an oci:// modelcar image serves.
+failure; a model on a PersistentVolumeClaim serves; an hf:// file serves from a hub layout;
+on kind, an oci:// modelcar image serves.
 
 The S3 server is `rclone serve s3` (the S3 protocol, with an access key): on the local
 cluster the rclone it builds, on 127.0.0.1; on kind the storage-initializer image's rclone in
@@ -256,6 +257,57 @@ def test_a_wrong_key_and_a_missing_secret_are_in_ready_false(
             600,
         )
         assert re.search(message, ready["message"]), ready
+
+
+HUB_REVISION = "v1"
+
+
+def test_an_hf_file_serves_from_a_hub_layout_and_a_missing_one_is_in_ready_false(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    """No hub is reachable here: the operator's HF_ENDPOINT is the test model store (locally
+    on 127.0.0.1, on kind in-cluster), which serves the hub's
+    <org>/<repo>/resolve/<revision>/<file> layout for the file published there."""
+    relative = f"kinfer-dev/mlp/resolve/{HUB_REVISION}/onnx/model.onnx"
+    published = models.local(relative)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    published.write_bytes(models.local(models.tiers["fp32"]).read_bytes())
+    models.publish(relative)
+    services = {
+        "mlp-hf": f"hf://kinfer-dev/mlp@{HUB_REVISION}/onnx/model.onnx",
+        "mlp-hf-missing": "hf://kinfer-dev/mlp@no-such-revision/onnx/model.onnx",
+    }
+    objects = []
+    for name, uri in services.items():
+        isvc = small(load_sample("onnxruntime-cpu.yaml", namespace, models))
+        isvc["metadata"]["name"] = name
+        isvc["spec"]["model"]["storageUri"] = uri
+        objects.append(isvc)
+    cluster.apply(objects)
+    cluster.wait_ready(namespace, "mlp-hf")
+
+    [pod] = cluster.ready_pods(namespace, "mlp-hf")
+    [fetch] = pod["spec"]["initContainers"]
+    # rclone's http remote: the endpoint, then the hub's path of the file.
+    assert f":http:kinfer-dev/mlp/resolve/{HUB_REVISION}/onnx/model.onnx" in fetch["args"], fetch
+    assert f"--http-url={models.base_url.rstrip('/')}" in fetch["args"], fetch
+    batch = testmodels.sample_input(batch=2)
+    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
+        http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
+    expected = testmodels.run_reference(published, batch)
+    np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+
+    ready = wait_for(
+        "mlp-hf-missing: Ready=False naming the fetch's failure",
+        lambda: (
+            (c := ready_condition(cluster, namespace, "mlp-hf-missing")).get("status") == "False"
+            and c.get("reason") == "ModelFetchFailed"
+            and c
+        ),
+        600,
+    )
+    assert re.search(r"init container fetch-model exited \d+: .*not found", ready["message"]), ready
 
 
 def test_an_oci_modelcar_serves(

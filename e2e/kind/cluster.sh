@@ -48,8 +48,11 @@ install_kinfer() {
   log "installing kinfer: kubectl apply -k manifests/"
   kubectl apply --server-side -k manifests/ >/dev/null
   # The operator's Triton image on this CPU-only cluster: the test image (not the NGC default).
+  # hf:// from the in-cluster model store, which serves the hub's <org>/<repo>/resolve/<rev>/
+  # layout for the files the e2e tests publish there (no hub is reachable from here).
   kubectl -n kinfer-system set env deployment/kinfer-operator \
-    "KINFER_TRITON_IMAGE=$IMAGE_REPO/kinfer-triton-cpu-test:$VERSION" >/dev/null
+    "KINFER_TRITON_IMAGE=$IMAGE_REPO/kinfer-triton-cpu-test:$VERSION" \
+    "HF_ENDPOINT=http://model-store.kinfer-e2e.svc.cluster.local:8080" >/dev/null
   kubectl -n kinfer-system rollout status deployment/kinfer-operator --timeout=300s >/dev/null
 }
 if [ "$1" = install ]; then

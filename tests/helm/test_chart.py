@@ -26,6 +26,7 @@ ALL_ON: dict[str, Any] = {
     "watchNamespaces": ["team-a", "team-b"],
     "logFormat": "plain",
     "prometheus": {"url": "https://prometheus.example.internal:9090"},
+    "hfEndpoint": "https://hf-mirror.example.internal",
     "dataPlaneImages": {
         "triton": "registry.internal/tritonserver:24.10-py3",
         "ortServerCuda": "registry.internal/kinfer-ort-server:cuda12",
@@ -110,6 +111,7 @@ def test_other_values_render_as_asked(helm: Path, tmp_path: Path) -> None:
     assert env["KINFER_PROMETHEUS_URL"] == "https://prometheus.example.internal:9090"
     assert env["KINFER_TRITON_IMAGE"] == "registry.internal/tritonserver:24.10-py3"
     assert env["KINFER_ORT_SERVER_CUDA_IMAGE"] == "registry.internal/kinfer-ort-server:cuda12"
+    assert env["HF_ENDPOINT"] == "https://hf-mirror.example.internal"
     # The data-plane images keep the chart's version: only the operator's tag was set.
     version = chart.project_version()
     assert env["KINFER_ORT_SERVER_IMAGE"] == f"ghcr.io/kinfer-dev/kinfer-ort-server:{version}"
@@ -133,6 +135,7 @@ def test_the_defaults_leave_the_optional_objects_out(helm: Path, tmp_path: Path)
         ]
     }
     assert "KINFER_TRITON_IMAGE" not in env  # the operator's own default
+    assert "HF_ENDPOINT" not in env  # the operator's own default, the hub
     values = {"podDisruptionBudget": {"enabled": False, "minAvailable": 1}}
     assert not by_kind(chart.render(tmp_path, values), "PodDisruptionBudget")
 
@@ -169,6 +172,7 @@ def test_a_second_release_shares_no_name_with_the_kustomize_install(
         ({"logFormat": "xml"}, "logFormat"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"prometheus": {"url": "prometheus:9090"}}, "url"),
+        ({"hfEndpoint": "huggingface.co"}, "hfEndpoint"),
         ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         ({"podMonitor": {"enabled": "yes"}}, "enabled"),
         ({"replica": 2}, "replica"),  # a typo: no such value
