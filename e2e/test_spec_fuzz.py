@@ -35,7 +35,7 @@ from e2e.harness import CRDS, Cluster, condition_of
 from kinfer.api import constants as c
 from kinfer.api.model import checked
 from kinfer.config import RenderOptions
-from kinfer.controller.kube import Kube
+from kinfer.controller.kube import Kube, apply_body
 from kinfer.controller.reconcile import reconcile
 from kinfer.render import render
 
@@ -206,19 +206,45 @@ def test_generated_specs_never_crash_the_operator_and_invalid_ones_name_their_fi
     assert tally["admitted and served"] > 0 and tally["refused by the API server"] > 0, tally
 
 
-def test_a_character_beyond_the_bmp_in_a_child_is_applied(cluster: Cluster, crd: None) -> None:
-    """Found by the fuzz: an emoji in an env value made every apply of the Deployment a 400
-    (the client's JSON escapes it as a surrogate pair, which the API server's YAML refuses)."""
+@pytest.mark.parametrize(
+    "value",
+    [
+        "hello \U0001f642",  # beyond the BMP: JSON's surrogate-pair escape is not YAML
+        "del \x7f, nel \x85, c1 \x9f, bom \ufeff, nonchar \uffff, ls \u2028",  # not raw YAML
+    ],
+    ids=["emoji", "yaml-unprintable"],
+)
+def test_any_character_in_a_child_is_applied_as_written(
+    cluster: Cluster, crd: None, value: str
+) -> None:
+    """Found by the fuzz: an emoji, and later a C1 control character, in an env value made
+    every apply of the Deployment a 400 (server-side apply bodies are parsed as YAML)."""
     api_client = kube_config.new_client_from_config(config_file=str(cluster.kubeconfig))
     isvc = {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
-        "metadata": {"name": "emoji", "namespace": "default", "uid": "0", "generation": 1},
+        "metadata": {"name": "chars", "namespace": "default", "uid": "0", "generation": 1},
         "spec": {
             "runtime": "onnxruntime",
             "model": {"storageUri": "s3://bucket/model.onnx"},
-            "env": [{"name": "GREETING", "value": "hello \U0001f642"}],
+            "env": [{"name": "GREETING", "value": value}],
         },
     }
     outcome = reconcile(isvc, DryRunKube(api_client), RenderOptions())
     assert (_spec_valid_condition(outcome.status_patch) or {}).get("status") == "True", outcome
+    # And the API server stores the value itself, not its escape.
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "chars", "namespace": "default"},
+        "data": {"value": value},
+    }
+    configmaps = DynamicClient(api_client).resources.get(api_version="v1", kind="ConfigMap")
+    stored = configmaps.server_side_apply(
+        body=apply_body(config_map),
+        name="chars",
+        namespace="default",
+        field_manager="kinfer-e2e",
+        dry_run="All",
+    ).to_dict()
+    assert stored["data"]["value"] == value

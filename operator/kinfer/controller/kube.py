@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,12 +101,22 @@ def matches(desired: Any, live: Any) -> bool:
     return quantity != 0 and quantity == parse_quantity(live)
 
 
+# Characters that JSON leaves raw and YAML's reader refuses ("control characters are not
+# allowed": DEL, the C1 controls, the byte-order mark, U+FFFE/F) or reads as a line break,
+# folding the spaces before it (U+2028, U+2029; NEL is a C1 control).
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
 def apply_body(desired: dict[str, Any]) -> bytes:
     """A server-side apply body (content type apply-patch+yaml: the API server parses YAML).
+
     JSON with its non-ASCII characters as UTF-8: the client's own json.dumps escapes them, and
     YAML refuses the surrogate-pair escapes of a character beyond the BMP ("\\ud83d\\ude00"
-    for an emoji in an env value: "found invalid Unicode character escape code")."""
-    return json.dumps(desired, ensure_ascii=False).encode()
+    for an emoji in an env value: "found invalid Unicode character escape code"). The BMP
+    characters YAML refuses or folds raw are escaped (\\u0085 is valid YAML; a raw U+0085 is
+    not)."""
+    text = json.dumps(desired, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 class Kube:
