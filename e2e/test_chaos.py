@@ -463,10 +463,41 @@ def checkpoint(chaos: Chaos, label: str) -> None:
     except WaitTimeout as error:
         raise AssertionError(
             f"{error}\nstill wrong: {last}\n{schedule_report(chaos)}\n"
-            f"--- operation log ---\n" + "\n".join(chaos.log)
+            f"--- operation log ---\n" + "\n".join(chaos.log) + "\n" + pod_report(chaos)
         ) from None
     chaos.converge_s.append(time.monotonic() - started)
     chaos.note(f"checkpoint {label}: converged in {chaos.converge_s[-1]:.1f}s; was {first}")
+
+
+def pod_report(chaos: Chaos) -> str:
+    """Each pod's phase, Ready condition and server annotations, and (locally) the pod
+    runner's and KWOK's log lines that name it: which component a stuck pod waits on."""
+    lines = ["--- pods ---"]
+    pods = chaos.cluster.items("pods", "-n", chaos.namespace)
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        ready = condition_of(pod, "Ready") or {}
+        server = {
+            k.removeprefix("kinfer.dev/"): v
+            for k, v in (meta.get("annotations") or {}).items()
+            if k.startswith("kinfer.dev/server-")
+        }
+        lines.append(
+            f"{meta['name']} rv {meta.get('resourceVersion')} phase {status.get('phase')} "
+            f"deleting {meta.get('deletionTimestamp')} Ready {ready.get('status')} "
+            f"at {ready.get('lastTransitionTime')} {server}"
+        )
+    log_dir = chaos.cluster.state_dir / "logs" if chaos.cluster.state_dir else None
+    names = [p["metadata"]["name"] for p in pods]
+    for component in ("pod-runner", "kwok"):
+        path = log_dir / f"{component}.log" if log_dir else None
+        if path is None or not path.exists() or not names:
+            continue
+        text = path.read_text(errors="replace").splitlines()
+        named = [line for line in text if any(name in line for name in names)]
+        lines.append(f"--- {path} (lines naming them, last 60) ---")
+        lines += named[-60:]
+    return "\n".join(lines)
 
 
 def schedule_report(chaos: Chaos) -> str:
