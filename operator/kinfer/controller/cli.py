@@ -105,8 +105,10 @@ def _add_leader_election_arguments(parser: argparse.ArgumentParser) -> None:
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
-    from kinfer.controller import cache, handlers, telemetry
+    from kinfer.controller import cache, handlers, memprofile, telemetry
     from kinfer.controller.kube import Kube, connection_info, load_api_client
+
+    memprofile.install_from_env()
 
     kopf.configure(
         verbose=args.verbose,
