@@ -43,6 +43,7 @@ from kinfer_dev.localcluster.container_env import (
     container_env,
 )
 from kinfer_dev.localcluster.kubelet_logs import KubeletLogServer, LogRequestError, LogSource
+from kinfer_dev.localcluster.kwok_watchdog import ANNOTATION_RESYNC, Watchdog
 from kinfer_dev.localcluster.podplan import (
     LABEL_ISVC,
     Fetch,
@@ -189,6 +190,7 @@ class PodRunner:
         self.stop_event = threading.Event()
         self.tls = tls  # (serving cert, key, client CA) of the nodes' kubelet endpoint
         self.log_servers: list[KubeletLogServer] = []
+        self.watchdog = Watchdog()  # pods whose KWOK Stage was dropped
 
     # -- kubectl logs -----------------------------------------------------
     def serve_logs(self) -> None:
@@ -267,6 +269,7 @@ class PodRunner:
                 self.state_dir / discovery.TARGETS_FILE, discovery.pod_targets(list(pods.values()))
             )
             self._sync(pods)
+            self._resync_stalled(pods)
             self.stop_event.wait(POLL_INTERVAL_S)
         # Signal every server first so they shut down in parallel, then reap.
         for server in self.pods.values():
@@ -319,6 +322,21 @@ class PodRunner:
         # Forget refusals of pods that are gone so a recreated pod is tried again.
         for key in [k for k in self.refused if k not in pods]:
             del self.refused[key]
+
+    def _resync_stalled(self, pods: dict[str, dict[str, Any]]) -> None:
+        """Bump each pod whose KWOK Stage was dropped (kwok_watchdog), as a kubelet's status
+        sync would write it again."""
+        for key, owed in self.watchdog.due(pods, time.monotonic()):
+            pod = pods[key]["metadata"]
+            patch = {"metadata": {"annotations": {ANNOTATION_RESYNC: str(time.time())}}}
+            try:
+                self.core.patch_namespaced_pod(pod["name"], pod["namespace"], patch)
+            except Exception as error:
+                log.warning("pod %s: resync failed: %s", key, error)
+                continue
+            log.warning(
+                "pod %s: KWOK left %s undone for %.0fs; bumped it", key, owed, self.watchdog.stall_s
+            )
 
     # -- one pod ----------------------------------------------------------
     def _supervise(self, server: PodServer, pod: dict[str, Any]) -> None:
