@@ -152,3 +152,16 @@ def test_simulated_gpus_stand_for_cuda_unless_the_pod_says_they_have_none() -> N
     assert "--execution-provider=cuda" in args  # kept: the server skips what it lacks
     pod["metadata"]["annotations"]["kinfer.dev/simulated-cuda"] = "false"
     assert "--require-execution-provider=cuda" in podplan.plan_pod(pod, STATE).server_args
+
+
+def test_the_servers_prestop_sleep_is_read_and_bounded_by_the_grace_period() -> None:
+    pod = _pod("onnxruntime-cpu.yaml", "http://127.0.0.1:8000/mlp/model.onnx")
+    [server] = pod["spec"]["containers"]
+    # kinfer renders a drain: a deleted pod answers while the endpoints drop it.
+    assert server["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    plan = podplan.plan_pod(pod, Path("/tmp/state"))
+    assert plan.prestop_sleep_s == server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    pod["spec"]["terminationGracePeriodSeconds"] = 2
+    assert podplan.plan_pod(pod, Path("/tmp/state")).prestop_sleep_s == 2
+    del server["lifecycle"]
+    assert podplan.plan_pod(pod, Path("/tmp/state")).prestop_sleep_s == 0

@@ -16,6 +16,8 @@ from kinfer.render.model_config import model_config, to_pbtxt
 # The UID/GID the server runs as: Triton's image user, and the ORT server's.
 RUN_AS_USER = 1000
 SERVER_CONTAINER = "server"
+# How long a terminating pod's server keeps answering before its SIGTERM (preStop sleep).
+DRAIN_SECONDS = 5
 SERVER_COMMANDS = {"triton": "tritonserver", "onnxruntime": "kinfer-ort-server"}
 # kinfer-ort-server on GPUs: TensorRT first where the image has its libraries, then CUDA; and
 # a refusal to start (exit 2, the reason in Ready=False) on an image without CUDA.
@@ -137,6 +139,9 @@ def server_container(isvc: InferenceService, options: RenderOptions) -> dict[str
         "startupProbe": _probe("/v2/health/live", 5, 120),
         "livenessProbe": _probe("/v2/health/live", 10, 6),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        # A deleted pod (a scale-in, a rollout) keeps serving while the Service's endpoints
+        # drop it: clients that picked it before still get answers, then SIGTERM.
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         # A real kubelet leaves terminated.message empty unless told to fall back to
         # the log's tail: the status and Events quote it when the server fails.

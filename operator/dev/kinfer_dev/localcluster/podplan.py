@@ -78,6 +78,8 @@ class PodPlan:
     container: str = "server"  # the model server's container name (`kubectl logs -c`)
     # A kubelet puts the server log's tail into terminated.message only with this policy.
     server_message_from_log: bool = False
+    # The server container's preStop sleep: how long a deleted pod's server keeps running.
+    prestop_sleep_s: float = 0.0
 
     @property
     def key(self) -> str:
@@ -342,7 +344,16 @@ def plan_pod(pod: dict[str, Any], state_dir: Path) -> PodPlan:
         env=env,
         container=server["name"],
         server_message_from_log=server.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+        prestop_sleep_s=_prestop_sleep_s(server, spec),
     )
+
+
+def _prestop_sleep_s(server: dict[str, Any], spec: dict[str, Any]) -> float:
+    """A preStop `sleep` action's seconds, bounded by the grace period, as a kubelet runs it
+    (other preStop actions are not run here)."""
+    sleep = (((server.get("lifecycle") or {}).get("preStop") or {}).get("sleep")) or {}
+    seconds = float(sleep.get("seconds") or 0)
+    return max(0.0, min(seconds, float(spec.get("terminationGracePeriodSeconds", 30))))
 
 
 def local_server_args(plan: PodPlan) -> list[str]:

@@ -625,11 +625,13 @@ class PodRunner:
             log.warning("pod %s: reporting the init failure failed: %s", plan.key, report_error)
 
     def _stop_pod(self, key: str, wait: bool = False) -> None:
-        """Stop a pod's server in the background (a slow shutdown must not hold up the loop)."""
+        """Stop a pod's server in the background (a slow shutdown must not hold up the loop):
+        after its preStop sleep, as a kubelet, unless the runner itself is stopping (`wait`)."""
         server = self.pods.pop(key)
         server.stopping.set()
+        drain_s = 0.0 if wait else server.plan.prestop_sleep_s
         stopper = threading.Thread(
-            target=self._finish_stop, args=(key, server), name=f"stop-{key}", daemon=True
+            target=self._finish_stop, args=(key, server, drain_s), name=f"stop-{key}", daemon=True
         )
         # KWOK may hand the freed pod IP to a new pod: its server waits for this one.
         self.stopping_ips[server.plan.pod_ip] = stopper
@@ -637,7 +639,10 @@ class PodRunner:
         if wait:
             stopper.join(timeout=30)
 
-    def _finish_stop(self, key: str, server: PodServer) -> None:
+    def _finish_stop(self, key: str, server: PodServer, drain_s: float = 0.0) -> None:
+        if server.process is not None and server.process.poll() is None and drain_s > 0:
+            log.info("pod %s: preStop sleep %.0fs, then SIGTERM", key, drain_s)
+            self.stop_event.wait(drain_s)
         if server.process is not None:
             _terminate(server.process)
         if server.thread is not None:
