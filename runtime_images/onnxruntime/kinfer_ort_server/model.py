@@ -70,6 +70,15 @@ class LoadedModel:
             if tensor.np_dtype is not None
         }
 
+    def retire(self) -> None:
+        """Drop the versions once another load replaced this model (or it was unloaded).
+
+        Each version refers back to its model: left as they are, the two form a cycle that
+        keeps the versions' ONNX Runtime sessions (a model's weights, MiBs each) alive until a
+        full garbage collection, so every tier switch left the last model's weights behind.
+        Requests in flight hold their own version; it goes when they finish."""
+        self.versions.clear()
+
     @property
     def latest(self) -> ModelVersion:
         # Triton serves a request without a version on the highest loaded version.

@@ -161,6 +161,8 @@ class Repository:
             slot.unloaded_versions = (
                 tuple(sorted(set(previous.versions) - set(model.versions))) if previous else ()
             )
+            if previous is not None:
+                previous.retire()
             log.info(
                 "loaded model %s versions %s tiers %s",
                 name,
@@ -291,6 +293,7 @@ class Repository:
             self.models.pop(name, None)
             if previous is not None:
                 slot.unloaded_versions = tuple(sorted(previous.versions))
+                previous.retire()
             log.info("unloaded model %s", name)
 
     def index(self, ready_only: bool = False) -> list[dict]:
