@@ -129,9 +129,9 @@ def checkout_commit() -> str:
 
 
 def _crd_dir() -> Path:
-    from kinfer_dev.localcluster.demo import _crd_path
+    from kinfer_dev.localcluster.demo import crd_path
 
-    return _crd_path()
+    return crd_path()
 
 
 # -- the cluster -----------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _step(number: int, text: str) -> None:
     print(f"\n[{number}/{STEPS}] {text}", flush=True)
 
 
-def _crd_path() -> Path:
+def crd_path() -> Path:
     """crds/ of the source tree (the demo runs from a checkout: `make demo`)."""
     import kinfer
 
@@ -133,7 +133,7 @@ class Setup:
 def _run(config: ClusterConfig, timeout_s: float, spike: bool, outcome: Outcome) -> None:
     from kinfer_dev.localcluster.processes import ProcessTable
 
-    setup = _cluster(config)
+    setup = prepare_cluster(config)
     kubectl = Kubectl(setup.kubectl_binary, setup.kubeconfig)
     setup.work_dir.mkdir(parents=True, exist_ok=True)
     # The operator and model store outlive this command (the cluster stays up):
@@ -141,24 +141,24 @@ def _run(config: ClusterConfig, timeout_s: float, spike: bool, outcome: Outcome)
     processes = ProcessTable(setup.kubeconfig.parent)
 
     _step(2, "installing kinfer: the CRD and the operator (`kinfer run`, a local process)")
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(_crd_path()))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
     kubectl("wait", "--for=condition=Established", "crd/inferenceservices.kinfer.dev")
-    operator = _start_operator(processes, kubectl, setup)
+    operator = start_operator(processes, kubectl, setup)
 
     _step(3, "building the test MLP (ONNX) in fp32, fp16 and int8, serving it on 127.0.0.1")
     models_dir = setup.work_dir / "models"
-    tiers, store = _serve_models(processes, models_dir, setup.work_dir)
-    plan = _plan(models_dir, tiers)
+    tiers, store = serve_models(processes, models_dir, setup.work_dir)
+    plan = size_spike(models_dir, tiers)
     print(f"spike sized on this machine: {plan.describe()}")
 
-    gpu_product = _first_gpu_product(kubectl)
+    gpu_product = first_gpu_product(kubectl)
     _step(4, f"applying InferenceService {NAMESPACE}/{NAME}: 3 tiers, autoscaled, 1 {gpu_product}")
     uris = {tier: f"{store.url}/{path}" for tier, path in tiers.items()}
     isvc = inference_service(uris, gpu_product, plan, COLD_START_S if spike else 0)
-    _recreate(kubectl, isvc)
+    recreate(kubectl, isvc)
 
     _step(5, f"waiting for it to become Ready (kubectl wait, up to {timeout_s:.0f}s)")
-    _wait_ready(kubectl, timeout_s)
+    wait_ready(kubectl, timeout_s)
 
     # The inference check comes after the spike (before it, its few requests would be measured
     # as the first tier's capacity), on every pod the spike left, back on the first tier.
@@ -185,7 +185,7 @@ def _run(config: ClusterConfig, timeout_s: float, spike: bool, outcome: Outcome)
         raise DemoError(f"the spike did not show {', '.join(outcome.missing)}")
 
 
-def _cluster(config: ClusterConfig) -> Setup:
+def prepare_cluster(config: ClusterConfig) -> Setup:
     """Step 1: KUBECONFIG's cluster when it is a kinfer local cluster, else a local one."""
     from kinfer_dev.localcluster import build
     from kinfer_dev.localcluster.cluster import LocalCluster
@@ -232,7 +232,7 @@ def _cluster(config: ClusterConfig) -> Setup:
     )
 
 
-def _start_operator(processes: Any, kubectl: Kubectl, setup: Setup) -> Any:
+def start_operator(processes: Any, kubectl: Kubectl, setup: Setup) -> Any:
     """The operator as a local process, its metrics on a loopback port the local Prometheus
     scrapes; one already running with its metrics served is kept."""
     from kinfer_dev.localcluster.processes import free_port, is_alive
@@ -273,7 +273,7 @@ class Store:
     pid: int
 
 
-def _serve_models(processes: Any, models_dir: Path, work_dir: Path) -> tuple[dict[str, str], Store]:
+def serve_models(processes: Any, models_dir: Path, work_dir: Path) -> tuple[dict[str, str], Store]:
     """Step 3: the heavy test MLP's tiers, served read-only on 127.0.0.1 by a recorded process."""
     from kinfer_dev.localcluster.demo_spike import HEAVY
     from kinfer_dev.localcluster.modelstore import build_test_models
@@ -298,7 +298,7 @@ def _serve_models(processes: Any, models_dir: Path, work_dir: Path) -> tuple[dic
     return tiers, Store(store_url, store.pid)
 
 
-def _plan(models_dir: Path, tiers: dict[str, str]) -> SpikePlan:
+def size_spike(models_dir: Path, tiers: dict[str, str]) -> SpikePlan:
     from kinfer_dev.localcluster.demo_spike import plan_spike, service_time_ms
 
     fp32_ms = service_time_ms(models_dir / tiers["fp32"])
@@ -306,7 +306,7 @@ def _plan(models_dir: Path, tiers: dict[str, str]) -> SpikePlan:
     return plan_spike(fp32_ms, int8_ms, MAX_REPLICAS)
 
 
-def _recreate(kubectl: Kubectl, isvc: dict[str, Any]) -> None:
+def recreate(kubectl: Kubectl, isvc: dict[str, Any]) -> None:
     """Step 4: a fresh InferenceService (an earlier demo's goes first: the spike starts from
     one replica on the first tier)."""
     kubectl("create", "namespace", NAMESPACE, check=False)
@@ -318,7 +318,7 @@ def _recreate(kubectl: Kubectl, isvc: dict[str, Any]) -> None:
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump(isvc))
 
 
-def _wait_ready(kubectl: Kubectl, timeout_s: float) -> None:
+def wait_ready(kubectl: Kubectl, timeout_s: float) -> None:
     waited = time.monotonic()
     result = kubectl(
         "wait",
@@ -346,7 +346,7 @@ def _spike(
     from kinfer_dev.localcluster import demo_spike
 
     service = demo_spike.DemoService(setup.kubeconfig, NAMESPACE, NAME)
-    _wait_first_tier(service, tiers[0])
+    wait_first_tier(service, tiers[0])
     result = demo_spike.run_spike(service, setup.prometheus_url, plan, MODEL, tiers[0])
     outcome.failed_requests = result.failed
     outcome.missing = result.watch.missing()
@@ -369,7 +369,7 @@ def _spike(
     return [f"timeline: {path}", *demo_spike.slo_summary(demo_spike.wait_for_slo(service))]
 
 
-def _wait_first_tier(service: Any, first: str, timeout_s: float = 90.0) -> None:
+def wait_first_tier(service: Any, first: str, timeout_s: float = 90.0) -> None:
     """The control loop writes status.activeTier once the Ready pods serve the first tier."""
     deadline = time.monotonic() + timeout_s
     while (service.get().get("status") or {}).get("activeTier") != first:
@@ -424,7 +424,7 @@ def _kubectl_version() -> str:
     return match.group(1) if match else ""
 
 
-def _first_gpu_product(kubectl: Kubectl) -> str | None:
+def first_gpu_product(kubectl: Kubectl) -> str | None:
     """A product some node offers whole GPUs of: where the demo's pod can land."""
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
     for node in nodes:

@@ -238,11 +238,17 @@ class DemoService:
         """The HTTP base URLs of the Ready pods (loopback pod IPs on the local cluster)."""
         from kinfer.api import constants as c
 
+        return [f"http://{pod['status']['podIP']}:{c.HTTP_PORT}" for pod in self.ready_pods()]
+
+    def ready_pods(self) -> list[dict[str, Any]]:
+        """The service's Ready pods with an IP and no deletion under way, as JSON."""
+        from kinfer.api import constants as c
+
         pods = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"{c.LABEL_ISVC}={self.name}"
         ).items
         return [
-            f"http://{pod.status.pod_ip}:{c.HTTP_PORT}"
+            self.api.sanitize_for_serialization(pod)
             for pod in pods
             if pod.status.pod_ip and not pod.metadata.deletion_timestamp and _ready(pod)
         ]
