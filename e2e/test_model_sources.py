@@ -1,9 +1,9 @@
 """Model sources on a cluster: an InferenceService fetched from a real S3 server with the
 credentials of spec.model.storageSecretName becomes Ready and answers, and the credentials
 never reach the model server (its container spec; locally also the running server's
-environment); a wrong key and a missing Secret each give Ready=False naming the fetch's
-failure; a model on a PersistentVolumeClaim serves; an hf:// file serves from a hub layout;
-on kind, an oci:// modelcar image serves.
+environment); a wrong key, a missing Secret and an archive reaching outside its folder each
+give Ready=False naming the fetch's failure; a model on a PersistentVolumeClaim serves; an
+hf:// file serves from a hub layout; on kind, an oci:// modelcar image serves.
 
 The S3 server is `rclone serve s3` (the S3 protocol, with an access key): on the local
 cluster the rclone it builds, on 127.0.0.1; on kind the storage-initializer image's rclone in
@@ -257,6 +257,48 @@ def test_a_wrong_key_and_a_missing_secret_are_in_ready_false(
             600,
         )
         assert re.search(message, ready["message"]), ready
+
+
+def test_an_archive_that_reaches_outside_its_folder_is_in_ready_false(
+    cluster: Cluster, operator: Operator, models: Models, namespace: str
+) -> None:
+    """A member named ../escaped: the fetch refuses the archive, and the InferenceService
+    says so in Ready=False (ModelFetchFailed) and an Event, with the fetch's own words."""
+    relative = "evil/mlp.tar.gz"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, data in (("model.onnx", b"not read"), ("../escaped", b"outside")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    models.local(relative).parent.mkdir(parents=True, exist_ok=True)
+    models.local(relative).write_bytes(archive.getvalue())
+    models.publish(relative)
+    isvc = small(load_sample("onnxruntime-cpu.yaml", namespace, models))
+    isvc["metadata"]["name"] = "mlp-evil"
+    isvc["spec"]["model"]["storageUri"] = models.uri(relative)
+    cluster.apply(isvc)
+
+    ready = wait_for(
+        "mlp-evil: Ready=False naming the refused archive",
+        lambda: (
+            (c := ready_condition(cluster, namespace, "mlp-evil")).get("status") == "False"
+            and c.get("reason") == "ModelFetchFailed"
+            and c
+        ),
+        600,
+    )
+    assert "refusing to extract archive entry" in ready["message"], ready
+    wait_for(
+        "mlp-evil: its ModelFetchFailed Warning Event",
+        lambda: any(
+            e.get("reason") == "ModelFetchFailed" and e.get("type") == "Warning"
+            for e in cluster.items(
+                "events", "-n", namespace, "--field-selector", "involvedObject.name=mlp-evil"
+            )
+        ),
+        120,
+    )
 
 
 HUB_REVISION = "v1"
