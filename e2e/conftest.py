@@ -53,6 +53,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(
                 pytest.mark.skip(reason=f"run on kind by make e2e-kind ({ENV_SKIP_KIND_COVERED}=1)")
             )
+    # A test that restarts the cluster's API server or Prometheus runs last: the components
+    # it restarts (and what watches them: KWOK, the power exporter) serve every other test.
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.hookimpl(hookwrapper=True)

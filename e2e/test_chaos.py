@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from e2e.harness import (
     ISVC_LABEL,
     Cluster,
@@ -587,6 +589,7 @@ def change_has_its_event(chaos: Chaos) -> str:
     return f"resources.cpu {cpu}: Deployment updated, and its Event"
 
 
+@pytest.mark.disruptive
 def test_random_operations_and_faults_converge(
     cluster: Cluster, operator: Operator, models: Models, namespace: str
 ) -> None:
