@@ -81,7 +81,8 @@ def test_a_dropped_kwok_stage_is_played_again(
     isvc = load_sample("onnxruntime-cpu.yaml", namespace, models)
     isvc["metadata"]["name"] = "resync"
     # Time to refuse KWOK's writes after the pod starts and before its server is ready.
-    isvc["metadata"]["annotations"] = {ANNOTATION_COLD_START_S: "8"}
+    # 30 s: the policy must be in force before the server is ready, on a busy machine too.
+    isvc["metadata"]["annotations"] = {ANNOTATION_COLD_START_S: "30"}
     isvc["spec"]["resources"] = {"cpu": "250m", "memory": "512Mi"}
     cluster.apply(isvc)
 
@@ -95,6 +96,10 @@ def test_a_dropped_kwok_stage_is_played_again(
     cluster.apply(policy)
     try:
         wait_for("the policy in force", lambda: not kwok_may_write(cluster, namespace, pod), 60)
+        annotations = cluster.get("pod", pod, "-n", namespace)["metadata"].get("annotations", {})
+        assert annotations.get(ANNOTATION_SERVER_READY) != "true", (
+            "the server was ready before the policy was in force: no write was refused"
+        )
         wait_for(
             "the runner's ready report",
             lambda: (
