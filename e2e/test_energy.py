@@ -123,11 +123,19 @@ def test_joules_per_inference_from_the_simulated_power_exporter(
             node,
             pod["spec"]["containers"][0]["name"],
         )
-        energy = prometheus_query(
-            cluster.prometheus_url,
-            f"increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{selector}}}[30s])",
+        # increase() needs two samples of the counter: the gauge above idle may be the first.
+        wait_for(
+            f"the simulated exporter's energy counter rising for {pod_name}",
+            lambda: any(
+                float(row["value"][1]) > 0
+                for row in prometheus_query(
+                    cluster.prometheus_url,
+                    f"increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{selector}}}[30s])",
+                )
+            ),
+            timeout_s=60,
+            interval_s=2,
         )
-        assert energy and float(energy[0]["value"][1]) > 0
 
         # A whole window of load: the pod served at least half the load at every 2 s step of
         # the last window and a bit (so both its energy and request series span the window).

@@ -18,7 +18,7 @@ import pytest
 
 from e2e.harness import Cluster, Models, Operator, condition, load_sample, wait_for
 from kinfer_dev.localcluster.config import ANNOTATION_COLD_START_S, ANNOTATION_SERVER_READY
-from kinfer_dev.localcluster.kwok_watchdog import ANNOTATION_RESYNC, DEFAULT_STALL_S
+from kinfer_dev.localcluster.kwok_watchdog import DEFAULT_STALL_S
 
 KWOK_USER = "kinfer-kwok"  # the local cluster's KWOK client certificate (pki.py)
 
@@ -123,11 +123,11 @@ def test_a_dropped_kwok_stage_is_played_again(
         for obj in reversed(policy):
             cluster.kubectl("delete", obj["kind"], obj["metadata"]["name"], check=False)
     wait_for("the policy gone", lambda: kwok_may_write(cluster, namespace, pod), 60)
-    # Nothing changes the pod now but the runner's bump (without it, it stays not Ready).
+    # KWOK plays the Stage again on the pod's next change: the runner's bump, or (in a busy
+    # run) any other write to the pod. Without the bump nothing may come (checked by hand:
+    # with the runner's resync disabled this wait times out).
     wait_for(
         "the pod Ready again (bumped by the runner)",
         lambda: condition(cluster.get("pod", pod, "-n", namespace), "Ready") == "True",
         DEFAULT_STALL_S * 6,
     )
-    bumped = cluster.get("pod", pod, "-n", namespace)["metadata"]["annotations"]
-    assert ANNOTATION_RESYNC in bumped, bumped
