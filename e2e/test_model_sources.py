@@ -187,6 +187,19 @@ def ready_condition(cluster: Cluster, namespace: str, name: str) -> dict[str, An
     return condition_of(cluster.get("kisvc", name, "-n", namespace), "Ready") or {}
 
 
+def fetch_failed(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    """The service's Ready condition once it is False for a failed model fetch."""
+    return wait_for(
+        f"{name}: Ready=False naming the fetch's failure",
+        lambda: (
+            (c := ready_condition(cluster, namespace, name)).get("status") == "False"
+            and c.get("reason") == "ModelFetchFailed"
+            and c
+        ),
+        600,
+    )
+
+
 def server_environment(cluster: Cluster, pod: dict[str, Any]) -> dict[str, str]:
     """The running model server's environment (/proc/<pid>/environ of the pod runner's
     process for the pod's server container)."""
@@ -247,15 +260,7 @@ def test_a_wrong_key_and_a_missing_secret_are_in_ready_false(
     )
 
     for name, message in expected.items():
-        ready = wait_for(
-            f"{name}: Ready=False naming the fetch's failure",
-            lambda name=name: (
-                (c := ready_condition(cluster, namespace, name)).get("status") == "False"
-                and c.get("reason") == "ModelFetchFailed"
-                and c
-            ),
-            600,
-        )
+        ready = fetch_failed(cluster, namespace, name)
         assert re.search(message, ready["message"]), ready
 
 
@@ -279,15 +284,7 @@ def test_an_archive_that_reaches_outside_its_folder_is_in_ready_false(
     isvc["spec"]["model"]["storageUri"] = models.uri(relative)
     cluster.apply(isvc)
 
-    ready = wait_for(
-        "mlp-evil: Ready=False naming the refused archive",
-        lambda: (
-            (c := ready_condition(cluster, namespace, "mlp-evil")).get("status") == "False"
-            and c.get("reason") == "ModelFetchFailed"
-            and c
-        ),
-        600,
-    )
+    ready = fetch_failed(cluster, namespace, "mlp-evil")
     assert "refusing to extract archive entry" in ready["message"], ready
     wait_for(
         "mlp-evil: its ModelFetchFailed Warning Event",
@@ -340,15 +337,7 @@ def test_an_hf_file_serves_from_a_hub_layout_and_a_missing_one_is_in_ready_false
     np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
 
-    ready = wait_for(
-        "mlp-hf-missing: Ready=False naming the fetch's failure",
-        lambda: (
-            (c := ready_condition(cluster, namespace, "mlp-hf-missing")).get("status") == "False"
-            and c.get("reason") == "ModelFetchFailed"
-            and c
-        ),
-        600,
-    )
+    ready = fetch_failed(cluster, namespace, "mlp-hf-missing")
     assert re.search(r"init container fetch-model exited \d+: .*not found", ready["message"]), ready
 
 
