@@ -187,6 +187,16 @@ def ready_condition(cluster: Cluster, namespace: str, name: str) -> dict[str, An
     return condition_of(cluster.get("kisvc", name, "-n", namespace), "Ready") or {}
 
 
+def assert_serves(cluster: Cluster, pod: dict[str, Any], model: Path) -> None:
+    """The pod answers over HTTP and gRPC as onnxruntime does with `model`."""
+    batch = testmodels.sample_input(batch=2)
+    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
+        http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
+    expected = testmodels.run_reference(model, batch)
+    np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+
+
 def fetch_failed(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """The service's Ready condition once it is False for a failed model fetch."""
     return wait_for(
@@ -232,12 +242,7 @@ def test_s3_with_the_storage_secret_serves_and_the_server_never_sees_the_keys(
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(environment)
         assert SECRET_KEY not in "\0".join(environment.values())
 
-    batch = testmodels.sample_input(batch=2)
-    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
-        http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
-    expected = testmodels.run_reference(models.local(models.tiers["fp32"]), batch)
-    np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+    assert_serves(cluster, pod, models.local(models.tiers["fp32"]))
 
 
 def test_a_wrong_key_and_a_missing_secret_are_in_ready_false(
@@ -330,12 +335,7 @@ def test_an_hf_file_serves_from_a_hub_layout_and_a_missing_one_is_in_ready_false
     # rclone's http remote: the endpoint, then the hub's path of the file.
     assert f":http:kinfer-dev/mlp/resolve/{HUB_REVISION}/onnx/model.onnx" in fetch["args"], fetch
     assert f"--http-url={models.base_url.rstrip('/')}" in fetch["args"], fetch
-    batch = testmodels.sample_input(batch=2)
-    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
-        http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
-    expected = testmodels.run_reference(published, batch)
-    np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+    assert_serves(cluster, pod, published)
 
     ready = fetch_failed(cluster, namespace, "mlp-hf-missing")
     assert re.search(r"init container fetch-model exited \d+: .*not found", ready["message"]), ready
@@ -364,12 +364,7 @@ def test_an_oci_modelcar_serves(
     [pod] = cluster.ready_pods(namespace, "mlp-oci")
     [fetch] = pod["spec"]["initContainers"]
     assert fetch["image"] == tag
-    batch = testmodels.sample_input(batch=2)
-    with pod_endpoint(cluster, pod) as (http_url, grpc_url):
-        http_out, _ = infer_both_protocols(http_url, grpc_url, "mlp", batch)
-    np.testing.assert_allclose(
-        http_out, testmodels.run_reference(model, batch), atol=1e-5, rtol=1e-4
-    )
+    assert_serves(cluster, pod, model)
 
 
 def bound_claim(cluster: Cluster, namespace: str, claim: str) -> str:
@@ -474,11 +469,6 @@ def test_a_model_on_a_persistent_volume_claim_serves(
         assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
         [server] = pod["spec"]["containers"]
         assert claim["name"] not in {m["name"] for m in server.get("volumeMounts") or []}
-        batch = testmodels.sample_input(batch=2)
-        with pod_endpoint(cluster, pod) as (http_url, grpc_url):
-            http_out, grpc_out = infer_both_protocols(http_url, grpc_url, "mlp", batch)
-        expected = testmodels.run_reference(model, batch)
-        np.testing.assert_allclose(http_out, expected, atol=1e-5, rtol=1e-4)
-        np.testing.assert_allclose(grpc_out, expected, atol=1e-5, rtol=1e-4)
+        assert_serves(cluster, pod, model)
     finally:
         cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
