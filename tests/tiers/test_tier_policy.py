@@ -230,6 +230,33 @@ def test_single_tier_or_no_tiers_are_inert():
 def test_no_latency_data_holds():
     decision = tier(latency_p95_ms=None)
     assert not decision.changed
+    assert decision.message == "tier fp32: no latency target or data"
+    # Requests without a p95, or no QPS figure at all: no data, on a lower tier too.
+    assert not tier(active_index=2, latency_p95_ms=None, qps=3.0).changed
+    assert not tier(active_index=2, latency_p95_ms=None, qps=None).changed
+
+
+def test_an_idle_lower_tier_steps_back_up():
+    # No request in the window: no p95, QPS 0. Nothing misses the SLO; the step-up decides.
+    decision = tier(active_index=2, latency_p95_ms=None, qps=0.0, ready_replicas=2)
+    assert decision.changed
+    assert decision.index == 0
+    assert decision.reason is Reason.TIER_RESTORED
+    assert decision.message == "tier int8 -> fp32: QPS 0 fits 2 Ready x 70/replica at fp32"
+
+
+def test_an_idle_tier_still_dwells_and_stays_at_the_first_tier():
+    dwelling = tier(active_index=1, latency_p95_ms=None, qps=0.0, last_switch_s=990.0)
+    assert not dwelling.changed
+    assert dwelling.message == "tier fp16: dwelling (10/30 s)"
+    assert not tier(active_index=0, latency_p95_ms=None, qps=0.0).changed
+    # The first tier's capacity unknown (no profile, no QPS target): nothing to step up on.
+    unknown = decide_tier(
+        TIERS,
+        CapacityModel(NAMES, {}, 100.0, None, tolerance=0.1, hysteresis=0.1),
+        TierInput(2, None, 0.0, 100.0, 0.1, 2, False, None, 1000.0),
+    )
+    assert not unknown.changed
 
 
 def test_capacity_at_target_inverts_mm1():
@@ -412,6 +439,15 @@ def test_the_step_up_sizing_is_off_at_the_first_tier():
     state = PolicyState(tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=70)})
     decision, _ = decide(STEP_UP_CONFIG, observation, Replicas(14, 14), state, 1000.0)
     assert decision.desired_replicas == 14
+
+
+def test_an_idle_service_on_a_lower_tier_comes_back_to_the_first():
+    # After a spike: the pods are idle, their window holds no request (p95 NaN, left out).
+    observation = Observation(qps=0.0, latency_p95_ms=None, pods_reporting=3, newest_sample_age_s=3)
+    state = PolicyState(active_tier=1, last_tier_switch_s=0.0, last_tier_switch_down=True)
+    decision, after = decide(CONFIG, observation, Replicas(3, 3), state, 100.0)
+    assert decision.tier_index == 0 and decision.tier_changed
+    assert after.active_tier == 0
 
 
 def test_failed_metrics_hold_the_tier():

@@ -72,9 +72,12 @@ def decide_tier(precision: PrecisionSpec, capacity: CapacityModel, tick: TierInp
         return fixed
     active = tick.active_index
     target, p95 = tick.target_latency_p95_ms, tick.latency_p95_ms
-    if target is None or p95 is None or tick.qps is None:
+    # An idle window (QPS 0: no request, so no p95) misses no SLO: the step-up decides, on no
+    # load. A lower tier left by a spike's last requests comes back once the pods are idle.
+    idle = p95 is None and tick.qps == 0
+    if target is None or tick.qps is None or (p95 is None and not idle):
         return _held(active, f"tier {names[active]}: no latency target or data")
-    over_slo = p95 > target * (1 + tick.tolerance)
+    over_slo = p95 is not None and p95 > target * (1 + tick.tolerance)
     dwelt = None if tick.last_switch_s is None else tick.now_s - tick.last_switch_s
     if dwelt is not None and dwelt < precision.dwell_s and not (over_slo and tick.last_switch_down):
         return _held(
@@ -82,7 +85,7 @@ def decide_tier(precision: PrecisionSpec, capacity: CapacityModel, tick: TierInp
         )
     if over_slo:
         return _step_down(precision, capacity, tick)
-    if active == 0 or p95 > target:
+    if active == 0 or (p95 is not None and p95 > target):
         return _held(active, f"tier {names[active]}")
     return _step_up(names, capacity, tick)
 
