@@ -71,7 +71,7 @@ e2e: install grpc-frontend cluster-deps  ## e2e suite on KUBECONFIG, or on the l
 test: install grpc-frontend cluster-deps  ## lint, unit, data plane, e2e on the local cluster (CI: then e2e-kind)
 	$(MAKE) lint
 	cd $(FRONTEND) && go test -mod=readonly ./...
-	KINFER_E2E_SKIP_KIND_COVERED=1 $(BIN)/pytest tests e2e
+	KINFER_E2E_SKIP_KIND_COVERED=1 $(BIN)/pytest tests e2e --durations=25
 
 # SPIKE=0: no load spike, a quick check that kinfer installs and serves.
 SPIKE ?= 1
