@@ -202,6 +202,6 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     try:
         yield name
     finally:
-        # Bounded: the namespace controller deletes the children, KWOK the pods,
-        # the pod runner stops their servers.
-        cluster.kubectl("delete", "namespace", name, "--timeout=180s", check=False, timeout_s=240)
+        # Bounded: the namespace controller deletes the children; KWOK or the kubelet stops
+        # the pods, and on the local cluster the pod runner their servers.
+        cluster.delete_namespace(name)

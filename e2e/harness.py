@@ -145,6 +145,22 @@ class Cluster:
                 f"{isvc.stdout}\n{pods.stdout}"
             )
 
+    def delete_namespace(self, name: str, timeout_s: int = 180) -> None:
+        """Deletes a test's namespace and waits until it is gone.
+
+        The namespace controller looks at a deleted namespace 5 s after the delete; if a pod
+        is still there, it looks again only half the pod's terminationGracePeriodSeconds
+        later (16 s for kinfer's 30 s), however soon the pod goes. A terminating namespace
+        admits no new pod, so its pods are force-deleted first (their containers are still
+        stopped by the kubelet): the controller's first pass finds none.
+        """
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found",
+                     check=False)  # fmt: skip
+        self.kubectl("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force",
+                     "--wait=false", check=False)  # fmt: skip
+        self.kubectl("wait", "--for=delete", f"namespace/{name}", f"--timeout={timeout_s}s",
+                     check=False, timeout_s=timeout_s + 60)  # fmt: skip
+
     def pods(self, namespace: str, isvc: str) -> list[dict[str, Any]]:
         return self.items("pods", "-n", namespace, "-l", f"{ISVC_LABEL}={isvc}")
 

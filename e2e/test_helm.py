@@ -161,5 +161,4 @@ def test_helm_install_and_uninstall_a_second_release_as_docs_install_md_says(
     finally:
         chart.helm("uninstall", release, "-n", release_namespace, "--ignore-not-found",
                    "--kubeconfig", str(cluster.kubeconfig), check=False)  # fmt: skip
-        cluster.kubectl("delete", "namespace", release_namespace, "--ignore-not-found",
-                        "--timeout=180s", check=False, timeout_s=240)  # fmt: skip
+        cluster.delete_namespace(release_namespace)

@@ -157,7 +157,10 @@ def test_a_model_that_cannot_be_fetched_is_said_on_the_inferenceservice(
     # What the user sees on the pod too, as a kubelet would report it.
     [pod] = cluster.pods(namespace, name)
     [init] = pod["status"]["initContainerStatuses"]
-    assert init["state"]["terminated"]["exitCode"] != 0
+    # A kubelet restarts a failed init container (with a back-off): the failure is the
+    # current state, or the last one while the next try waits or runs.
+    failed = init["state"].get("terminated") or (init.get("lastState") or {}).get("terminated")
+    assert failed and failed["exitCode"] != 0, init
     events = cluster.items(
         "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
     )
