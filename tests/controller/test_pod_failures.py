@@ -47,10 +47,30 @@ def test_a_failed_fetch_names_the_pod_the_init_container_and_its_exit():
     assert found.message == "pod mlp-1: init container fetch-fp16 exited 3: directory not found"
 
 
-def test_a_fetch_in_back_off_keeps_its_last_exit():
-    found = pod_failure([pod(init=[waiting("fetch-model", "CrashLoopBackOff", last_exit=1)])])
-    assert found.reason == FETCH_FAILED
-    assert "fetch-model CrashLoopBackOff, last exited 1: Error" in found.message
+def test_a_failed_fetch_reads_the_same_while_the_kubelet_retries_it():
+    """Exited, waiting in back-off, or running again: one message, the exit's."""
+    exited = terminated("fetch-model", 1, "directory not found")
+    last = {"lastState": {"terminated": exited["state"]["terminated"]}}
+    back_off = {
+        "name": "fetch-model",
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+        **last,
+    }
+    running = {"name": "fetch-model", "state": {"running": {}}, "restartCount": 1, **last}
+    messages = {pod_failure([pod(init=[status])]).message for status in (exited, back_off, running)}
+    assert messages == {"pod mlp-1: init container fetch-model exited 1: directory not found"}
+
+
+def test_a_fetch_that_succeeded_after_a_failure_is_no_failure():
+    done = terminated("fetch-model", 0)
+    done["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+    assert pod_failure([pod(init=[done])]) is None
+    assert pod_failure([pod(init=[{"name": "fetch-model", "state": {"running": {}}}])]) is None
+
+
+def test_an_image_that_cannot_be_pulled_is_said_even_after_a_failed_run():
+    found = pod_failure([pod(init=[waiting("fetch-model", "ImagePullBackOff", "no image", 1)])])
+    assert found.message == "pod mlp-1: init container fetch-model ImagePullBackOff: no image"
 
 
 def test_a_missing_storage_secret_names_it():

@@ -51,18 +51,31 @@ def _exit(terminated: dict[str, Any]) -> str:
     return f"exited {terminated.get('exitCode')}" + (f": {detail}" if detail else "")
 
 
+def _failed(terminated: dict[str, Any] | None) -> dict[str, Any] | None:
+    return terminated if terminated and terminated.get("exitCode", 0) != 0 else None
+
+
 def _init_failure(pod: str, status: dict[str, Any]) -> str | None:
+    """A failed fetch reads the same whichever moment of its retries the pod is read at.
+
+    A kubelet restarts a failed init container with a back-off, so its failed exit is in
+    `state.terminated`, then in `lastState.terminated` while it waits (CrashLoopBackOff) or
+    runs again. The exit says why; the back-off is only the kubelet's retry.
+    """
     state = status.get("state") or {}
-    terminated = state.get("terminated")
-    if terminated and terminated.get("exitCode", 0) != 0:
-        return f"pod {pod}: init container {status.get('name')} {_exit(terminated)}"
     waiting = state.get("waiting") or {}
-    last = (status.get("lastState") or {}).get("terminated")
+    if "terminated" in state:
+        failed = _failed(state["terminated"])
+    elif waiting.get("reason", "CrashLoopBackOff") == "CrashLoopBackOff":
+        failed = _failed((status.get("lastState") or {}).get("terminated"))
+    else:
+        failed = None
+    if failed:
+        return f"pod {pod}: init container {status.get('name')} {_exit(failed)}"
     if waiting.get("reason") in STUCK_WAITING_REASONS:
         # The kubelet's words, e.g. CreateContainerConfigError: secret "creds" not found.
         said = f": {waiting['message']}" if waiting.get("message") else ""
-        after = f", last {_exit(last)}" if last and last.get("exitCode", 0) != 0 else ""
-        return f"pod {pod}: init container {status.get('name')} {waiting['reason']}{said}{after}"
+        return f"pod {pod}: init container {status.get('name')} {waiting['reason']}{said}"
     return None
 
 
