@@ -217,11 +217,23 @@ def _step_record(step: Step) -> dict[str, Any]:
     return {"stage": step.stage.value, "reason": step.reason.value, "figures": figures}
 
 
+def as_stored(value: Any) -> Any:
+    """What a merge patch leaves in the object: a null removes its key (RFC 7386), so the
+    record read back from the API has no `error: null`. Compare records in this form."""
+    if isinstance(value, dict):
+        return {k: as_stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [as_stored(item) for item in value]
+    return value
+
+
 def _figures(record: dict[str, Any] | None) -> dict[str, Any]:
-    """A status record without what changes every period by itself: the decision's time, the
-    policy's history, and the age of the newest sample (it cycles with every scrape). An idle
-    service's record then stays the same, and is not rewritten."""
-    figures = {k: v for k, v in (record or {}).items() if k not in ("lastDecisionTime", "state")}
+    """A status record as stored, without what changes every period by itself: the decision's
+    time, the policy's history, and the age of the newest sample (it cycles with every scrape).
+    An idle service's record then stays the same, and is not rewritten."""
+    figures = {
+        k: v for k, v in as_stored(record or {}).items() if k not in ("lastDecisionTime", "state")
+    }
     metrics = figures.get("lastMetrics")
     if isinstance(metrics, dict):
         figures["lastMetrics"] = {k: v for k, v in metrics.items() if k != "newestSampleAgeS"}
