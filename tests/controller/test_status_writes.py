@@ -93,3 +93,33 @@ def test_a_tick_does_what_the_scheduler_planned_not_a_decision_nobody_read_for()
     assert reads == [] and memory.planned is None, "the plan is consumed"
     assert run_period(body, NoPods(), Reader(), memory).decision is not None
     assert reads == [body["metadata"]["name"]]
+
+
+def test_a_busy_service_holding_is_rewritten_at_the_refresh_not_every_period():
+    """Its QPS moves a little each period, and the Autoscaling condition's message quotes it;
+    the decision (hold 3) does not change: one write per STATUS_REFRESH_S, then a scale at
+    once."""
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "minReplicas": 1, "maxReplicas": 8}
+    body["spec"]["replicas"] = 3
+    body["status"] = {"readyReplicas": 3}
+    isvc, memory = parse(body), LoopMemory()
+    qps = iter([140.0, 141.3, 139.2, 142.8, 140.6, 400.0])
+
+    class Busy:
+        def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60):
+            return Observation(qps=next(qps), pods_reporting=3, newest_sample_age_s=1.0)
+
+    writes, messages = [], []
+    for now in (1000.0, 1005.0, 1010.0, 1015.0, 1000.0 + STATUS_REFRESH_S + 1, 1035.0):
+        result, _ = scaling_period(body, isvc, NoPods(), Busy(), memory, now)
+        writes.append(sorted(result.status_patch))
+        messages.append(result.decision.message)
+        body["status"].update(as_stored(result.status_patch))
+    assert len(set(messages[:4])) == 4 and all("holding 3" in m for m in messages[:5]), messages
+    assert writes[0] == ["autoscaling", "conditions"]
+    assert writes[1:4] == [[], [], []], writes
+    assert writes[4] == ["autoscaling", "conditions"], "the figures, at the refresh"
+    assert result.replicas is not None and result.replicas > 3
+    assert writes[5] == ["autoscaling", "conditions"], "a scale is written at once"

@@ -184,8 +184,9 @@ def plan(body: dict[str, Any], memory: LoopMemory, now_s: float) -> Plan:
     return Plan(wanted, tiers_switchable(isvc) and now_s >= memory.next_tier_s)
 
 
-# Status is refreshed at most this often when only the figures (QPS, p95) move;
-# a new decision, condition or tier is written at once. Nothing moves: no write.
+# Status is refreshed at most this often when only the figures (QPS, p95) move, and with them
+# the conditions' messages that quote them; a new decision, tier, or condition status or reason
+# is written at once. Nothing moves: no write.
 STATUS_REFRESH_S = 30.0
 DEFAULT_POD_START_S = 60.0
 
@@ -238,6 +239,17 @@ def _figures(record: dict[str, Any] | None) -> dict[str, Any]:
     if isinstance(metrics, dict):
         figures["lastMetrics"] = {k: v for k, v in metrics.items() if k != "newestSampleAgeS"}
     return figures
+
+
+def _transitions(patch: dict[str, Any], current: list[dict[str, Any]] | None) -> bool:
+    """Whether a conditions patch changes more than messages: a status, a reason, or the
+    generation observed."""
+
+    def states(conditions: list[dict[str, Any]] | None) -> set[tuple[Any, ...]]:
+        keys = ("type", "status", "reason", "observedGeneration")
+        return {tuple(item.get(key) for key in keys) for item in conditions or []}
+
+    return "conditions" in patch and states(patch["conditions"]) != states(current)
 
 
 def scaling_period(
@@ -300,15 +312,16 @@ def scaling_period(
     conditions = _conditions_patch(
         body, _scaling_conditions(decision, observation), isvc.generation
     )
-    result.status_patch.update(conditions)
     decided = (
         result.replicas is not None
         or decision.tier_changed
-        or bool(conditions)
+        or _transitions(conditions, status.get("conditions"))
         or record["desiredReplicas"] != autoscaling.get("desiredReplicas")
     )
-    moved = _figures(record) != _figures(autoscaling)
+    # A condition's message carries the figures ("holding 3: QPS 142.7 ..."): it moves with them.
+    moved = bool(conditions) or _figures(record) != _figures(autoscaling)
     if decided or (moved and now_s - memory.last_written_s >= STATUS_REFRESH_S):
+        result.status_patch.update(conditions)
         result.status_patch["autoscaling"] = record
         memory.last_written_s = now_s
     tier_index = decision.tier_index if tiers_switchable(isvc) else None
