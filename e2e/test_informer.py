@@ -97,3 +97,21 @@ def test_concurrent_calls_keep_their_connections(
     pool = api.rest_client.pool_manager.connection_from_url(api.configuration.host)
     assert pool.num_connections > 1, "the calls ran one after another"
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_writes_give_their_connection_back(cluster: Cluster, namespace: str) -> None:
+    # A write whose answer is not read (serialize=False) kept its connection out of the pool,
+    # and the next call opened a new one: a TLS handshake per status patch, apply and Event.
+    cluster.apply(_config_map(namespace, "written", "0"))
+    api = load_api_client(str(cluster.kubeconfig))
+    kube = Kube(api)
+    kube.get("v1", "ConfigMap", namespace, "written")
+    pool = api.rest_client.pool_manager.connection_from_url(api.configuration.host)
+    opened = pool.num_connections
+    for value in range(1, 6):
+        kube.apply(_config_map(namespace, "written", str(value)))
+        kube.post_event(
+            cluster.get("configmap", "written", "-n", namespace), "Normal", "Written", str(value)
+        )
+    assert kube.get("v1", "ConfigMap", namespace, "written")["data"] == {"value": "5"}
+    assert pool.num_connections == opened, "each write opened a connection of its own"

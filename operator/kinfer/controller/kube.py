@@ -37,6 +37,14 @@ CONFLICT_RETRIES = 5
 API_CONNECTIONS = 64
 
 
+def release(response: Any) -> None:
+    """Put the connection of a response whose body is not wanted (`serialize=False`) back in
+    the pool. urllib3 returns a connection once its response is read to the end: unread, the
+    connection stayed out of the pool and every write opened a new TLS connection."""
+    response.drain_conn()
+    response.release_conn()
+
+
 def load_api_client(
     kubeconfig: str | None = None, connections: int = API_CONNECTIONS
 ) -> client.ApiClient:
@@ -170,7 +178,7 @@ class Kube:
         live = self.get(desired["apiVersion"], desired["kind"], meta.get("namespace"), meta["name"])
         if live is not None and matches(desired, live):
             return "unchanged"
-        self._resource(desired["apiVersion"], desired["kind"]).server_side_apply(
+        unread = self._resource(desired["apiVersion"], desired["kind"]).server_side_apply(
             body=apply_body(desired),
             name=meta["name"],
             namespace=meta.get("namespace"),
@@ -179,6 +187,7 @@ class Kube:
             serialize=False,
             **({"dry_run": self.dry_run} if self.dry_run else {}),
         )
+        release(unread)
         return "created" if live is None else "updated"
 
     def patch_isvc_status(
@@ -194,13 +203,14 @@ class Kube:
         read, and the patch is made on that read's resourceVersion (retried on a conflict)."""
         resource = self._resource(c.API_VERSION, c.KIND)
         if owned_conditions is None or "conditions" not in status:
-            resource.status.patch(
+            unread = resource.status.patch(
                 body={"status": status},
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
                 serialize=False,
             )
+            release(unread)
             return
         for attempt in range(CONFLICT_RETRIES):
             # First from a cache where there is one; after a conflict, from the API server.
@@ -218,26 +228,28 @@ class Kube:
                 "status": {**status, "conditions": conditions},
             }
             try:
-                resource.status.patch(
+                unread = resource.status.patch(
                     body=body,
                     name=name,
                     namespace=namespace,
                     content_type="application/merge-patch+json",
                     serialize=False,
                 )
+                release(unread)
                 return
             except ApiException as error:
                 if error.status != 409 or attempt == CONFLICT_RETRIES - 1:
                     raise
 
     def patch_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        self._resource(c.API_VERSION, c.KIND).patch(
+        unread = self._resource(c.API_VERSION, c.KIND).patch(
             body={"spec": spec},
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
             serialize=False,
         )
+        release(unread)
 
     def post_event(
         self,
@@ -275,8 +287,10 @@ class Kube:
         if action is not None:
             event["action"] = action
         try:
-            self._resource("v1", "Event").create(
-                body=event, namespace=meta["namespace"], serialize=False
+            release(
+                self._resource("v1", "Event").create(
+                    body=event, namespace=meta["namespace"], serialize=False
+                )
             )
         except ApiException as error:
             log.warning(
