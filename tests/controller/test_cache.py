@@ -40,6 +40,13 @@ class Empty:
     def to_dict(self) -> dict[str, Any]:
         return {"items": []}
 
+    # A write's unread answer (urllib3's HTTPResponse): the operator hands its connection back.
+    def drain_conn(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
 
 class RecordingAPI:
     """Stands where the dynamic client's resources are: every request is recorded."""
