@@ -123,3 +123,23 @@ def test_a_busy_service_holding_is_rewritten_at_the_refresh_not_every_period():
     assert writes[4] == ["autoscaling", "conditions"], "the figures, at the refresh"
     assert result.replicas is not None and result.replicas > 3
     assert writes[5] == ["autoscaling", "conditions"], "a scale is written at once"
+
+
+def test_the_loop_parses_a_spec_once_per_resource_version(monkeypatch):
+    from kinfer.controller import control_loop
+
+    calls = []
+    real = control_loop.checked
+    monkeypatch.setattr(control_loop, "checked", lambda body: calls.append(1) or real(body))
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1, resourceVersion="7")
+    memory = LoopMemory()
+    first = memory.isvc(body)
+    assert first is not None and memory.isvc(body) is first and len(calls) == 1
+    body["spec"]["replicas"] = 3
+    body["metadata"].update(generation=2, resourceVersion="8")
+    assert memory.isvc(body).spec.replicas == 3 and len(calls) == 2
+    del body["metadata"]["resourceVersion"]  # not from the API: parsed every time
+    memory.isvc(body)
+    memory.isvc(body)
+    assert len(calls) == 4

@@ -132,9 +132,21 @@ class LoopMemory:
     # scaling decision made.
     served_tier: int | None = None
 
+    # The last parse, by the resourceVersion it was made from.
+    parsed_version: str | None = None
+    parsed: InferenceService | None = None
+
     def isvc(self, body: dict[str, Any]) -> InferenceService | None:
-        """The parsed spec (None when it is invalid: the reconcile reports what is wrong)."""
-        return checked(body)[1]
+        """The parsed spec (None when it is invalid: the reconcile reports what is wrong).
+
+        The scheduler asks every wake for every service: an object with the same
+        resourceVersion has the same content, so the last answer stands without even
+        `checked`'s canonical JSON of the spec."""
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if version is None or version != self.parsed_version:
+            self.parsed = checked(body)[1]
+            self.parsed_version = version
+        return self.parsed
 
     def fail_static(self, decision: Decision | None) -> bool:
         """Fail-static as of this tick: the new decision's, else the last one's."""
