@@ -10,7 +10,6 @@ copy, so the objects in it are the operator's own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import functools
 import logging
@@ -89,30 +88,6 @@ def limit_malloc_arenas(arenas: int) -> bool:
 
 
 M_ARENA_MAX = -8  # glibc's malloc.h
-
-# glibc keeps what was freed in its arenas for reuse: a burst (a thousand services' children
-# created at once) leaves the operator that much larger for good. Every TRIM_INTERVAL_S the
-# whole free pages go back to the system.
-TRIM_INTERVAL_S = 60.0
-
-
-def trim_malloc() -> bool:
-    """Return glibc's free pages to the system (malloc_trim(0)); False where not glibc or
-    nothing was returned."""
-    try:
-        return bool(ctypes.CDLL(None).malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
-async def trim_malloc_every(interval_s: float, stopped: asyncio.Event) -> None:
-    """trim_malloc every `interval_s` (in a thread: it holds the arenas' locks while it walks
-    them) until `stopped`."""
-    while not stopped.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), timeout=interval_s)
-        if not stopped.is_set():
-            await asyncio.to_thread(trim_malloc)
 
 
 def _counted(read: Any) -> Any:
@@ -312,7 +287,6 @@ async def start_scheduler(memo: kopf.Memo, **_: Any) -> None:
         cache.start(memo.caches, memo.caches_stopped)
     memo.scheduler_stopped = asyncio.Event()
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(memo.scheduler_stopped))
-    memo.trim_task = asyncio.create_task(trim_malloc_every(TRIM_INTERVAL_S, memo.scheduler_stopped))
 
 
 @kopf.on.cleanup()
@@ -320,6 +294,5 @@ async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
     if "scheduler_task" in memo:
         memo.scheduler_stopped.set()
         await memo.scheduler_task
-        await memo.trim_task
     if "caches_stopped" in memo:
         memo.caches_stopped.set()
