@@ -22,6 +22,8 @@ class NoPods:
     def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return []
 
+    peek_list = list
+
 
 class Reader:
     def observe(self, namespace: str, name: str, runtime: str, window_s: int = 60) -> Observation:

@@ -164,6 +164,13 @@ def test_cached_kube_serves_synced_caches_and_reads_through_the_rest():
         "mlp-1"
     ]
     assert cached.list("v1", "Pod", "team-b", selector) == []
+    # peek_list: the stored objects themselves; list: copies.
+    [stored] = cached.peek_list("v1", "Pod", "team-a", selector)
+    assert stored is pods.objects[("team-a", "mlp-1")]
+    assert cached.list("v1", "Pod", "team-a", selector)[0] is not stored
+    pods.apply("ADDED", pod("trainer", "ml", {}, gpus=2))
+    _, gpu_pods = cached.gpu_view()
+    assert [p["metadata"]["name"] for p in gpu_pods] == ["trainer"]
     calls = len(api.calls)
     # The pod cache is not every pod: a list it cannot answer in full goes to the API server.
     cached.list("v1", "Pod", "apps", "app=web")

@@ -37,6 +37,8 @@ class TrailingCache:
     def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return []
 
+    peek_list = list
+
     def gpu_view(self) -> tuple[list, list]:
         return [], []
 

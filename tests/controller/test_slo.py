@@ -92,6 +92,8 @@ def test_without_a_reader_that_counts_shares_the_share_is_unknown():
         def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
             return []
 
+        peek_list = list
+
         def gpu_view(self) -> tuple[list, list]:
             return [], []
 

@@ -19,6 +19,8 @@ class NoPods:
     def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return []
 
+    peek_list = list
+
     def gpu_view(self) -> tuple[list, list]:
         return [], []
 

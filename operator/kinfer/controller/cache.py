@@ -241,17 +241,26 @@ class Informer:
             found = self.objects.get((namespace or "", name))
         return _copy(found) if found is not None else None
 
-    def list(self, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
+    def list(
+        self,
+        namespace: str | None,
+        labels: dict[str, str],
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        copy: bool = True,
+    ) -> list[dict[str, Any]]:
+        """The matching objects (and `where` them), copied; with copy=False the stored objects
+        themselves, for a caller that only reads them."""
         with self.lock:
             if namespace is not None and c.LABEL_ISVC in labels:
                 items = list(self.by_isvc.get((namespace, labels[c.LABEL_ISVC]), {}).values())
             else:
                 items = list(self.objects.values())
         return [
-            _copy(obj)
+            _copy(obj) if copy else obj
             for obj in items
             if (namespace is None or obj["metadata"].get("namespace") == namespace)
             and all(((obj["metadata"].get("labels") or {}).get(k)) == v for k, v in labels.items())
+            and (where is None or where(obj))
         ]
 
 
@@ -313,20 +322,39 @@ class CachedKube(Kube):
         namespace: str | None = None,
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
+        return self._list(api_version, kind, namespace, label_selector, copy=True)
+
+    def peek_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The cached objects themselves, not copies (do not modify them)."""
+        return self._list(api_version, kind, namespace, label_selector, copy=False)
+
+    def _list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        copy: bool,
+    ) -> list[dict[str, Any]]:
         cache = self._cache(api_version, kind, namespace)
         labels = parse_selector(label_selector)
         if cache is None or labels is None or not _complete(cache, labels):
             return super().list(api_version, kind, namespace, label_selector)
-        return cache.list(namespace, labels)
+        return cache.list(namespace, labels, copy=copy)
 
     def gpu_view(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(every Node, every Pod that requests an extended resource), from the caches."""
         nodes, pods = self._cache("v1", "Node"), self._cache("v1", "Pod")
         if nodes is None or pods is None:
             return super().gpu_view()
-        return nodes.list(None, {}), [
-            p for p in pods.list(None, {}) if requests_extended_resource(p)
-        ]
+        # Filtered before the copy: every Pod of the cluster is cached, few hold a GPU.
+        return nodes.list(None, {}), pods.list(None, {}, where=requests_extended_resource)
 
     def get_fresh(
         self, api_version: str, kind: str, namespace: str | None, name: str

@@ -278,7 +278,7 @@ def scaling_period(
     if memory.state is None:
         memory.state = PolicyState.from_dict(autoscaling.get("state"))
     before = memory.state
-    pods = kube.list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
+    pods = kube.peek_list("v1", "Pod", isvc.namespace, label_selector=isvc.selector_string)
     tuning = Tuning(expected_pod_start_s=observed_pod_start_s(pods))
     config = PolicyConfig(isvc.spec.scaling, isvc.spec.precision, tuning)
     observation, memory.observation = memory.observation, None

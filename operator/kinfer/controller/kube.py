@@ -157,6 +157,16 @@ class Kube:
         )
         return [item.to_dict() for item in result.items]
 
+    def peek_list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A list that must not cost a copy when a cache serves it (do not modify it)."""
+        return self.list(api_version, kind, namespace, label_selector)
+
     def peek(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
         """A read that must not cost a request when a cache serves it (do not modify it)."""
         return self.get(api_version, kind, namespace, name)
