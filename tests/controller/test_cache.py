@@ -312,3 +312,47 @@ def test_a_pod_that_starts_failing_makes_its_service_resync_and_its_other_update
     assert not resync_due("MODIFIED", pod("3", "CreateContainerConfigError")), "the same failure"
     assert resync_due("MODIFIED", pod("4", "ImagePullBackOff")), "another failure"
     assert not resync_due("DELETED", pod("5", "ImagePullBackOff", deleting=True))
+
+
+def test_a_deployment_status_change_makes_its_service_report_status_once():
+    """Its pods came or went: the service's next tick (not a resync) writes its status, once
+    for however many changes came before it; a change of bookkeeping alone is no change."""
+    kube, api = recording_kube()
+    caches = informers(kube)
+    by_kind = {cache.kind: cache for cache in caches}
+    body = load_sample("onnxruntime-cpu.yaml")
+    body["metadata"].update(namespace="team-a", generation=1, resourceVersion="1")
+    body["status"] = {"observedGeneration": 1}
+    key = ("team-a", body["metadata"]["name"])
+    by_kind[c.KIND].apply("ADDED", body)
+    options = RenderOptions()
+    [deployment] = [o for o in render(parse(body), options) if o["kind"] == "Deployment"]
+    deployment["status"] = {"replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}
+    deployment["metadata"]["resourceVersion"] = "10"
+    by_kind["Deployment"].apply("ADDED", deployment)
+    for cache in caches:
+        cache.synced.set()
+    memo = handlers.operator_memo(CachedKube(kube, caches), options, None, caches)
+    memo.scheduler.observe("ADDED", body)
+    entry = memo.scheduler.entries[key]
+    entry.next_resync_s = 1e12
+
+    def apply(version: str, ready: int) -> None:
+        changed = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": version}}
+        by_kind["Deployment"].apply(
+            "MODIFIED", {**changed, "status": {**changed["status"], "readyReplicas": ready}}
+        )
+
+    def due() -> list[bool]:
+        return [w.resync for w in memo.scheduler.due() if w.key == key]
+
+    apply("11", 0)
+    assert due() == [], "bookkeeping only"
+    apply("12", 1)
+    apply("13", 2)
+    assert due() == [False], "one tick for two changes, and not a resync"
+    assert entry.memory.status_stale
+    memo.scheduler.tick(key, entry.memory, False)
+    assert not entry.memory.status_stale
+    assert ("patch", c.KIND) in api.calls, "the tick reported the status"
+    assert due() == [], "reported: nothing due until the next change"

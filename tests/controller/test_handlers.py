@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -45,11 +46,16 @@ def test_the_memo_carries_what_kinfer_run_made_and_one_scheduler() -> None:
 
 def test_each_objects_memo_copy_feeds_the_one_scheduler() -> None:
     memo = handlers.operator_memo(RecordingKube(), RenderOptions(), None)
-    # kopf hands each object's handlers a shallow copy of the operator's memo.
-    handlers.inference_service_seen(type="ADDED", body=isvc("a"), memo=copy.copy(memo))
-    handlers.inference_service_seen(type=None, body=isvc("b"), memo=copy.copy(memo))
+
+    def seen(event: str | None, body: dict[str, Any]) -> None:
+        # kopf hands each object's handlers a shallow copy of the operator's memo, and awaits
+        # an async handler on its event loop.
+        asyncio.run(handlers.inference_service_seen(type=event, body=body, memo=copy.copy(memo)))
+
+    seen("ADDED", isvc("a"))
+    seen(None, isvc("b"))
     assert sorted(memo.scheduler.entries) == [("team-a", "a"), ("team-a", "b")]
-    handlers.inference_service_seen(type="DELETED", body=isvc("a"), memo=copy.copy(memo))
+    seen("DELETED", isvc("a"))
     assert sorted(memo.scheduler.entries) == [("team-a", "b")]
 
 

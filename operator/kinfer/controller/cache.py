@@ -72,6 +72,10 @@ def content_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> boo
     return before is None or _content(before) != _content(after)
 
 
+def _status_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    return before is not None and before.get("status") != after.get("status")
+
+
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     """The object without its managedFields: the operator never reads them, and they are often
     the larger part of an object (memory, and every copy of it)."""
@@ -127,6 +131,9 @@ class Informer:
     changed: Callable[[dict[str, Any] | None, dict[str, Any]], bool] = field(
         default=lambda before, after: content_changed(before, after)
     )
+    # Called (from the informer's thread) with a stored object whose status changed, when
+    # `on_change` was not called for it.
+    on_status: Callable[[dict[str, Any]], None] | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # The stored objects by (namespace, their kinfer.dev/inferenceservice label): what a list of
     # one service's children reads, without scanning every object.
@@ -223,6 +230,8 @@ class Informer:
                 self._index(key, obj)
         if self.on_change is not None and (not kept or self.changed(before, obj)):
             self.on_change(obj)
+        elif self.on_status is not None and kept and _status_changed(before, obj):
+            self.on_status(obj)
 
     def _index(self, key: Key, obj: dict[str, Any]) -> None:
         owner = _isvc_of(obj)
@@ -369,14 +378,22 @@ def _complete(cache: Informer, labels: dict[str, str]) -> bool:
     return cache.label is None and cache.keep is None
 
 
-def on_child_change(caches: list[Informer], owner_changed: Callable[[Key], None]) -> None:
+def on_child_change(
+    caches: list[Informer],
+    owner_changed: Callable[[Key], None],
+    status_changed: Callable[[Key], None] | None = None,
+) -> None:
     """Tell `owner_changed` the InferenceService of every Deployment, Service or ConfigMap of
     it that is edited, created or deleted: a reconcile puts it right in seconds. Of its pods,
     those that fail (a fetch or server failure, pod_failures): Ready=False says why in
-    seconds, not at the next resync. A pod that recovers changes its Deployment's status."""
+    seconds, not at the next resync. A pod that recovers changes its Deployment's status.
+    Tell `status_changed` the InferenceService whose Deployment's status changed (its pods
+    came or went): its status follows."""
     for cache in caches:
         if cache.label == c.LABEL_ISVC and cache.kind != "Pod":
             cache.on_change = lambda obj: _notify(obj, owner_changed)
+            if cache.kind == "Deployment" and status_changed is not None:
+                cache.on_status = lambda obj: _notify(obj, status_changed)
         elif cache.kind == "Pod":
             cache.changed = failure_changed
             cache.on_change = lambda obj: _notify_failing(obj, owner_changed)

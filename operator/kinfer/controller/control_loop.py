@@ -132,6 +132,10 @@ class LoopMemory:
     # scaling decision made.
     served_tier: int | None = None
 
+    # Whether the status should be reported again (a child's status changed since the last
+    # report): set from the Deployment cache's thread, consumed by the tick.
+    status_stale: bool = False
+
     # The last parse, by the resourceVersion it was made from.
     parsed_version: str | None = None
     parsed: InferenceService | None = None

@@ -73,7 +73,7 @@ def operator_memo(
         resync_s=RESYNC_INTERVAL_S,
     )
     if caches:
-        cache.on_child_change(caches, memo.scheduler.resync_soon)
+        cache.on_child_change(caches, memo.scheduler.resync_soon, memo.scheduler.refresh_soon)
     return memo
 
 
@@ -146,20 +146,6 @@ def _reconcile(memo: kopf.Memo, body: dict[str, Any]) -> None:
     telemetry.RECONCILES.labels("success").inc()
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={c.LABEL_ISVC: kopf.PRESENT})
-def deployment_changed(
-    body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, type: str | None = None, **_: Any
-) -> None:
-    """Keep the parent's status true as its Deployment's pods come and go. The event's own
-    Deployment is read where the operator's cache has not caught up with it yet."""
-    name = meta.get("labels", {}).get(c.LABEL_ISVC)
-    parent = memo.kube.get(c.API_VERSION, c.KIND, meta.get("namespace"), name)
-    if parent is None or parent["metadata"].get("deletionTimestamp"):
-        return
-    seen = dict(body) if type != "DELETED" else None
-    _write(memo.kube, parent, refresh_status(parent, memo.kube, memo.render_options, seen))
-
-
 def _write_period(kube: Kube, body: dict[str, Any], result: control_loop.PeriodResult) -> None:
     meta = body["metadata"]
     if result.replicas is not None:
@@ -188,14 +174,19 @@ def _tick(
     memo: kopf.Memo, key: tuple[str, str], memory: control_loop.LoopMemory, resync: bool
 ) -> None:
     """One InferenceService's tick: its control loop; with `resync`, a reconcile first
-    (heals drift: a child edited or deleted by hand; follows GPU capacity)."""
+    (heals drift: a child edited or deleted by hand; follows GPU capacity); else, when its
+    Deployment's status changed (`memory.status_stale`), its status reported again."""
     namespace, name = key
     kube: Kube = memo.kube
+    # Taken before the reads: a child that changes during this tick makes it stale again.
+    stale, memory.status_stale = memory.status_stale, False
     body = kube.get(c.API_VERSION, c.KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     if resync:
         _reconcile(memo, body)
+    elif stale:
+        _write(kube, body, refresh_status(body, kube, memo.render_options))
     result = control_loop.run_period(body, kube, memo.metrics_reader, memory)
     isvc = memory.isvc(body)
     if isvc is not None:
@@ -271,8 +262,11 @@ def _record_service(
 
 
 @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
-def inference_service_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The scheduler's list of InferenceServices follows the watch."""
+async def inference_service_seen(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """The scheduler's list of InferenceServices follows the watch. On the event loop, as the
+    scheduler itself, not queued behind the handlers' threads."""
     memo.scheduler.observe(type, dict(body))
     if type == "DELETED":
         telemetry.forget(body["metadata"].get("namespace"), body["metadata"].get("name"))

@@ -95,6 +95,14 @@ class Scheduler:
         elif key not in self.entries:
             self.entries[key] = Entry(next_resync_s=self.clock() + self.resync_s)
 
+    def refresh_soon(self, key: Key) -> None:
+        """Make `key`'s next tick report its status again (its Deployment's status changed),
+        once however many changes come before it; the next wake starts it. Safe from any
+        thread."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.memory.status_stale = True
+
     def resync_soon(self, key: Key) -> None:
         """Make `key`'s next tick a resync (a child of it changed); the next wake starts it,
         or the one after its running tick. Safe from any thread."""
@@ -111,7 +119,8 @@ class Scheduler:
                 continue
             resync = now >= entry.next_resync_s
             planned = self.plan(key, entry.memory)
-            if not resync and (planned is None or not planned.any):
+            stale = entry.memory.status_stale
+            if not resync and not stale and (planned is None or not planned.any):
                 continue
             if resync:
                 entry.next_resync_s = now + self.resync_s
