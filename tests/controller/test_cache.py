@@ -356,3 +356,20 @@ def test_a_deployment_status_change_makes_its_service_report_status_once():
     assert not entry.memory.status_stale
     assert ("patch", c.KIND) in api.calls, "the tick reported the status"
     assert due() == [], "reported: nothing due until the next change"
+
+
+def test_every_event_of_an_inference_service_makes_the_scheduler_plan_it_again():
+    kube, _ = recording_kube()
+    caches = informers(kube)
+    memo = handlers.operator_memo(CachedKube(kube, caches), RenderOptions(), None, caches)
+    meta = {"namespace": "team-a", "name": "mlp"}
+    memo.scheduler.observe("ADDED", {"metadata": meta})
+    entry = memo.scheduler.entries[("team-a", "mlp")]
+    isvcs = next(cache for cache in caches if cache.kind == c.KIND)
+    before = entry.changes
+    isvcs.apply("MODIFIED", {"metadata": {**meta, "resourceVersion": "2"}, "spec": {}})
+    # Status alone counts: a rejected spec (SpecValid=False) is in status.
+    isvcs.apply(
+        "MODIFIED", {"metadata": {**meta, "resourceVersion": "3"}, "spec": {}, "status": {}}
+    )
+    assert entry.changes == before + 2

@@ -206,3 +206,28 @@ def test_ticks_waiting_on_the_api_server_run_side_by_side_beyond_the_default_poo
 
     asyncio.run(main())
     assert broken == []
+
+
+def test_an_object_with_nothing_due_is_not_planned_again_until_its_time_or_a_change() -> None:
+    clock = Clock()
+    asked: list[str] = []
+
+    def plan(key, memory):
+        asked.append(key[1])
+        return Plan(None, False, quiet_s=10.0)
+
+    loop = Scheduler(tick=lambda *a: None, plan=plan, read=None, wake_s=0.5, resync_s=300.0)
+    loop.clock = clock
+    loop.observe("ADDED", body("a"))
+    assert loop.due() == [] and asked == ["a"]
+    clock.now += 9.5
+    assert loop.due() == [] and asked == ["a"], "quiet for 10 s"
+    clock.now += 0.5
+    assert loop.due() == [] and asked == ["a", "a"], "its time came: planned again"
+    loop.changed(("team-a", "a"))  # its cache holds a new version (another thread)
+    assert loop.due() == [] and asked == ["a", "a", "a"], "changed: planned at the next wake"
+    loop.observe("MODIFIED", body("a"))
+    assert loop.due() == [] and asked == ["a"] * 4
+    loop.refresh_soon(("team-a", "a"))
+    [work] = loop.due()
+    assert not work.resync and asked == ["a"] * 5, "a status report is due whatever the plan"

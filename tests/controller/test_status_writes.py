@@ -73,6 +73,30 @@ def test_decisions_fall_due_together_on_the_period_grid():
     assert plan(body, LoopMemory(), 1003.0).wanted is not None  # never decided: due now
 
 
+def test_a_plan_with_nothing_due_says_until_when():
+    # The scheduler asks again only then (or when the object changes): the next period's start,
+    # or the next tier check when it comes first; never, for a spec that cannot run.
+    import math
+
+    from kinfer.controller.control_loop import plan
+
+    body = load_sample("tiers-gpu.yaml")
+    body["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    body["spec"]["scaling"] = {"targetQPSPerReplica": 50, "periodSeconds": 5}
+    decided = LoopMemory(last_decision_s=1000.4, next_tier_s=1010.0)
+    quiet = plan(body, decided, 1001.0)
+    assert not quiet.any and quiet.quiet_s == 4.0
+    decided.next_tier_s = 1002.5
+    assert plan(body, decided, 1001.0).quiet_s == 1.5
+    del body["spec"]["precision"]
+    body["spec"]["model"]["storageUri"] = "s3://models/mlp/model.onnx"
+    assert plan(body, decided, 1001.0).quiet_s == 4.0, "no tiers: no tier check"
+    del body["spec"]["scaling"]  # no target: no autoscaling
+    assert plan(body, decided, 1001.0).quiet_s == math.inf
+    del body["spec"]["model"]["storageUri"]
+    assert plan(body, LoopMemory(), 1001.0).quiet_s == math.inf, "invalid: nothing runs"
+
+
 def test_a_tick_does_what_the_scheduler_planned_not_a_decision_nobody_read_for():
     # Planned with no decision due (a resync), the tick ran in the next period: it must not
     # decide (and read Prometheus for this one service alone); unplanned, it plans itself.

@@ -399,6 +399,15 @@ def on_child_change(
             cache.on_change = lambda obj: _notify_failing(obj, owner_changed)
 
 
+def on_isvc_change(caches: list[Informer], changed: Callable[[Key], None]) -> None:
+    """Tell `changed` every InferenceService the cache stores anew (any event, its status
+    included), once the cache holds it."""
+    for cache in caches:
+        if cache.kind == c.KIND:
+            cache.changed = lambda before, after: True
+            cache.on_change = lambda obj: changed(_key(obj))
+
+
 def _notify_failing(pod: dict[str, Any], owner_changed: Callable[[Key], None]) -> None:
     # Also called when a pod goes: one that was deleted (deletionTimestamp) is no failure.
     if has_isvc_label(pod) and pod_failure([pod]) is not None:

@@ -174,6 +174,9 @@ class Plan:
     wanted: Wanted | None
     # The Ready pods are due a tier check.
     tier: bool
+    # With nothing due: how long nothing will be, unless the object or the loop's memory
+    # changes (infinite: nothing until then). The scheduler does not ask again before.
+    quiet_s: float = 0.0
 
     @property
     def any(self) -> bool:
@@ -181,23 +184,30 @@ class Plan:
 
 
 def plan(body: dict[str, Any], memory: LoopMemory, now_s: float) -> Plan:
-    """Which halves of a tick are due (nothing on an invalid or rejected spec)."""
+    """Which halves of a tick are due (nothing on an invalid or rejected spec), and with
+    nothing due, until when: the next period's start, the next tier check."""
     isvc = memory.isvc(body)
     if isvc is None or spec_rejected(body):
-        return Plan(None, False)
+        return Plan(None, False, math.inf)
     wanted = None
+    quiet_s = math.inf
     scaling = isvc.spec.scaling
-    if scaling.enabled and _period(now_s, scaling.period_s) > _period(
-        memory.last_decision_s, scaling.period_s
-    ):
-        wanted = Wanted(
-            isvc.namespace,
-            isvc.name,
-            isvc.spec.runtime,
-            scaling.metrics_window_s,
-            scaling.period_s,
-        )
-    return Plan(wanted, tiers_switchable(isvc) and now_s >= memory.next_tier_s)
+    if scaling.enabled:
+        current = _period(now_s, scaling.period_s)
+        if current > _period(memory.last_decision_s, scaling.period_s):
+            wanted = Wanted(
+                isvc.namespace,
+                isvc.name,
+                isvc.spec.runtime,
+                scaling.metrics_window_s,
+                scaling.period_s,
+            )
+        step_s = scaling.period_s if scaling.period_s > 0 else 1.0
+        quiet_s = (current + 1) * step_s - now_s
+    tier = tiers_switchable(isvc)
+    if tier:
+        quiet_s = min(quiet_s, memory.next_tier_s - now_s)
+    return Plan(wanted, tier and now_s >= memory.next_tier_s, max(quiet_s, 0.0))
 
 
 # Status is refreshed at most this often when only the figures (QPS, p95) move, and with them

@@ -74,6 +74,7 @@ def operator_memo(
     )
     if caches:
         cache.on_child_change(caches, memo.scheduler.resync_soon, memo.scheduler.refresh_soon)
+        cache.on_isvc_change(caches, memo.scheduler.changed)
     return memo
 
 

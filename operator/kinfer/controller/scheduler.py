@@ -44,6 +44,15 @@ class Entry:
     memory: LoopMemory = field(default_factory=LoopMemory)
     next_resync_s: float = 0.0
     running: bool = False
+    # Changes of the object seen (by `changed`, from any thread).
+    changes: int = 0
+    # (changes, time on the scheduler's clock): the last plan found nothing due before that
+    # time, as of that many changes. Not asked again before then unless the object changed.
+    quiet: tuple[int, float] = (-1, 0.0)
+
+    def quiet_at(self, now: float) -> bool:
+        """Whether the last plan still stands at `now`: nothing due yet, no change since."""
+        return self.quiet[0] == self.changes and now < self.quiet[1]
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,15 @@ class Scheduler:
             self.entries.pop(key, None)
         elif key not in self.entries:
             self.entries[key] = Entry(next_resync_s=self.clock() + self.resync_s)
+        else:
+            self.changed(key)
+
+    def changed(self, key: Key) -> None:
+        """`key`'s object changed (its cache has the new one): plan it at the next wake. Safe
+        from any thread."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.changes += 1
 
     def refresh_soon(self, key: Key) -> None:
         """Make `key`'s next tick report its status again (its Deployment's status changed),
@@ -111,17 +129,25 @@ class Scheduler:
             entry.next_resync_s = 0.0
 
     def due(self) -> list[Work]:
-        """The objects with work due now (not those still in their previous tick)."""
+        """The objects with work due now (not those still in their previous tick). An object
+        whose last plan had nothing due is not asked again before the time that plan gave,
+        unless it changes (observe) or falls due a resync or a status report."""
         now = self.clock()
         work = []
         for key, entry in list(self.entries.items()):
             if entry.running:
                 continue
             resync = now >= entry.next_resync_s
-            planned = self.plan(key, entry.memory)
             stale = entry.memory.status_stale
-            if not resync and not stale and (planned is None or not planned.any):
+            if not resync and not stale and entry.quiet_at(now):
                 continue
+            changes = entry.changes
+            planned = self.plan(key, entry.memory)
+            if not resync and not stale and (planned is None or not planned.any):
+                if planned is not None:
+                    entry.quiet = (changes, now + planned.quiet_s)
+                continue
+            entry.quiet = (-1, 0.0)
             if resync:
                 entry.next_resync_s = now + self.resync_s
             work.append(Work(key, entry, resync, planned or Plan(None, False)))
