@@ -135,29 +135,14 @@ def _applied_events(applied: dict[str, list[str]]) -> list[Event]:
     ]
 
 
-def refresh_status(
-    body: dict[str, Any],
-    kube: Kube,
-    options: RenderOptions,
-    deployment: dict[str, Any] | None = None,
-) -> Outcome:
-    """Status only (children changed): no apply, so a Deployment event never loops. Nothing
-    while this generation is not applied: the children still run an older spec."""
+def refresh_status(body: dict[str, Any], kube: Kube, options: RenderOptions) -> Outcome:
+    """Status only (children changed): no apply, so a Deployment's change never loops. Nothing
+    while this generation is not applied: the children still run an older spec. The caller is
+    told of the change by the cache it reads the Deployment from, so the cache has it."""
     errors, isvc = checked(body)
     if errors or isvc is None or spec_not_applied(body):
         return Outcome()
-    return _observe(body, isvc, kube, options, [], deployment)
-
-
-def newer(cached: dict[str, Any] | None, seen: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The later of two copies of one object, by resourceVersion (etcd's revision: an integer
-    on every API server kinfer runs with); the cache's when they cannot be compared."""
-    if seen is None or cached is None:
-        return cached if seen is None else seen
-    versions = [(obj.get("metadata") or {}).get("resourceVersion") for obj in (cached, seen)]
-    if not all(isinstance(v, str) and v.isdigit() for v in versions):
-        return cached
-    return seen if int(versions[1]) > int(versions[0]) else cached
+    return _observe(body, isvc, kube, options, [])
 
 
 def _observe(
@@ -166,13 +151,10 @@ def _observe(
     kube: Kube,
     options: RenderOptions,
     events: list[Event],
-    seen: dict[str, Any] | None = None,
 ) -> Outcome:
-    """The status the children show. `seen`: the Deployment as a watch event just gave it,
-    used when it is newer than the cache's copy (the cache's own watch may trail it)."""
+    """The status the children show."""
     current = body.get("status") or {}
-    cached = kube.get("apps/v1", "Deployment", isvc.namespace, isvc.name)
-    deployment = newer(cached, seen)
+    deployment = kube.get("apps/v1", "Deployment", isvc.namespace, isvc.name)
     capacity = observe_capacity(kube, isvc)
     fields, conditions = service_status(
         isvc,
