@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -834,3 +834,27 @@ def test_a_quick_window_not_shorter_than_the_window_is_off():
     falling = observe(qps=480, qps_recent=260, p95=40, pods=8)
     decision, _ = decide(config, falling, Replicas(8, 8), state, 0.0)
     assert decision.desired_replicas == 8  # no short rate either
+
+
+def test_a_policy_state_copy_is_equal_and_independent_and_its_mutable_fields_are_known():
+    state = PolicyState(
+        recommendations=[(1.0, 2)],
+        qps_history=[(1.0, 3.5)],
+        tier_profiles={"fp32": TierProfile(capacity_qps_per_replica=40.0)},
+        urgent_floor=(2.0, 3),
+    )
+    copied = state.copy()
+    assert copied == state
+    copied.recommendations.append((2.0, 4))
+    copied.qps_history.append((2.0, 1.0))
+    copied.tier_profiles["fp16"] = TierProfile()
+    assert state.recommendations == [(1.0, 2)]
+    assert state.qps_history == [(1.0, 3.5)]
+    assert list(state.tier_profiles) == ["fp32"]
+    # copy() shares what the fields hold: a new field of a mutable type must be copied there.
+    mutable = {
+        f.name
+        for f in fields(PolicyState)
+        if isinstance(getattr(PolicyState(), f.name), (list, dict, set))
+    }
+    assert mutable == {"recommendations", "qps_history", "tier_profiles"}

@@ -20,7 +20,6 @@ Without usable metrics the replicas are held (fail-static).
 
 from __future__ import annotations
 
-import copy
 import math
 import types
 import typing
@@ -137,7 +136,14 @@ class PolicyState:
     load_returned_s: float | None = None
 
     def copy(self) -> PolicyState:
-        return copy.deepcopy(self)
+        """An independent copy: the lists and the dict are new; what they hold (tuples,
+        frozen TierProfiles) is immutable, so it is shared."""
+        return replace(
+            self,
+            recommendations=list(self.recommendations),
+            qps_history=list(self.qps_history),
+            tier_profiles=dict(self.tier_profiles),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {_camel(f.name): _to_json(getattr(self, f.name)) for f in fields(self)}
