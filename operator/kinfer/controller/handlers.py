@@ -22,7 +22,7 @@ import kopf
 from kinfer.api import constants as c
 from kinfer.autoscale import energy, metrics
 from kinfer.config import RenderOptions
-from kinfer.controller import cache, control_loop, scheduler, telemetry
+from kinfer.controller import cache, control_loop, heap, scheduler, telemetry
 from kinfer.controller.kube import Kube
 from kinfer.controller.reconcile import Outcome, reconcile, refresh_status
 from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIONS
@@ -181,7 +181,10 @@ def _tick(
     kube: Kube = memo.kube
     # Taken before the reads: a child that changes during this tick makes it stale again.
     stale, memory.status_stale = memory.status_stale, False
-    body = kube.get(c.API_VERSION, c.KIND, namespace, name)
+    # A tick that only decides reads the cached object itself (it builds patches, never
+    # changes what it reads); a reconcile gets its own copy.
+    read = kube.get if resync or stale else kube.peek
+    body = read(c.API_VERSION, c.KIND, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     if resync:
@@ -282,6 +285,7 @@ async def start_scheduler(memo: kopf.Memo, **_: Any) -> None:
         cache.start(memo.caches, memo.caches_stopped)
     memo.scheduler_stopped = asyncio.Event()
     memo.scheduler_task = asyncio.create_task(memo.scheduler.run(memo.scheduler_stopped))
+    memo.heap_task = asyncio.create_task(heap.keep_frozen(memo.scheduler_stopped))
 
 
 @kopf.on.cleanup()
@@ -289,5 +293,6 @@ async def stop_scheduler(memo: kopf.Memo, **_: Any) -> None:
     if "scheduler_task" in memo:
         memo.scheduler_stopped.set()
         await memo.scheduler_task
+        await memo.heap_task
     if "caches_stopped" in memo:
         memo.caches_stopped.set()
