@@ -3,7 +3,7 @@ with simulated pods.
 
 It starts a local cluster with --simulated-pods (or reuses a running one), installs the CRD,
 runs the operator as a local process under its own API user, applies N InferenceServices
-(services.py), times them to all children created and all Ready, lets the fleet settle, then
+(services.py), times them to all children created and all Ready, waits until its replicas hold, then
 measures over a window: the operator's CPU and RSS (/proc), its API requests by kind (the API
 server's audit log, else the operator's kinfer_api_requests_total), its Prometheus queries per
 period (Prometheus' query log, else kinfer_metric_reads_total) and its decision lag (the
@@ -319,6 +319,42 @@ def wait_for_fleet(
     return children_s, ready_s
 
 
+def _total_replicas(session: Session, namespace: str) -> int:
+    from kubernetes import client
+
+    listed = client.CustomObjectsApi(session.api_client).list_namespaced_custom_object(
+        "kinfer.dev", "v1alpha1", namespace, "inferenceservices", _preload_content=False
+    )
+    return sum(
+        int((item.get("spec") or {}).get("replicas") or 0)
+        for item in json.loads(listed.data)["items"]
+    )
+
+
+def wait_until_steady(
+    session: Session, namespace: str, quiet_s: float, timeout_s: float
+) -> float | None:
+    """Wait until the fleet's spec.replicas, summed, has not changed for `quiet_s`: the moving
+    services have scaled out to what they hold (a scale-down waits out its stabilization
+    window, longer than a load cycle). Returns the seconds waited (None: timed out)."""
+    start = time.monotonic()
+    total, changed = _total_replicas(session, namespace), start
+    print(f"waiting for the fleet's replicas to hold for {quiet_s:.0f} s (now {total})")
+    while time.monotonic() - changed < quiet_s:
+        if time.monotonic() - start > timeout_s:
+            session.notes.append(f"replicas still changing after {timeout_s:.0f} s ({total})")
+            print(f"timed out after {timeout_s:.0f} s: replicas still changing ({total})")
+            return None
+        time.sleep(POLL_S)
+        now = _total_replicas(session, namespace)
+        if now != total:
+            print(f"replicas {total} -> {now}")
+            total, changed = now, time.monotonic()
+    waited = time.monotonic() - start
+    print(f"replicas held at {total} for {quiet_s:.0f} s (after {waited:.0f} s)")
+    return waited
+
+
 # -- the window ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Mark:
@@ -455,8 +491,7 @@ def bench(args: argparse.Namespace) -> report.Row:
         timings = wait_for_fleet(
             session, args.namespace, args.services, began, args.ready_timeout_s
         )
-        print(f"settling for {args.settle_s:.0f} s")
-        time.sleep(args.settle_s)
+        wait_until_steady(session, args.namespace, args.settle_s, args.ready_timeout_s)
         window = measure_window(session, args.window_s)
         return build_row(args, session, window, timings)
     except BaseException:
@@ -502,7 +537,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--settle-s",
         type=float,
         default=60.0,
-        help="wait after all are Ready before measuring, so metrics windows fill (60)",
+        help="before measuring, wait until the fleet's replicas have held this long (60)",
     )
     parser.add_argument(
         "--label", default="after", help="the row's operator label, e.g. before|after (after)"
