@@ -12,6 +12,7 @@ from e2e.harness import Cluster, wait_for
 from kinfer.api import constants as c
 from kinfer.controller import cache
 from kinfer.controller.kube import Kube, load_api_client
+from kinfer.controller.status import CONTROL_LOOP_CONDITIONS, RECONCILE_CONDITIONS
 
 
 def _config_map(namespace: str, name: str, value: str) -> dict:
@@ -115,3 +116,66 @@ def test_writes_give_their_connection_back(cluster: Cluster, namespace: str) -> 
         )
     assert kube.get("v1", "ConfigMap", namespace, "written")["data"] == {"value": "5"}
     assert pool.num_connections == opened, "each write opened a connection of its own"
+
+
+def _condition(kind: str, status: str = "True") -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": "Test", "message": kind}
+
+
+def test_status_writes_on_a_lagging_cache_build_on_the_operators_own_last_write(
+    cluster: Cluster, crd: None, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster.apply(
+        {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": "mlp", "namespace": namespace},
+            "spec": {
+                "runtime": "onnxruntime",
+                "model": {"name": "mlp", "storageUri": "http://127.0.0.1:9/model.onnx"},
+            },
+        }
+    )
+    kube = Kube(load_api_client(str(cluster.kubeconfig)))
+    # A cache that holds the object as created and never hears of a write after.
+    isvcs = cache.Informer(kube, c.API_VERSION, c.KIND, namespace)
+    isvcs.apply("ADDED", kube.get(c.API_VERSION, c.KIND, namespace, "mlp"))
+    isvcs.synced.set()
+    cached = cache.CachedKube(kube, [isvcs])
+    fresh: list[str] = []
+    read_fresh = cached.get_fresh
+    monkeypatch.setattr(
+        cached, "get_fresh", lambda *args: fresh.append(args[-1]) or read_fresh(*args)
+    )
+
+    cached.patch_isvc_status(
+        namespace, "mlp", {"conditions": [_condition(c.CONDITION_READY)]}, RECONCILE_CONDITIONS
+    )
+    cached.patch_isvc_spec(namespace, "mlp", {"replicas": 2})
+    loop = [_condition(c.CONDITION_METRICS_AVAILABLE), _condition(c.CONDITION_AUTOSCALING)]
+    cached.patch_isvc_status(namespace, "mlp", {"conditions": loop}, CONTROL_LOOP_CONDITIONS)
+    assert fresh == [], "no conflict: each write was made on the one before"
+    live = kube.get(c.API_VERSION, c.KIND, namespace, "mlp")
+    assert [x["type"] for x in live["status"]["conditions"]] == [
+        c.CONDITION_READY,
+        c.CONDITION_METRICS_AVAILABLE,
+        c.CONDITION_AUTOSCALING,
+    ]
+    assert live["spec"]["replicas"] == 2
+
+    # A write by someone else: the next patch conflicts once, reads afresh, and keeps it all.
+    cluster.kubectl("annotate", "kisvc/mlp", "-n", namespace, "note=by-hand")
+    cached.patch_isvc_status(
+        namespace,
+        "mlp",
+        {"conditions": [_condition(c.CONDITION_READY, "False")]},
+        RECONCILE_CONDITIONS,
+    )
+    assert fresh == ["mlp"]
+    live = kube.get(c.API_VERSION, c.KIND, namespace, "mlp")
+    assert {x["type"]: x["status"] for x in live["status"]["conditions"]} == {
+        c.CONDITION_READY: "False",
+        c.CONDITION_METRICS_AVAILABLE: "True",
+        c.CONDITION_AUTOSCALING: "True",
+    }
+    assert live["metadata"]["annotations"]["note"] == "by-hand"

@@ -12,7 +12,7 @@ from kinfer.autoscale.observation import Observation
 from kinfer.config import RenderOptions
 from kinfer.controller import handlers
 from kinfer.controller.cache import CachedKube, Informer, informers, parse_selector
-from kinfer.controller.kube import Kube
+from kinfer.controller.kube import Kube, OwnWrites
 from kinfer.render import render
 from tests.conftest import load_sample
 
@@ -36,6 +36,7 @@ class Empty:
     """An empty answer: no object, no items."""
 
     items: list[Any] = []
+    data = b"{}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"items": []}
@@ -63,6 +64,7 @@ def recording_kube() -> tuple[Kube, RecordingAPI]:
     kube = Kube.__new__(Kube)
     api = RecordingAPI()
     kube.dynamic = api
+    kube.own_writes = OwnWrites()
     return kube, api
 
 

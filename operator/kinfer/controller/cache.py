@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kinfer.api import constants as c
 from kinfer.capacity import requests_extended_resource
-from kinfer.controller.kube import Kube
+from kinfer.controller.kube import Kube, OwnWrites
 from kinfer.controller.pod_failures import pod_failure
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ class CachedKube(Kube):
 
     def __init__(self, kube: Kube, caches: Iterable[Informer]) -> None:
         self.dynamic = kube.dynamic
+        # One record of the operator's own writes, whichever wrapper wrote.
+        own_writes = getattr(kube, "own_writes", None)
+        self.own_writes = own_writes if own_writes is not None else OwnWrites()
         self.caches = list(caches)
 
     def _cache(self, api_version: str, kind: str, namespace: str | None = None) -> Informer | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,6 +128,53 @@ def apply_body(desired: dict[str, Any]) -> bytes:
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
+class OwnWrites:
+    """The resourceVersion and conditions of each InferenceService as this operator's last
+    write of it left them, until a read shows as new a version. A cache lags the operator's
+    own writes by a moment: a conditions patch made on the cached version right after
+    another write (a spec.replicas patch, the other loop's status) would conflict, and cost
+    a fresh read and a second patch. Safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[str, str], tuple[int, list[dict[str, Any]] | None]] = {}
+
+    def record(self, namespace: str, name: str, written: dict[str, Any]) -> None:
+        """What a write's response says the object now is."""
+        version = _version((written.get("metadata") or {}).get("resourceVersion"))
+        if version is None:
+            return
+        conditions = (written.get("status") or {}).get("conditions")
+        with self._lock:
+            known = self._by_key.get((namespace, name))
+            if known is None or known[0] < version:
+                self._by_key[(namespace, name)] = (version, conditions)
+
+    def newer(
+        self, namespace: str, name: str, version: str, conditions: list[dict[str, Any]] | None
+    ) -> tuple[str, list[dict[str, Any]] | None]:
+        """The newer of a read (its resourceVersion and conditions) and the last write. A
+        read as new as the write ends the write's record."""
+        read = _version(version)
+        with self._lock:
+            known = self._by_key.get((namespace, name))
+            if known is None or read is None:
+                return version, conditions
+            if known[0] > read:
+                return str(known[0]), known[1]
+            del self._by_key[(namespace, name)]
+        return version, conditions
+
+
+def _version(value: Any) -> int | None:
+    """A resourceVersion as the number etcd makes it (None: not one). Kubernetes calls them
+    opaque; the API server's own watch cache orders them as numbers."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
 class Kube:
     """A thin, synchronous wrapper of the dynamic client (kopf runs sync handlers in threads)."""
 
@@ -135,6 +183,7 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.dynamic = DynamicClient(api_client)
+        self.own_writes = OwnWrites()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         return self.dynamic.resources.get(api_version=api_version, kind=kind)
@@ -211,55 +260,59 @@ class Kube:
         conditions list with one computed from a possibly older read, undoing what another
         loop wrote since; so only those types are taken from `status`, the rest from a fresh
         read, and the patch is made on that read's resourceVersion (retried on a conflict)."""
-        resource = self._resource(c.API_VERSION, c.KIND)
+        resource = self._resource(c.API_VERSION, c.KIND).status
         if owned_conditions is None or "conditions" not in status:
-            unread = resource.status.patch(
-                body={"status": status},
-                name=name,
-                namespace=namespace,
-                content_type="application/merge-patch+json",
-                serialize=False,
-            )
-            release(unread)
+            self._patch_isvc(resource, namespace, name, {"status": status})
             return
         for attempt in range(CONFLICT_RETRIES):
-            # First from a cache where there is one; after a conflict, from the API server.
-            read = self.get if attempt == 0 else self.get_fresh
-            live = read(c.API_VERSION, c.KIND, namespace, name)
+            # First from a cache where there is one, or this operator's own last write when
+            # that is newer; after a conflict, from the API server.
+            live = self._isvc_conditions(namespace, name, fresh=attempt > 0)
             if live is None:
                 return
-            conditions = merge_owned(
-                (live.get("status") or {}).get("conditions"),
-                status["conditions"],
-                owned_conditions,
-            )
+            version, current = live
+            conditions = merge_owned(current, status["conditions"], owned_conditions)
             body = {
-                "metadata": {"resourceVersion": live["metadata"]["resourceVersion"]},
+                "metadata": {"resourceVersion": version},
                 "status": {**status, "conditions": conditions},
             }
             try:
-                unread = resource.status.patch(
-                    body=body,
-                    name=name,
-                    namespace=namespace,
-                    content_type="application/merge-patch+json",
-                    serialize=False,
-                )
-                release(unread)
+                self._patch_isvc(resource, namespace, name, body)
                 return
             except ApiException as error:
                 if error.status != 409 or attempt == CONFLICT_RETRIES - 1:
                     raise
 
-    def patch_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        unread = self._resource(c.API_VERSION, c.KIND).patch(
-            body={"spec": spec},
+    def _isvc_conditions(
+        self, namespace: str, name: str, fresh: bool
+    ) -> tuple[str, list[dict[str, Any]] | None] | None:
+        """An InferenceService's resourceVersion and conditions (None: it is gone)."""
+        read = self.get_fresh if fresh else self.get
+        live = read(c.API_VERSION, c.KIND, namespace, name)
+        if live is None:
+            return None
+        version = live["metadata"]["resourceVersion"]
+        conditions = (live.get("status") or {}).get("conditions")
+        return self.own_writes.newer(namespace, name, version, conditions)
+
+    def _patch_isvc(self, resource: Any, namespace: str, name: str, body: dict) -> None:
+        """A merge patch of an InferenceService (or its status); its response is recorded in
+        `own_writes`."""
+        response = resource.patch(
+            body=body,
             name=name,
             namespace=namespace,
             content_type="application/merge-patch+json",
             serialize=False,
         )
-        release(unread)
+        try:
+            written = json.loads(response.data)
+        finally:
+            release(response)
+        self.own_writes.record(namespace, name, written)
+
+    def patch_isvc_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self._patch_isvc(self._resource(c.API_VERSION, c.KIND), namespace, name, {"spec": spec})
 
     def post_event(
         self,
