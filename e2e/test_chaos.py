@@ -479,14 +479,27 @@ def pod_report(chaos: Chaos) -> str:
             for k, v in (meta.get("annotations") or {}).items()
             if k.startswith("kinfer.dev/server-")
         }
+        owners = [
+            f"{o.get('kind')}/{o.get('name')} uid {o.get('uid')}"
+            for o in meta.get("ownerReferences") or []
+        ]
         lines.append(
-            f"{meta['name']} rv {meta.get('resourceVersion')} phase {status.get('phase')} "
+            f"{meta['name']} rv {meta.get('resourceVersion')} created"
+            f" {meta.get('creationTimestamp')} owners {owners} phase {status.get('phase')} "
             f"deleting {meta.get('deletionTimestamp')} Ready {ready.get('status')} "
             f"at {ready.get('lastTransitionTime')} {server}"
         )
+    # An orphan pod's owner chain: which link the garbage collector did not follow.
+    for rs in chaos.cluster.items("replicasets", "-n", chaos.namespace):
+        meta = rs["metadata"]
+        lines.append(
+            f"ReplicaSet {meta['name']} uid {meta.get('uid')} deleting"
+            f" {meta.get('deletionTimestamp')} owners"
+            f" {[(o.get('name'), o.get('uid')) for o in meta.get('ownerReferences') or []]}"
+        )
     log_dir = chaos.cluster.state_dir / "logs" if chaos.cluster.state_dir else None
     names = [p["metadata"]["name"] for p in pods]
-    for component in ("pod-runner", "kwok"):
+    for component in ("pod-runner", "kwok", "kube-controller-manager"):
         path = log_dir / f"{component}.log" if log_dir else None
         if path is None or not path.exists() or not names:
             continue
