@@ -105,8 +105,13 @@ def default_out() -> Path:
     return Path(kinfer.__file__).resolve().parents[2] / "docs" / "bench"
 
 
+# What a row's operator label watches for uncommitted changes.
+CODE_PATHS = ("operator", "pyproject.toml")
+
+
 def checkout_commit() -> str:
-    """The commit this checkout's operator runs from (+dirty with uncommitted changes)."""
+    """The commit this checkout's operator runs from (+dirty with uncommitted changes to its
+    code: operator/ or pyproject.toml; the bench's own output in docs/ does not count)."""
     root = default_out().parents[1]
     try:
         head = subprocess.run(
@@ -117,7 +122,16 @@ def checkout_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(root),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                *CODE_PATHS,
+            ],
             capture_output=True,
             text=True,
             timeout=30,
