@@ -10,6 +10,7 @@ import kopf
 
 from kinfer.config import RenderOptions
 from kinfer.controller import handlers
+from kinfer.controller.kube import OwnWrites
 
 
 class RecordingKube:
@@ -18,6 +19,7 @@ class RecordingKube:
     def __init__(self, objects: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
         self.objects = objects or {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.own_writes = OwnWrites()
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         self.calls.append(("get", (kind, namespace, name)))
@@ -55,8 +57,11 @@ def test_each_objects_memo_copy_feeds_the_one_scheduler() -> None:
     seen("ADDED", isvc("a"))
     seen(None, isvc("b"))
     assert sorted(memo.scheduler.entries) == [("team-a", "a"), ("team-a", "b")]
+    written = {"metadata": {"resourceVersion": "9"}, "status": {"conditions": []}}
+    memo.kube.own_writes.record("team-a", "a", written)
     seen("DELETED", isvc("a"))
     assert sorted(memo.scheduler.entries) == [("team-a", "b")]
+    assert memo.kube.own_writes.newer("team-a", "a", "3", None) == ("3", None), "forgotten"
 
 
 def test_the_schedulers_plan_and_tick_read_the_memos_kube() -> None:

@@ -273,7 +273,9 @@ async def inference_service_seen(
     scheduler itself, not queued behind the handlers' threads."""
     memo.scheduler.observe(type, dict(body))
     if type == "DELETED":
-        telemetry.forget(body["metadata"].get("namespace"), body["metadata"].get("name"))
+        key = (body["metadata"].get("namespace"), body["metadata"].get("name"))
+        telemetry.forget(*key)
+        memo.kube.own_writes.forget(*key)
 
 
 # Startup and cleanup get the operator's memo itself (not an object's copy), so what

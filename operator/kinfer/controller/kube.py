@@ -165,6 +165,11 @@ class OwnWrites:
             del self._by_key[(namespace, name)]
         return version, conditions
 
+    def forget(self, namespace: str, name: str) -> None:
+        """The object is gone: its record too."""
+        with self._lock:
+            self._by_key.pop((namespace, name), None)
+
 
 def _version(value: Any) -> int | None:
     """A resourceVersion as the number etcd makes it (None: not one). Kubernetes calls them
