@@ -251,7 +251,7 @@ def test_an_informer_error_event_makes_it_list_again():
         raise AssertionError("an ERROR event must end the watch")
 
 
-def test_a_child_edited_or_deleted_makes_its_service_resync_and_a_new_one_or_status_does_not():
+def test_a_child_edited_deleted_or_created_makes_its_service_resync_and_status_does_not():
     kube, _ = recording_kube()
     caches = informers(kube)
     memo = handlers.operator_memo(CachedKube(kube, caches), RenderOptions(), None, caches)
@@ -270,14 +270,10 @@ def test_a_child_edited_or_deleted_makes_its_service_resync_and_a_new_one_or_sta
 
     def resync_due(event: str, obj: dict[str, Any]) -> bool:
         entry.next_resync_s = 1e12
-        entry.memory.status_stale = False
         by_kind["Deployment"].apply(event, obj)
         return [w.resync for w in memo.scheduler.due() if w.key == ("team-a", "mlp")] == [True]
 
-    # A new child (the reconcile that created it is running): its status is reported, no
-    # reconcile repeats the applies.
-    assert not resync_due("ADDED", deployment(2, 0, "1"))
-    assert entry.memory.status_stale
+    assert resync_due("ADDED", deployment(2, 0, "1"))
     assert not resync_due("MODIFIED", deployment(2, 1, "2")), "status and bookkeeping only"
     assert not resync_due("MODIFIED", deployment(2, 2, "3"))
     assert resync_due("MODIFIED", deployment(5, 2, "4")), "edited by hand"

@@ -72,14 +72,8 @@ def content_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> boo
     return before is None or _content(before) != _content(after)
 
 
-def edited(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
-    """Whether a stored object's content changed (not a new one: see content_changed)."""
-    return before is not None and content_changed(before, after)
-
-
 def _status_changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
-    """Whether the object is new or its status changed."""
-    return before is None or before.get("status") != after.get("status")
+    return before is not None and before.get("status") != after.get("status")
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -137,8 +131,8 @@ class Informer:
     changed: Callable[[dict[str, Any] | None, dict[str, Any]], bool] = field(
         default=lambda before, after: content_changed(before, after)
     )
-    # Called (from the informer's thread) with a stored object that is new or whose status
-    # changed, when `on_change` was not called for it.
+    # Called (from the informer's thread) with a stored object whose status changed, when
+    # `on_change` was not called for it.
     on_status: Callable[[dict[str, Any]], None] | None = None
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     # The stored objects by (namespace, their kinfer.dev/inferenceservice label): what a list of
@@ -393,16 +387,13 @@ def on_child_change(
     status_changed: Callable[[Key], None] | None = None,
 ) -> None:
     """Tell `owner_changed` the InferenceService of every Deployment, Service or ConfigMap of
-    it that is edited or deleted: a reconcile puts it right in seconds. Of its pods, those
-    that fail (a fetch or server failure, pod_failures): Ready=False says why in seconds, not
-    at the next resync. A pod that recovers changes its Deployment's status.
-    Tell `status_changed` the InferenceService whose Deployment appeared or whose status
-    changed (its pods came or went): its status follows. A child that appears needs no
-    reconcile: the one that created it is running, and its own applies would be repeated
-    before the caches hold them."""
+    it that is edited, created or deleted: a reconcile puts it right in seconds. Of its pods,
+    those that fail (a fetch or server failure, pod_failures): Ready=False says why in
+    seconds, not at the next resync. A pod that recovers changes its Deployment's status.
+    Tell `status_changed` the InferenceService whose Deployment's status changed (its pods
+    came or went): its status follows."""
     for cache in caches:
         if cache.label == c.LABEL_ISVC and cache.kind != "Pod":
-            cache.changed = edited
             cache.on_change = lambda obj: _notify(obj, owner_changed)
             if cache.kind == "Deployment" and status_changed is not None:
                 cache.on_status = lambda obj: _notify(obj, status_changed)
