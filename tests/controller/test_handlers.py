@@ -64,6 +64,23 @@ def test_each_objects_memo_copy_feeds_the_one_scheduler() -> None:
     assert memo.kube.own_writes.newer("team-a", "a", "3", None) == ("3", None), "forgotten"
 
 
+def test_a_late_deletion_of_an_older_incarnation_forgets_nothing_of_the_new_one() -> None:
+    memo = handlers.operator_memo(RecordingKube(), RenderOptions(), None)
+
+    def seen(event: str, uid: str, version: str) -> None:
+        body = isvc("a")
+        body["metadata"].update(uid=uid, resourceVersion=version)
+        asyncio.run(handlers.inference_service_seen(type=event, body=body, memo=copy.copy(memo)))
+
+    seen("ADDED", "old", "10")
+    seen("ADDED", "new", "20")
+    written = {"metadata": {"resourceVersion": "21"}, "status": {"conditions": []}}
+    memo.kube.own_writes.record("team-a", "a", written)
+    seen("DELETED", "old", "11")
+    assert memo.scheduler.entries[("team-a", "a")].uid == "new"
+    assert memo.kube.own_writes.newer("team-a", "a", "20", None) == ("21", [])
+
+
 def test_the_schedulers_plan_and_tick_read_the_memos_kube() -> None:
     kube = RecordingKube({("team-a", "gone"): isvc("gone", deleting=True)})
     memo = handlers.operator_memo(kube, RenderOptions(), None)

@@ -15,8 +15,14 @@ NOTHING = Plan(None, False)
 TIER = Plan(None, True)
 
 
-def body(name: str, deleting: bool = False) -> dict:
-    meta = {"namespace": "team-a", "name": name}
+def body(
+    name: str, deleting: bool = False, uid: str | None = None, version: int | None = None
+) -> dict:
+    meta: dict = {"namespace": "team-a", "name": name}
+    if uid is not None:
+        meta["uid"] = uid
+    if version is not None:
+        meta["resourceVersion"] = str(version)
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"metadata": meta}
@@ -65,6 +71,37 @@ def test_state_survives_updates_of_the_object() -> None:
     memory = loop.entries[("team-a", "a")].memory
     loop.observe("MODIFIED", body("a"))
     assert loop.entries[("team-a", "a")].memory is memory
+
+
+def test_a_name_made_again_follows_its_newest_incarnation_whatever_order_events_come_in() -> None:
+    # kopf handles each uid in its own worker: the deleted object's last events may come
+    # after the new one's first.
+    loop = scheduler(Clock())
+    key = ("team-a", "a")
+    assert loop.observe("ADDED", body("a", uid="old", version=10))
+    loop.entries[key].memory.last_decision_s = 5.0
+    assert loop.observe("ADDED", body("a", uid="new", version=20))
+    entry = loop.entries[key]
+    assert (entry.uid, entry.version) == ("new", 20)
+    assert entry.memory.last_decision_s == 0.0, "the new object starts with none of the old's"
+    entry.memory.last_decision_s = 7.0
+    assert not loop.observe("MODIFIED", body("a", uid="old", version=15))
+    assert not loop.observe("DELETED", body("a", uid="old", version=16))
+    assert loop.entries[key] is entry and entry.memory.last_decision_s == 7.0
+    assert loop.observe("MODIFIED", body("a", uid="new", version=21))
+    assert entry.memory.last_decision_s == 7.0 and entry.version == 21
+    assert loop.observe("DELETED", body("a", uid="new", version=22))
+    assert loop.entries == {}
+
+
+def test_a_relist_that_tells_no_deletion_still_starts_the_new_object_afresh() -> None:
+    loop = scheduler(Clock())
+    loop.observe(None, body("a", uid="old", version=10))
+    loop.entries[("team-a", "a")].memory.status_stale = True
+    # The watch broke; the name was deleted and made again; the relist shows only the new.
+    assert loop.observe(None, body("a", uid="new", version=30))
+    entry = loop.entries[("team-a", "a")]
+    assert entry.uid == "new" and not entry.memory.status_stale
 
 
 def test_only_objects_with_work_due_are_ticked() -> None:

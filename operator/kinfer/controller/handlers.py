@@ -270,9 +270,10 @@ async def inference_service_seen(
     type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """The scheduler's list of InferenceServices follows the watch. On the event loop, as the
-    scheduler itself, not queued behind the handlers' threads."""
-    memo.scheduler.observe(type, dict(body))
-    if type == "DELETED":
+    scheduler itself, not queued behind the handlers' threads. A late event of an older
+    incarnation of the name forgets nothing of the new one."""
+    current = memo.scheduler.observe(type, dict(body))
+    if type == "DELETED" and current:
         key = (body["metadata"].get("namespace"), body["metadata"].get("name"))
         telemetry.forget(*key)
         memo.kube.own_writes.forget(*key)

@@ -141,7 +141,7 @@ class OwnWrites:
 
     def record(self, namespace: str, name: str, written: dict[str, Any]) -> None:
         """What a write's response says the object now is."""
-        version = _version((written.get("metadata") or {}).get("resourceVersion"))
+        version = version_number((written.get("metadata") or {}).get("resourceVersion"))
         if version is None:
             return
         conditions = (written.get("status") or {}).get("conditions")
@@ -155,7 +155,7 @@ class OwnWrites:
     ) -> tuple[str, list[dict[str, Any]] | None]:
         """The newer of a read (its resourceVersion and conditions) and the last write. A
         read as new as the write ends the write's record."""
-        read = _version(version)
+        read = version_number(version)
         with self._lock:
             known = self._by_key.get((namespace, name))
             if known is None or read is None:
@@ -171,7 +171,7 @@ class OwnWrites:
             self._by_key.pop((namespace, name), None)
 
 
-def _version(value: Any) -> int | None:
+def version_number(value: Any) -> int | None:
     """A resourceVersion as the number etcd makes it (None: not one). Kubernetes calls them
     opaque; the API server's own watch cache orders them as numbers."""
     try:

@@ -27,6 +27,7 @@ from typing import Any
 from kinfer.autoscale.metrics import Wanted
 from kinfer.autoscale.observation import Observation
 from kinfer.controller.control_loop import LoopMemory, Plan
+from kinfer.controller.kube import version_number
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,11 @@ Key = tuple[str, str]
 
 @dataclass
 class Entry:
-    """What the loop keeps for one InferenceService between its ticks."""
+    """What the loop keeps for one InferenceService between its ticks: for one incarnation
+    of its name (uid), the newest seen (resourceVersion)."""
 
+    uid: str | None = None
+    version: int | None = None
     memory: LoopMemory = field(default_factory=LoopMemory)
     next_resync_s: float = 0.0
     running: bool = False
@@ -49,6 +53,24 @@ class Entry:
     # (changes, time on the scheduler's clock): the last plan found nothing due before that
     # time, as of that many changes. Not asked again before then unless the object changed.
     quiet: tuple[int, float] = (-1, 0.0)
+
+    def current(self, uid: str | None, version: int | None) -> bool:
+        """Whether an event of (uid, resourceVersion) is about this incarnation or a newer
+        one, not a late event of one deleted before this one was made."""
+        if uid is None or self.uid is None or uid == self.uid:
+            return True
+        return version is not None and (self.version is None or version > self.version)
+
+    def follow(self, uid: str | None, version: int | None) -> None:
+        """A current event: a new incarnation starts afresh (none of the old one's policy
+        history, plan or status report); the same one only moves its version on."""
+        if uid is not None and self.uid is not None and uid != self.uid:
+            self.memory = LoopMemory()
+            self.quiet = (-1, 0.0)
+        self.uid = uid if uid is not None else self.uid
+        if version is not None and (self.version is None or version > self.version):
+            self.version = version
+        self.changes += 1
 
     def quiet_at(self, now: float) -> bool:
         """Whether the last plan still stands at `now`: nothing due yet, no change since."""
@@ -95,16 +117,27 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """Follow the watch: an object appears, or goes (deleted, or being deleted)."""
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> bool:
+        """Follow the watch: an object appears, or goes (deleted, or being deleted). Returns
+        False for a late event of an older incarnation of the name, which changes nothing.
+
+        kopf handles each uid's events in its own worker, so when a name is deleted and made
+        again, the old object's last events can come after the new one's first; and a
+        relist after a broken watch tells no deletion at all. So an entry follows the newest
+        incarnation seen, by resourceVersion."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        uid, version = meta.get("uid"), version_number(meta.get("resourceVersion"))
+        entry = self.entries.get(key)
+        if entry is not None and not entry.current(uid, version):
+            return False
         if event_type == "DELETED" or meta.get("deletionTimestamp"):
             self.entries.pop(key, None)
-        elif key not in self.entries:
-            self.entries[key] = Entry(next_resync_s=self.clock() + self.resync_s)
+        elif entry is None:
+            self.entries[key] = Entry(uid, version, next_resync_s=self.clock() + self.resync_s)
         else:
-            self.changed(key)
+            entry.follow(uid, version)
+        return True
 
     def changed(self, key: Key) -> None:
         """`key`'s object changed (its cache has the new one): plan it at the next wake. Safe
