@@ -7,6 +7,7 @@ import logging
 import threading
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from e2e.harness import Cluster, wait_for
 from kinfer.api import constants as c
@@ -71,6 +72,46 @@ def test_an_informer_lists_watches_and_resumes_a_closed_watch(
 
 def _watches(informer: cache.Informer) -> int:
     return informer.watches
+
+
+def test_a_list_after_a_broken_watch_tells_what_changed_while_it_was_away(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("stays", "edited", "deleted"):
+        cluster.apply(_config_map(namespace, name, "1"))
+    kube = Kube(load_api_client(str(cluster.kubeconfig)))
+    informer = cache.Informer(kube, "v1", "ConfigMap", namespace, label=c.LABEL_ISVC)
+    told: list[str] = []
+    informer.on_change = lambda obj: told.append(obj["metadata"]["name"])
+    # The first watch breaks (an API server restart) and stays away until `back`: the
+    # informer then lists again and has seen none of the events between.
+    away, back, watching = threading.Event(), threading.Event(), informer._watch
+
+    def broken_once(version: str, stop: threading.Event) -> str:
+        if not away.is_set():
+            away.set()
+            back.wait(120)
+            raise ApiException(status=410, reason="Gone")
+        return watching(version, stop)
+
+    monkeypatch.setattr(informer, "_watch", broken_once)
+    stop = threading.Event()
+    [thread] = cache.start([informer], stop)
+    try:
+        wait_for("the first list, and the watch gone", away.is_set, 60)
+        assert told == [], "the first list tells nothing: the operator starts on every object"
+        cluster.apply(_config_map(namespace, "edited", "2"))
+        cluster.kubectl("delete", "configmap", "deleted", "-n", namespace)
+        cluster.apply(_config_map(namespace, "new", "1"))
+        back.set()
+        wait_for("the list after the broken watch", lambda: len(told) >= 3, 60)
+        assert sorted(told) == ["deleted", "edited", "new"]
+        assert informer.get(namespace, "edited")["data"] == {"value": "2"}
+        assert set(informer.objects) == {(namespace, n) for n in ("stays", "edited", "new")}
+    finally:
+        back.set()
+        stop.set()
+        thread.join(timeout=10)
 
 
 def test_concurrent_calls_keep_their_connections(

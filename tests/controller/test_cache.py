@@ -3,6 +3,7 @@ steady-state tick reads nothing from the API server (only writes what changed)."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kinfer.api import constants as c
@@ -375,3 +376,43 @@ def test_every_event_of_an_inference_service_makes_the_scheduler_plan_it_again()
         "MODIFIED", {"metadata": {**meta, "resourceVersion": "3"}, "spec": {}, "status": {}}
     )
     assert entry.changes == before + 2
+
+
+class Listing:
+    """A resource whose list answers with `items` (the JSON as the API server sends it)."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def get(self, **_: Any) -> Any:
+        data = json.dumps({"metadata": {"resourceVersion": "99"}, "items": self.items})
+        return type("Answer", (), {"data": data.encode()})()
+
+
+def test_a_relist_makes_each_service_whose_children_changed_meanwhile_report_or_resync(
+    monkeypatch,
+):
+    """What a broken watch missed reaches the scheduler when the informer lists again."""
+    kube, _ = recording_kube()
+    caches = informers(kube)
+    by_kind = {cache.kind: cache for cache in caches}
+    memo = handlers.operator_memo(CachedKube(kube, caches), RenderOptions(), None, caches)
+
+    def deployment(name: str, ready: int) -> dict[str, Any]:
+        meta = {"namespace": "team-a", "name": name, "labels": {c.LABEL_ISVC: name}}
+        return {"metadata": meta, "spec": {"replicas": 1}, "status": {"readyReplicas": ready}}
+
+    names = ("same", "ready", "gone")
+    for name in names:
+        memo.scheduler.observe("ADDED", {"metadata": {"namespace": "team-a", "name": name}})
+        memo.scheduler.entries[("team-a", name)].next_resync_s = 1e12
+    listing = Listing([deployment(name, 0) for name in names])
+    monkeypatch.setattr(by_kind["Deployment"], "_resource", lambda: listing)
+    by_kind["Deployment"]._list()
+    assert not any(e.memory.status_stale for e in memo.scheduler.entries.values())
+    assert memo.scheduler.due() == [], "the first list tells nothing"
+
+    listing.items = [deployment("same", 0), deployment("ready", 1)]
+    by_kind["Deployment"]._list()
+    due = {w.key[1]: (w.resync, w.entry.memory.status_stale) for w in memo.scheduler.due()}
+    assert due == {"ready": (False, True), "gone": (True, False)}

@@ -167,6 +167,9 @@ class Informer:
         return self.kube._resource(self.api_version, self.kind)
 
     def _list(self) -> str:
+        """Store what the API server lists. A list after the first (the watch broke, or its
+        resourceVersion was gone) tells the callbacks what changed meanwhile, as the events
+        missed would have: what went, what came, what changed."""
         # The JSON as it comes (serialize=False): no ResourceInstance built around each object.
         response = self._resource().get(
             namespace=self.namespace, label_selector=self.label, serialize=False
@@ -179,10 +182,16 @@ class Informer:
             if self.keep is None or self.keep(item):
                 objects[_key(item)] = _slim(item)
         with self.lock:
-            self.objects = objects
+            before, self.objects = self.objects, objects
             self.by_isvc = {}
             for key, obj in objects.items():
                 self._index(key, obj)
+        if self.synced.is_set():
+            for key, gone in before.items():
+                if key not in objects:
+                    self._tell(gone, gone, kept=False)
+            for key, obj in objects.items():
+                self._tell(before.get(key), obj, kept=True)
         self.synced.set()
         return str((listed.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -228,6 +237,10 @@ class Informer:
             if kept:
                 self.objects[key] = obj
                 self._index(key, obj)
+        self._tell(before, obj, kept)
+
+    def _tell(self, before: dict[str, Any] | None, obj: dict[str, Any], kept: bool) -> None:
+        """The callbacks for one stored object: `before` it, `obj` now (kept: still stored)."""
         if self.on_change is not None and (not kept or self.changed(before, obj)):
             self.on_change(obj)
         elif self.on_status is not None and kept and _status_changed(before, obj):
