@@ -19,6 +19,7 @@ import random
 import signal
 import statistics
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -460,7 +461,12 @@ def checkpoint(chaos: Chaos, label: str) -> None:
     except WaitTimeout as error:
         raise AssertionError(
             f"{error}\nstill wrong: {last}\n{schedule_report(chaos)}\n"
-            f"--- operation log ---\n" + "\n".join(chaos.log) + "\n" + pod_report(chaos)
+            f"--- operation log ---\n"
+            + "\n".join(chaos.log)
+            + "\n"
+            + pod_report(chaos)
+            + "\n"
+            + operator_report(chaos, last)
         ) from None
     chaos.converge_s.append(time.monotonic() - started)
     chaos.note(f"checkpoint {label}: converged in {chaos.converge_s[-1]:.1f}s; was {first}")
@@ -507,6 +513,30 @@ def pod_report(chaos: Chaos) -> str:
         named = [line for line in text if any(name in line for name in names)]
         lines.append(f"--- {path} (lines naming them, last 60) ---")
         lines += named[-60:]
+    return "\n".join(lines)
+
+
+def operator_report(chaos: Chaos, still_wrong: list[str]) -> str:
+    """What a local operator says of the services still wrong: its metrics series for them
+    (what its last tick read; none: it does not tick them) and its log lines naming them."""
+    names = sorted({problem.split(":")[0].split()[-1] for problem in still_wrong})
+    lines = [f"--- operator on {names} ---"]
+    operator = chaos.operator
+    if operator.metrics_port:
+        try:
+            url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                text = answer.read().decode(errors="replace")
+            lines += [
+                line
+                for line in text.splitlines()
+                if any(f'inferenceservice="{name}"' in line for name in names)
+            ]
+        except OSError as error:
+            lines.append(f"metrics: {error}")
+    if operator.log_path.exists():
+        text = operator.log_path.read_text(errors="replace").splitlines()
+        lines += [line for line in text if any(name in line for name in names)][-60:]
     return "\n".join(lines)
 
 
