@@ -178,6 +178,22 @@ def test_the_mix_is_a_tenth_moving_and_the_rest_idle_half_at_zero(
     assert found.total == n
 
 
+@pytest.mark.parametrize(
+    ("n", "share", "mix"), [(10, 0.0, (0, 5, 5)), (1000, 0.0, (0, 500, 500)), (10, 1.0, (10, 0, 0))]
+)
+def test_another_moving_share_keeps_the_idle_half_at_zero(
+    n: int, share: float, mix: tuple[int, int, int]
+) -> None:
+    found = services.fleet_mix(n, share)
+    assert (found.moving, found.idle_at_zero, found.idle_at_one) == mix
+    assert len(services.fleet(n, "ns", share)) == n
+
+
+def test_a_moving_share_outside_zero_to_one_says_so() -> None:
+    with pytest.raises(ValueError, match=r"--moving-share 1\.5: must be from 0 to 1"):
+        services.fleet_mix(10, 1.5)
+
+
 def test_every_service_is_valid_and_loaded_as_its_kind_says() -> None:
     items = services.fleet(10, "ns")
     assert len({i["metadata"]["name"] for i in items}) == 10
@@ -259,6 +275,8 @@ def test_the_console_table_puts_each_figure_next_to_its_target() -> None:
     assert lines["decision lag p99, s"][-1] == "OVER"
     assert "n/a" in report.console_table(replace(ROW, lag_p99_s=None))
     assert "(target is at 1,000)" in report.console_table(replace(ROW, services=10))
+    assert lines["operator CPU per service, % of one core"][-1] == "0.0125"
+    assert "1000 services (10% moving)" in text
 
 
 def test_rows_accumulate_per_label_and_size(tmp_path: Path) -> None:
@@ -266,16 +284,19 @@ def test_rows_accumulate_per_label_and_size(tmp_path: Path) -> None:
     small = replace(ROW, services=100, cpu_percent=2.0)
     report.write(tmp_path, ROW)
     report.write(tmp_path, before)
-    rows = report.write(tmp_path, small)
-    assert [(r.label, r.services) for r in rows] == [
-        ("after", 100),
-        ("after", 1000),
-        ("before", 1000),
-    ]
+    report.write(tmp_path, small)
+    idle = report.write(tmp_path, replace(ROW, moving_share=0.0, cpu_percent=10.0))
+    assert [(r.label, r.services, r.moving_share) for r in idle] == [
+        ("after", 1000, 0.0),
+        ("after", 100, 0.1),
+        ("after", 1000, 0.1),
+        ("before", 1000, 0.1),
+    ], "an all-idle fleet is a row of its own"
     rows = report.write(tmp_path, replace(small, cpu_percent=3.0))  # a rerun replaces its row
-    assert [r.cpu_percent for r in rows if r.key == ("after", 100)] == [3.0]
+    assert [r.cpu_percent for r in rows if r.key == ("after", 100, 0.1)] == [3.0]
     assert report.load_rows(tmp_path / report.JSON_NAME) == rows
     table = (tmp_path / report.MARKDOWN_NAME).read_text()
-    assert table.count("\n| after |") == 2 and table.count("\n| before |") == 1
-    assert "| before | 1000 | 12.5 | 180 | 0.40 | 3.10 | 1.00 | n/a | n/a |" in table
+    assert table.count("\n| after |") == 3 and table.count("\n| before |") == 1
+    assert "| before | 1000 | 10% | 0.0125 | 12.5 | 180 | 0.40 | 3.10 | 1.00 | n/a | n/a |" in table
+    assert "| after | 1000 | 0% | 0.0100 | 10.0 |" in table
     assert (tmp_path / report.PLOT_NAME).stat().st_size > 10_000

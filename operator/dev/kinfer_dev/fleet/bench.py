@@ -156,7 +156,7 @@ def open_cluster(args: argparse.Namespace) -> Session:
     config = ClusterConfig.from_env(
         state_dir=args.state_dir,
         pod_cidr=args.pod_cidr,
-        nodes=services.fleet_nodes(args.services),
+        nodes=services.fleet_nodes(args.services, args.moving_share),
         simulated_pods=True,
     )
     cluster = LocalCluster(config, out=sys.stdout)
@@ -462,6 +462,7 @@ def build_row(
     return report.Row(
         label=args.label,
         services=args.services,
+        moving_share=args.moving_share,
         window_s=round(seconds, 1),
         cpu_percent=measure.cpu_percent(ticks, seconds, os.sysconf("SC_CLK_TCK")),
         rss_mb=peak_rss / 2**20,
@@ -501,7 +502,9 @@ def bench(args: argparse.Namespace) -> report.Row:
     try:
         prepare(session, args.namespace)
         start_operator(session, args.operator_command or default_operator_command())
-        began = apply_fleet(session, services.fleet(args.services, args.namespace))
+        began = apply_fleet(
+            session, services.fleet(args.services, args.namespace, args.moving_share)
+        )
         timings = wait_for_fleet(
             session, args.namespace, args.services, began, args.ready_timeout_s
         )
@@ -548,6 +551,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--services", type=int, required=True, help="InferenceServices to apply")
     parser.add_argument("--window-s", type=float, default=120.0, help="measured window (120)")
     parser.add_argument(
+        "--moving-share",
+        type=float,
+        default=services.MOVING_SHARE,
+        help="share of the services whose load moves (0.1); 0: every service idle, half at"
+        " zero replicas and half at one",
+    )
+    parser.add_argument(
         "--settle-s",
         type=float,
         default=60.0,
@@ -586,7 +596,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _handle(args: argparse.Namespace) -> int:
     if args.out is None:
         args.out = default_out()
-    if args.services < 1 or args.window_s <= 0:
-        print("kinfer bench operator: --services >= 1 and --window-s > 0", file=sys.stderr)
+    if args.services < 1 or args.window_s <= 0 or not 0.0 <= args.moving_share <= 1.0:
+        print(
+            "kinfer bench operator: --services >= 1, --window-s > 0 and --moving-share from 0 to 1",
+            file=sys.stderr,
+        )
         return 2
     return run(args)

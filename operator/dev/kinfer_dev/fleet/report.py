@@ -1,5 +1,6 @@
-"""`kinfer bench operator`'s results: one row per (operator label, services), the targets of
-issue 20, the printed table, and docs/bench/operator.{json,md,png} that accumulate the rows."""
+"""`kinfer bench operator`'s results: one row per (operator label, services, moving share),
+the targets of issue 20, the printed table, and docs/bench/operator.{json,md,png} that
+accumulate the rows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "operator.json", "operator.md", "operator.png"
+# The fleet's default share of services with moving load (kinfer_dev.fleet.services).
+DEFAULT_MOVING_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,17 @@ class Row:
     operator: str = ""
     measured_at: str = ""
     host: str = ""
+    # The share of the services whose load moved (0: all idle).
+    moving_share: float = DEFAULT_MOVING_SHARE
 
     @property
-    def key(self) -> tuple[str, int]:
-        return (self.label, self.services)
+    def key(self) -> tuple[str, int, float]:
+        return (self.label, self.services, self.moving_share)
+
+    @property
+    def cpu_per_service(self) -> float:
+        """Operator CPU per service, % of one core: flat or falling with N (issue 20)."""
+        return self.cpu_percent / self.services
 
 
 def verdict(target: Target, value: float | None, services: int) -> str:
@@ -82,7 +92,8 @@ def console_table(row: Row) -> str:
     """One run: each figure next to its target."""
     width = max(len(t.title) for t in TARGETS)
     lines = [
-        f"{row.label}: {row.services} services, {row.window_s:.0f} s window ({row.host})",
+        f"{row.label}: {row.services} services ({row.moving_share:.0%} moving),"
+        f" {row.window_s:.0f} s window ({row.host})",
         f"{'figure':<{width}}  {'measured':>9}  {'target':>8}",
     ]
     for target in TARGETS:
@@ -91,6 +102,9 @@ def console_table(row: Row) -> str:
             f"{target.title:<{width}}  {_cell(value):>9}  {_limit(target):>8}"
             f"  {verdict(target, value, row.services)}".rstrip()
         )
+    lines.append(
+        f"{'operator CPU per service, % of one core':<{width}}  {row.cpu_per_service:>9.4f}"
+    )
     lines.append(
         f"sources: API {row.api_source or 'n/a'}; Prometheus {row.queries_source or 'n/a'}"
     )
@@ -107,13 +121,14 @@ def load_rows(path: Path) -> list[Row]:
 
 
 def upsert(rows: list[Row], row: Row) -> list[Row]:
-    """The rows with `row` replacing any of the same label and size; ordered by label, size."""
+    """The rows with `row` replacing any of the same label, size and moving share; ordered by
+    label, moving share, size."""
     kept = [r for r in rows if r.key != row.key] + [row]
-    return sorted(kept, key=lambda r: (r.label, r.services))
+    return sorted(kept, key=lambda r: (r.label, r.moving_share, r.services))
 
 
 def markdown(rows: list[Row]) -> str:
-    header = ["operator", "services"] + [
+    header = ["operator", "services", "moving", "CPU per service, %"] + [
         f"{t.title} ({_limit(t)})" if t.limit is not None else t.title for t in TARGETS
     ]
     lines = [
@@ -130,7 +145,12 @@ def markdown(rows: list[Row]) -> str:
         "|---|" + "---:|" * (len(header) - 1) + "---:|---|---|",
     ]
     for row in rows:
-        cells = [row.label, str(row.services)]
+        cells = [
+            row.label,
+            str(row.services),
+            f"{row.moving_share:.0%}",
+            f"{row.cpu_per_service:.4f}",
+        ]
         cells += [_cell(getattr(row, t.figure)) for t in TARGETS]
         cells += [
             f"{row.window_s:.0f}",
@@ -148,18 +168,20 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [t for t in TARGETS if t.figure != "api_writes_per_s"]
-    figure, axes = plt.subplots(2, 4, figsize=(16, 7), constrained_layout=True)
-    labels = sorted({r.label for r in rows})
+    shown.append(Target("cpu_per_service", "operator CPU per service, % of one core", None))
+    figure, axes = plt.subplots(3, 3, figsize=(15, 10), constrained_layout=True)
+    series = sorted({(r.label, r.moving_share) for r in rows})
     for axis, target in zip(axes.flat, shown, strict=False):
-        for label in labels:
+        for label, share in series:
             points = [
                 (r.services, getattr(r, target.figure))
                 for r in rows
-                if r.label == label and getattr(r, target.figure) is not None
+                if (r.label, r.moving_share) == (label, share)
+                and getattr(r, target.figure) is not None
             ]
             if points:
                 xs, ys = zip(*sorted(points), strict=True)
-                axis.plot(xs, ys, marker="o", label=label)
+                axis.plot(xs, ys, marker="o", label=f"{label}, {share:.0%} moving")
         if target.limit is not None:
             axis.axhline(target.limit, color="tab:red", linestyle="--", linewidth=1)
         axis.set_ylim(bottom=0)

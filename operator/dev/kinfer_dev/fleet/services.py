@@ -1,10 +1,11 @@
 """The fleet `kinfer bench operator` applies (pure): N InferenceServices and nodes to hold them.
 
-10 % carry a load that moves (a square wave between MOVING_LOW_QPS and MOVING_HIGH_QPS, each
-service's phase shifted so that they do not all step at once); of the rest, half are idle at
-zero replicas and half idle at one Ready replica. Every one is onnxruntime with small
-resources, autoscaling on TARGET_QPS_PER_REPLICA; the pods are simulated (the local cluster's
---simulated-pods), each serving up to the simulator's default capacity.
+10 % (MOVING_SHARE, or the bench's --moving-share) carry a load that moves (a square wave
+between MOVING_LOW_QPS and MOVING_HIGH_QPS, each service's phase shifted so that they do not
+all step at once); of the rest, half are idle at zero replicas and half idle at one Ready
+replica. Every one is onnxruntime with small resources, autoscaling on
+TARGET_QPS_PER_REPLICA; the pods are simulated (the local cluster's --simulated-pods), each
+serving up to the simulator's default capacity.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ class FleetMix:
         return self.moving * MAX_REPLICAS + self.idle_at_one
 
 
-def fleet_mix(services: int) -> FleetMix:
+def fleet_mix(services: int, moving_share: float = MOVING_SHARE) -> FleetMix:
+    """How many services move, and how many idle at zero and at one replica. A share above
+    zero moves at least one service; zero moves none (every service idle)."""
     if services < 1:
         raise ValueError(f"--services {services}: must be >= 1")
-    moving = max(1, round(services * MOVING_SHARE))
+    if not 0.0 <= moving_share <= 1.0:
+        raise ValueError(f"--moving-share {moving_share}: must be from 0 to 1")
+    moving = max(1, round(services * moving_share)) if moving_share > 0 else 0
     idle = services - moving
     return FleetMix(moving, idle // 2, idle - idle // 2)
 
@@ -83,9 +88,11 @@ def inference_service(
     }
 
 
-def fleet(services: int, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def fleet(
+    services: int, namespace: str = NAMESPACE, moving_share: float = MOVING_SHARE
+) -> list[dict[str, Any]]:
     """The N InferenceServices, moving ones first."""
-    mix = fleet_mix(services)
+    mix = fleet_mix(services, moving_share)
     items = [
         inference_service(f"moving-{i:04d}", 1, moving_load(i, mix.moving), namespace)
         for i in range(mix.moving)
@@ -100,9 +107,9 @@ def fleet(services: int, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     return items
 
 
-def fleet_nodes(services: int) -> tuple[NodeSpec, ...]:
+def fleet_nodes(services: int, moving_share: float = MOVING_SHARE) -> tuple[NodeSpec, ...]:
     """CPU nodes enough for the fleet at its largest (plus one spare)."""
-    count = math.ceil(fleet_mix(services).max_pods / PODS_PER_NODE) + 1
+    count = math.ceil(fleet_mix(services, moving_share).max_pods / PODS_PER_NODE) + 1
     return tuple(
         NodeSpec(name=f"fleet-cpu-{i}", cpu="64", memory="256Gi", pods=PODS_PER_NODE)
         for i in range(count)
