@@ -20,6 +20,7 @@ class Target:
     limit: float | None  # at most this, at 1,000 services (None: shown, no target)
 
 
+PER_SERVICE = "operator CPU per service, % of one core"
 TARGETS = (
     Target("cpu_percent", "operator CPU, % of one core", 25.0),
     Target("rss_mb", "operator RSS, MiB (peak)", 300.0),
@@ -90,7 +91,7 @@ def _limit(target: Target) -> str:
 
 def console_table(row: Row) -> str:
     """One run: each figure next to its target."""
-    width = max(len(t.title) for t in TARGETS)
+    width = max(len(title) for title in [*(t.title for t in TARGETS), PER_SERVICE])
     lines = [
         f"{row.label}: {row.services} services ({row.moving_share:.0%} moving),"
         f" {row.window_s:.0f} s window ({row.host})",
@@ -102,9 +103,7 @@ def console_table(row: Row) -> str:
             f"{target.title:<{width}}  {_cell(value):>9}  {_limit(target):>8}"
             f"  {verdict(target, value, row.services)}".rstrip()
         )
-    lines.append(
-        f"{'operator CPU per service, % of one core':<{width}}  {row.cpu_per_service:>9.4f}"
-    )
+    lines.append(f"{PER_SERVICE:<{width}}  {row.cpu_per_service:>9.4f}")
     lines.append(
         f"sources: API {row.api_source or 'n/a'}; Prometheus {row.queries_source or 'n/a'}"
     )
@@ -168,7 +167,7 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [t for t in TARGETS if t.figure != "api_writes_per_s"]
-    shown.append(Target("cpu_per_service", "operator CPU per service, % of one core", None))
+    shown.append(Target("cpu_per_service", PER_SERVICE, None))
     figure, axes = plt.subplots(3, 3, figsize=(15, 10), constrained_layout=True)
     series = sorted({(r.label, r.moving_share) for r in rows})
     for axis, target in zip(axes.flat, shown, strict=False):
