@@ -134,8 +134,9 @@ def markdown(rows: list[Row]) -> str:
         "# Operator at fleet scale",
         "",
         'Written by `kinfer bench operator` (docs/local-cluster.md, "Fleet runs: simulated'
-        ' pods"): one row per operator and fleet size, on the local cluster with simulated'
-        f" pods. Targets (issue 20) hold at {TARGET_SERVICES:,} services; n/a: the operator"
+        ' pods"): one row per operator, fleet size and share of services whose load moves'
+        " (the rest idle), on the local cluster with simulated pods. Targets (issue 20) hold"
+        f" at {TARGET_SERVICES:,} services; n/a: the operator"
         " or the cluster has no source for the figure. The plot is"
         f" [{PLOT_NAME}]({PLOT_NAME}); the figures, with their sources,"
         f" [{JSON_NAME}]({JSON_NAME}).",
