@@ -184,7 +184,10 @@ def plot(rows: list[Row], path: Path) -> None:
                 axis.plot(xs, ys, marker="o", label=f"{label}, {share:.0%} moving")
         if target.limit is not None:
             axis.axhline(target.limit, color="tab:red", linestyle="--", linewidth=1)
-        axis.set_ylim(bottom=0)
+        if target.figure == "cpu_per_service":
+            axis.set_yscale("log")  # a hundredth of a percent next to tenths
+        else:
+            axis.set_ylim(bottom=0)
         axis.set_title(target.title, fontsize=9)
         axis.set_xlabel("InferenceServices")
         axis.set_xscale("log")
