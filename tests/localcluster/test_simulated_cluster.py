@@ -209,24 +209,25 @@ def test_the_operator_bench_runs_end_to_end_at_ten_services(
     # The operator fixture's operator is stopped: the bench runs its own.
     operator.cluster.processes.stop(bench.OPERATOR_PROCESS)
     operator.operator = None
-    args = argparse.Namespace(
-        services=10,
-        window_s=15.0,
-        settle_s=5.0,
-        label="test",
-        operator_command=None,
-        ready_timeout_s=240.0,
-        namespace="bench-test",
-        out=tmp_path,
-        no_write=False,
-        json=False,
-        state_dir=cluster.cluster.state_dir,
-        pod_cidr=None,
-        keep_cluster=False,
+    # Through the command's own parser: every option the bench reads has its default.
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "operator",
+            "--services=10",
+            "--window-s=15",
+            "--settle-s=5",
+            "--label=test",
+            "--ready-timeout-s=240",
+            "--namespace=bench-test",
+            f"--out={tmp_path}",
+            f"--state-dir={cluster.cluster.state_dir}",
+        ]
     )
     assert bench.run(args) == 0
     (row,) = report.load_rows(tmp_path / report.JSON_NAME)
-    assert row.services == 10 and row.label == "test"
+    assert row.services == 10 and row.label == "test" and row.moving_share == 0.1
     assert 0 < row.cpu_percent < 100 and 30 < row.rss_mb < 1000
     assert (row.api_source, row.queries_source) == ("audit log", "query log")
     assert row.api_reads_per_s is not None and row.queries_per_period is not None

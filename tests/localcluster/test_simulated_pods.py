@@ -416,7 +416,7 @@ def test_the_operator_bench_refuses_a_running_cluster_without_simulated_pods(
             str(tmp_path), "", "", "", "", "127.1.0.0/16", [], 0.0, {}, 0.0, simulated_pods=False
         )
         (tmp_path / STATE_FILE).write_text(json.dumps(asdict(state)))
-        args = argparse.Namespace(services=10, state_dir=tmp_path, pod_cidr=None)
+        args = argparse.Namespace(services=10, moving_share=0.1, state_dir=tmp_path, pod_cidr=None)
         with pytest.raises(bench.BenchError, match="without simulated pods"):
             bench.open_cluster(args)
     finally:
