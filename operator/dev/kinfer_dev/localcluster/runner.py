@@ -341,14 +341,7 @@ class PodRunner:
     # -- one pod ----------------------------------------------------------
     def _supervise(self, server: PodServer, pod: dict[str, Any]) -> None:
         plan = server.plan
-        try:
-            self._prepare(server, pod)
-        except Exception as error:
-            log.error("pod %s: preparing failed: %s", plan.key, error)
-            self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
-            self._report(server, ready=False)
-            if isinstance(error, InitContainerFailed):
-                self._hold_init_failure(server, error)
+        if not self._prepared(server, pod):
             return
         delay = plan.cold_start_s
         if delay is None:
@@ -387,6 +380,28 @@ class PodRunner:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             server.waiting = ""
             self._report(server, ready=False)
+
+    def _prepared(self, server: PodServer, pod: dict[str, Any]) -> bool:
+        """Prepare the pod (`_prepare`) as a kubelet's pod sync does: a failed init container
+        is held in the pod's status; any other failure (the API server away while a
+        ConfigMap is read) is tried again, with backoff, until the pod stops. False: the
+        server is not to start."""
+        backoff = 1.0
+        while not server.stopping.is_set():
+            try:
+                self._prepare(server, pod)
+                return True
+            except Exception as error:
+                log.error("pod %s: preparing failed: %s", server.plan.key, error)
+                self._event(pod, "Warning", "FetchFailed", str(error)[:1000])
+                self._report(server, ready=False)
+                if isinstance(error, InitContainerFailed):
+                    self._hold_init_failure(server, error)
+                    return False
+            if server.stopping.wait(backoff):
+                return False
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        return False
 
     def _last_exit(self, server: PodServer) -> tuple[int, str] | None:
         """A kubelet's lastState.terminated of the server: its exit code (128 + the signal
